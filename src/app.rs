@@ -1,0 +1,156 @@
+//! Builds the running service from settings for a role, and runs it until shutdown.
+//! Tests build it the same way, on port 0, against the real Kafka and Postgres.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::http_server;
+use crate::ingest::{Admission, ApiKeys, AuthConfigError, IngestApi};
+use crate::queue::{KafkaPublisher, ProducerError};
+use crate::storage::{connect_pool, PostgresProbe, StorageError};
+use crate::telemetry::{AdminHandler, HealthChecks, Metrics, Probe};
+
+/// Which parts of the pipeline this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Ingest API and worker together (the local default).
+    Serve,
+    /// The HTTP API only.
+    Ingest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Listeners are bound in `build`, so a port conflict fails start-up, not later.
+pub struct App {
+    api: Arc<IngestApi<KafkaPublisher>>,
+    api_listener: TcpListener,
+    admin: Arc<AdminHandler>,
+    admin_listener: TcpListener,
+    publisher: KafkaPublisher,
+    shutdown: CancellationToken,
+    grace: Duration,
+}
+
+impl App {
+    pub async fn build(
+        settings: &Settings,
+        role: Role,
+        shutdown: CancellationToken,
+    ) -> Result<App, StartupError> {
+        let metrics = Metrics::new()?;
+        let publisher = KafkaPublisher::new(&settings.kafka, metrics.kafka_produce_duration.clone())?;
+        let mut health = HealthChecks::default()
+            .with("kafka", Arc::new(KafkaProbe(publisher.clone())) as Arc<dyn Probe>);
+        if role == Role::Serve {
+            let pool = connect_pool(&settings.postgres)?;
+            health = health.with("postgres", Arc::new(PostgresProbe(pool)));
+        }
+        let api = IngestApi::new(
+            publisher.clone(),
+            ApiKeys::from_settings(&settings.auth.keys)?,
+            Admission::new(settings.kafka.max_in_flight, &settings.api),
+            health.clone(),
+            metrics.clone(),
+            settings.api.clone(),
+            shutdown.clone(),
+        );
+        let api_listener = bind("api", settings.api_addr()).await?;
+        let admin_listener = bind("admin", settings.admin_addr()).await?;
+        Ok(App {
+            api,
+            api_listener,
+            admin: AdminHandler::new(metrics, health),
+            admin_listener,
+            publisher,
+            shutdown,
+            grace: Duration::from_millis(settings.shutdown.grace_ms),
+        })
+    }
+
+    pub fn api_addr(&self) -> std::io::Result<SocketAddr> {
+        self.api_listener.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin_listener.local_addr()
+    }
+
+    /// Serves until the shutdown token fires, then drains requests and flushes the
+    /// producer, all within the grace period.
+    pub async fn run(self) {
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let housekeeping = tokio::spawn(forget_idle_bots(self.api.clone(), self.shutdown.clone()));
+        let admin = tokio::spawn(http_server::serve(
+            "admin",
+            self.admin_listener,
+            self.admin,
+            self.shutdown.clone(),
+            self.grace,
+        ));
+        http_server::serve(
+            "api",
+            self.api_listener,
+            self.api,
+            self.shutdown.clone(),
+            self.grace,
+        )
+        .await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match self.publisher.flush(left.max(Duration::from_millis(100))).await {
+            Ok(()) => tracing::info!("producer flushed"),
+            Err(err) => tracing::error!(error = %err, "producer flush incomplete"),
+        }
+        housekeeping.abort();
+        if admin.await.is_err() {
+            tracing::warn!("admin server task ended abnormally");
+        }
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { what, addr, source })
+}
+
+/// Trims the per-bot rate limiter's memory once a minute.
+async fn forget_idle_bots(api: Arc<IngestApi<KafkaPublisher>>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => api.admission().forget_idle_bots(),
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// `/health` probe: the broker answers a metadata request for our topic.
+struct KafkaProbe(KafkaPublisher);
+
+impl Probe for KafkaProbe {
+    fn probe(&self, within: Duration) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(self.0.check(within))
+    }
+}

@@ -1,0 +1,10 @@
+//! Domain types shared by every stage: parsed once at the edge, trusted inside.
+
+mod fields;
+mod message;
+
+pub use fields::{
+    BotId, FieldError, Label, MessageText, Metadata, MAX_BOT_ID_CHARS, MAX_LABEL_CHARS,
+    MAX_METADATA_BYTES, MAX_TEXT_CHARS,
+};
+pub use message::{to_storage_precision, ChatMessage, MessageId};

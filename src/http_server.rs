@@ -1,0 +1,87 @@
+//! The HTTP/1.1 accept loop shared by the ingest API and the admin listener: keep-alive
+//! connections, and on shutdown no new connections while in-flight requests finish
+//! within the grace period.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// One request in, one complete response out.
+pub trait HttpHandler: Send + Sync + 'static {
+    fn handle(&self, req: Request<Incoming>) -> impl Future<Output = HttpResponse> + Send;
+}
+
+/// Serves `handler` on `listener` until `shutdown` fires, then drains for at most `grace`.
+pub async fn serve<H: HttpHandler>(
+    name: &'static str,
+    listener: TcpListener,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder.keep_alive(true);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(err) => {
+                    // Usually EMFILE: back off instead of spinning on the error.
+                    tracing::warn!(server = name, error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(server = name, error = %err, "set_nodelay failed");
+        }
+        let handler = handler.clone();
+        let service = service_fn(move |req| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler.handle(req).await) }
+        });
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(server = name, error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(server = name, "stopped accepting; draining connections");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!(server = name, "all connections drained"),
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(server = name, ?grace, "grace period over with connections still open");
+        }
+    }
+}
+
+/// A JSON response with the given status; serialising our own types cannot fail.
+pub fn json_response(status: hyper::StatusCode, body: &impl serde::Serialize) -> HttpResponse {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,247 @@
+//! Turning a request body into [`ChatMessage`]s, or a 400 that names the field.
+//!
+//! The body is read as a generic JSON value first so every error can say which field
+//! is wrong and why, which serde's derived errors cannot.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use crate::domain::{
+    to_storage_precision, BotId, ChatMessage, FieldError, Label, MessageId, MessageText, Metadata,
+};
+
+const KNOWN_FIELDS: [&str; 7] = [
+    "message_id",
+    "bot_id",
+    "conversation_id",
+    "user_id",
+    "text",
+    "sent_at",
+    "metadata",
+];
+
+/// Parses `POST /v1/messages`.
+pub fn parse_single(body: &[u8], received_at: DateTime<Utc>) -> Result<ChatMessage, ApiError> {
+    parse_message(parse_json(body)?, received_at)
+}
+
+/// Parses `POST /v1/messages/batch`: all messages are validated before any is published.
+pub fn parse_batch(
+    body: &[u8],
+    received_at: DateTime<Utc>,
+    max_messages: usize,
+) -> Result<Vec<ChatMessage>, ApiError> {
+    let Value::Array(items) = parse_json(body)? else {
+        return Err(ApiError::bad_request(
+            "invalid_type",
+            "batch body must be a JSON array of messages",
+        ));
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_batch",
+            "batch must hold at least one message",
+        ));
+    }
+    if items.len() > max_messages {
+        return Err(ApiError::bad_request(
+            "batch_too_large",
+            format!(
+                "batch holds {} messages; at most {max_messages} are allowed",
+                items.len()
+            ),
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| parse_message(item, received_at).map_err(|e| e.at_index(i)))
+        .collect()
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}")))
+}
+
+fn parse_message(value: Value, received_at: DateTime<Utc>) -> Result<ChatMessage, ApiError> {
+    let Value::Object(mut fields) = value else {
+        return Err(ApiError::bad_request(
+            "invalid_type",
+            "a message must be a JSON object",
+        ));
+    };
+    if let Some(unknown) = fields.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::invalid_field(
+            unknown,
+            "unknown_field",
+            "is not a message field",
+        ));
+    }
+    let message_id = match optional_string(&mut fields, "message_id")? {
+        Some(raw) => Uuid::parse_str(&raw)
+            .map(MessageId::from)
+            .map_err(|_| ApiError::invalid_field("message_id", "invalid_uuid", "must be a UUID"))?,
+        None => MessageId::generate(),
+    };
+    let bot_id = required_string(&mut fields, "bot_id")
+        .and_then(|raw| BotId::parse(raw).map_err(|e| field_error("bot_id", e)))?;
+    let text = required_string(&mut fields, "text")
+        .and_then(|raw| MessageText::parse(raw).map_err(|e| field_error("text", e)))?;
+    let conversation_id = optional_label(&mut fields, "conversation_id")?;
+    let user_id = optional_label(&mut fields, "user_id")?;
+    let sent_at = match optional_string(&mut fields, "sent_at")? {
+        Some(raw) => DateTime::parse_from_rfc3339(&raw)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                ApiError::invalid_field(
+                    "sent_at",
+                    "invalid_timestamp",
+                    "must be an RFC 3339 time such as 2026-11-23T10:00:00Z",
+                )
+            })?,
+        None => received_at,
+    };
+    let metadata = match fields.remove("metadata") {
+        None | Some(Value::Null) => None,
+        Some(raw) => Some(Metadata::parse(raw).map_err(|e| field_error("metadata", e))?),
+    };
+    Ok(ChatMessage {
+        message_id,
+        bot_id,
+        conversation_id,
+        user_id,
+        text,
+        sent_at: to_storage_precision(sent_at),
+        metadata,
+    })
+}
+
+fn field_error(field: &str, err: FieldError) -> ApiError {
+    ApiError::invalid_field(field, err.code, err.message)
+}
+
+/// `null` and absence both mean "not given" for optional fields.
+fn optional_string(fields: &mut Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
+    match fields.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::invalid_field(name, "invalid_type", "must be a string")),
+    }
+}
+
+fn required_string(fields: &mut Map<String, Value>, name: &str) -> Result<String, ApiError> {
+    optional_string(fields, name)?
+        .ok_or_else(|| ApiError::invalid_field(name, "missing_field", "is required"))
+}
+
+fn optional_label(fields: &mut Map<String, Value>, name: &str) -> Result<Option<Label>, ApiError> {
+    optional_string(fields, name)?
+        .map(|raw| Label::parse(raw).map_err(|e| field_error(name, e)))
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-23T10:00:00.123456789Z".parse().expect("time")
+    }
+
+    fn single(json: &str) -> Result<ChatMessage, ApiError> {
+        parse_single(json.as_bytes(), now())
+    }
+
+    fn code_and_field(err: ApiError) -> (&'static str, Option<String>) {
+        (err.code, err.field)
+    }
+
+    #[test]
+    fn minimal_message_gets_id_and_receive_time() {
+        let m = single(r#"{"bot_id":"b1","text":"hi"}"#).expect("valid");
+        assert_eq!(m.bot_id.as_str(), "b1");
+        assert_eq!(m.text.as_str(), "hi");
+        assert_eq!(m.sent_at, to_storage_precision(now()));
+        assert_eq!(m.message_id.as_uuid().get_version_num(), 7);
+    }
+
+    #[test]
+    fn full_message_keeps_every_field() {
+        let m = single(
+            r#"{"message_id":"6f1c1f4e-8a5b-4c2e-9a53-2d4a8e0f1b7c","bot_id":"b1",
+                "conversation_id":"c1","user_id":"u1","text":"hello",
+                "sent_at":"2026-11-22T08:00:00+02:00","metadata":{"channel":"web"}}"#,
+        )
+        .expect("valid");
+        assert_eq!(m.message_id.to_string(), "6f1c1f4e-8a5b-4c2e-9a53-2d4a8e0f1b7c");
+        assert_eq!(m.conversation_id.expect("set").as_str(), "c1");
+        assert_eq!(m.user_id.expect("set").as_str(), "u1");
+        assert_eq!(m.sent_at.to_rfc3339(), "2026-11-22T06:00:00+00:00");
+        assert_eq!(m.metadata.expect("set").as_map()["channel"], "web");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            (r#"{"text":"hi"}"#, "missing_field", "bot_id"),
+            (r#"{"bot_id":"b1"}"#, "missing_field", "text"),
+            (r#"{"bot_id":"b1","text":""}"#, "invalid_length", "text"),
+            (r#"{"bot_id":"b 1","text":"x"}"#, "invalid_characters", "bot_id"),
+            (r#"{"bot_id":7,"text":"x"}"#, "invalid_type", "bot_id"),
+            (r#"{"bot_id":"b1","text":"x","color":"red"}"#, "unknown_field", "color"),
+            (r#"{"bot_id":"b1","text":"x","message_id":"nope"}"#, "invalid_uuid", "message_id"),
+            (r#"{"bot_id":"b1","text":"x","sent_at":"yesterday"}"#, "invalid_timestamp", "sent_at"),
+            (r#"{"bot_id":"b1","text":"x","metadata":[1]}"#, "invalid_type", "metadata"),
+            (r#"{"bot_id":"b1","text":"x","user_id":false}"#, "invalid_type", "user_id"),
+        ];
+        for (json, code, field) in cases {
+            let err = single(json).expect_err(json);
+            assert_eq!(code_and_field(err), (code, Some(field.to_owned())), "{json}");
+        }
+    }
+
+    #[test]
+    fn long_conversation_id_is_refused() {
+        let json = format!(r#"{{"bot_id":"b1","text":"x","conversation_id":"{}"}}"#, "c".repeat(129));
+        let err = single(&json).expect_err("too long");
+        assert_eq!(code_and_field(err), ("invalid_length", Some("conversation_id".into())));
+    }
+
+    #[test]
+    fn malformed_json_and_non_objects_are_400s() {
+        assert_eq!(single("{").expect_err("bad").code, "malformed_json");
+        assert_eq!(single("[]").expect_err("bad").code, "invalid_type");
+        assert_eq!(single("").expect_err("bad").code, "malformed_json");
+    }
+
+    #[test]
+    fn batch_is_validated_whole_and_names_the_first_bad_index() {
+        let ok = parse_batch(
+            br#"[{"bot_id":"a","text":"1"},{"bot_id":"b","text":"2"}]"#,
+            now(),
+            500,
+        )
+        .expect("valid");
+        assert_eq!(ok.len(), 2);
+
+        let err = parse_batch(
+            br#"[{"bot_id":"a","text":"1"},{"bot_id":"b"},{"text":"3"}]"#,
+            now(),
+            500,
+        )
+        .expect_err("bad");
+        assert_eq!(err.index, Some(1));
+        assert_eq!(err.field.as_deref(), Some("[1].text"));
+    }
+
+    #[test]
+    fn batch_size_limits() {
+        assert_eq!(parse_batch(b"[]", now(), 500).expect_err("empty").code, "empty_batch");
+        let three = br#"[{"bot_id":"a","text":"1"},{"bot_id":"a","text":"2"},{"bot_id":"a","text":"3"}]"#;
+        assert_eq!(parse_batch(three, now(), 2).expect_err("big").code, "batch_too_large");
+        assert_eq!(parse_batch(b"{}", now(), 2).expect_err("obj").code, "invalid_type");
+    }
+}

@@ -1,0 +1,258 @@
+//! The public API's request handling: route, authenticate, read, parse, admit,
+//! publish, answer. Every path ends in a response with the one error shape; bad input
+//! never becomes a 500.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::future::join_all;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, StatusCode};
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::admission::Admission;
+use super::auth::ApiKeys;
+use super::error::ApiError;
+use super::request::{parse_batch, parse_single};
+use crate::config::ApiSettings;
+use crate::domain::ChatMessage;
+use crate::http_server::{json_response, HttpHandler, HttpResponse};
+use crate::queue::{encode_message, PublishError, Publisher};
+use crate::telemetry::{health_response, livez_response, HealthChecks, Metrics};
+
+/// Routes as metric labels: a fixed set, so unknown paths cannot blow up cardinality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Message,
+    Batch,
+    Health,
+    Livez,
+    Unknown,
+}
+
+impl Route {
+    fn of(path: &str) -> Route {
+        match path {
+            "/v1/messages" => Route::Message,
+            "/v1/messages/batch" => Route::Batch,
+            "/health" => Route::Health,
+            "/livez" => Route::Livez,
+            _ => Route::Unknown,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Route::Message => "/v1/messages",
+            Route::Batch => "/v1/messages/batch",
+            Route::Health => "/health",
+            Route::Livez => "/livez",
+            Route::Unknown => "other",
+        }
+    }
+}
+
+/// Everything a request needs; shared by all connections.
+pub struct IngestApi<P> {
+    publisher: P,
+    keys: ApiKeys,
+    admission: Admission,
+    health: HealthChecks,
+    metrics: Metrics,
+    settings: ApiSettings,
+    shutdown: CancellationToken,
+}
+
+impl<P: Publisher> IngestApi<P> {
+    pub fn new(
+        publisher: P,
+        keys: ApiKeys,
+        admission: Admission,
+        health: HealthChecks,
+        metrics: Metrics,
+        settings: ApiSettings,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(IngestApi {
+            publisher,
+            keys,
+            admission,
+            health,
+            metrics,
+            settings,
+            shutdown,
+        })
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    async fn route(&self, route: Route, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+        match (route, req.method()) {
+            (Route::Message | Route::Batch, &Method::POST) => self.accept(route, req).await,
+            (Route::Message | Route::Batch, _) => Err(ApiError::method_not_allowed("POST")),
+            (Route::Health, &Method::GET) => Ok(health_response(&self.health).await),
+            (Route::Livez, &Method::GET) => Ok(livez_response()),
+            (Route::Health | Route::Livez, _) => Err(ApiError::method_not_allowed("GET")),
+            (Route::Unknown, _) => Err(ApiError::not_found()),
+        }
+    }
+
+    async fn accept(&self, route: Route, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+        if self.shutdown.is_cancelled() {
+            return Err(self.unavailable("shutting_down", "the service is shutting down"));
+        }
+        let caller = self
+            .keys
+            .authenticate(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes()))?;
+        if !is_json(req.headers().get(CONTENT_TYPE).map(|v| v.as_bytes())) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let body = self.read_body(req).await?;
+        let received_at = Utc::now();
+        let messages = match route {
+            Route::Batch => parse_batch(&body, received_at, self.settings.max_batch_messages)?,
+            _ => vec![parse_single(&body, received_at)?],
+        };
+        for message in &messages {
+            caller.may_post_for(&message.bot_id)?;
+        }
+        for message in &messages {
+            self.admission.check_rate(&message.bot_id, 1)?;
+        }
+        let _admitted = self.admission.admit(messages.len())?;
+        self.publish_all(&messages, received_at).await?;
+        let ids: Vec<String> = messages.iter().map(|m| m.message_id.to_string()).collect();
+        Ok(match route {
+            Route::Batch => json_response(
+                StatusCode::ACCEPTED,
+                &json!({"accepted": ids.len(), "message_ids": ids}),
+            ),
+            _ => json_response(
+                StatusCode::ACCEPTED,
+                &json!({"message_id": ids[0], "status": "accepted"}),
+            ),
+        })
+    }
+
+    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+        let limit = self.settings.max_body_bytes;
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit as u64) {
+            return Err(ApiError::payload_too_large(limit));
+        }
+        match Limited::new(req.into_body(), limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+                Err(ApiError::payload_too_large(limit))
+            }
+            Err(err) => Err(ApiError::bad_request(
+                "unreadable_body",
+                format!("could not read the request body: {err}"),
+            )),
+        }
+    }
+
+    /// Publishes every message concurrently; succeeds only if the broker acknowledged all.
+    async fn publish_all(
+        &self,
+        messages: &[ChatMessage],
+        received_at: chrono::DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        let results = join_all(messages.iter().map(|m| {
+            self.publisher
+                .publish(m.bot_id.as_str(), encode_message(m, received_at))
+        }))
+        .await;
+        let errors: Vec<PublishError> = results.into_iter().filter_map(Result::err).collect();
+        let Some(first) = errors.first() else {
+            return Ok(());
+        };
+        tracing::warn!(failed = errors.len(), total = messages.len(), error = %first, "publish failed");
+        if errors.iter().all(|e| matches!(e, PublishError::Overloaded)) {
+            return Err(self.overloaded());
+        }
+        let what = if messages.len() == 1 {
+            format!("the message was not accepted ({first})")
+        } else {
+            format!(
+                "{} of {} messages were not acknowledged ({first}); retry the batch (messages with a message_id cannot be duplicated by a retry)",
+                errors.len(),
+                messages.len()
+            )
+        };
+        Err(self.unavailable("kafka_unavailable", format!("message queue unavailable: {what}")))
+    }
+
+    fn unavailable(&self, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::unavailable(code, message, self.settings.retry_after_unavailable_secs)
+    }
+
+    fn overloaded(&self) -> ApiError {
+        ApiError::too_many_requests(
+            "overloaded",
+            "the message queue is saturated; retry later",
+            self.settings.retry_after_overloaded_secs,
+        )
+    }
+}
+
+impl<P: Publisher> HttpHandler for IngestApi<P> {
+    async fn handle(&self, req: Request<Incoming>) -> HttpResponse {
+        let started = Instant::now();
+        let route = Route::of(req.uri().path());
+        let response = self
+            .route(route, req)
+            .await
+            .unwrap_or_else(ApiError::into_response);
+        self.metrics
+            .http_requests
+            .with_label_values(&[route.label(), response.status().as_str()])
+            .inc();
+        self.metrics
+            .http_request_duration
+            .with_label_values(&[route.label()])
+            .observe(started.elapsed().as_secs_f64());
+        response
+    }
+}
+
+/// `application/json`, with or without parameters such as `charset=utf-8`.
+fn is_json(content_type: Option<&[u8]>) -> bool {
+    let Some(value) = content_type.and_then(|v| std::str::from_utf8(v).ok()) else {
+        return false;
+    };
+    let mime = value.split(';').next().unwrap_or("").trim();
+    mime.eq_ignore_ascii_case("application/json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json(Some(b"application/json")));
+        assert!(is_json(Some(b"Application/JSON; charset=utf-8")));
+        assert!(!is_json(Some(b"text/plain")));
+        assert!(!is_json(Some(b"application/jsonx")));
+        assert!(!is_json(None));
+    }
+
+    #[test]
+    fn route_labels_are_a_closed_set() {
+        assert_eq!(Route::of("/v1/messages").label(), "/v1/messages");
+        assert_eq!(Route::of("/v1/messages/").label(), "other");
+        assert_eq!(Route::of("/etc/passwd").label(), "other");
+    }
+}

@@ -1,0 +1,29 @@
+//! # chat-analytics
+//!
+//! Chatbots post messages over HTTP; the ingest API validates them and answers 202 once
+//! Kafka holds them; workers moderate, enrich and store them in partitioned Postgres.
+//!
+//! # Layout
+//!
+//! Data flows one way, top to bottom:
+//!
+//! - [`domain`]: `ChatMessage`, `BotId`, `MessageText`, ...: parsed once at the edge,
+//!   trusted everywhere after.
+//! - [`ingest`]: the HTTP API: routes, request parsing, API keys, admission (429/503).
+//! - [`queue`]: Kafka: the envelope codec and the producer.
+//! - [`storage`]: Postgres pool and migrations.
+//! - [`telemetry`]: metrics registry, health probes, the admin listener, logging.
+//! - [`http_server`]: the accept loop and graceful drain shared by both listeners.
+//! - [`config`]: the typed settings tree; [`cli`]: the command line;
+//!   [`app`]: assembles a role from settings; [`shutdown`]: the signal.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http_server;
+pub mod ingest;
+pub mod queue;
+pub mod shutdown;
+pub mod storage;
+pub mod telemetry;

@@ -1,0 +1,7 @@
+//! Kafka: the envelope codec and the producer used by the ingest API.
+
+mod envelope;
+mod producer;
+
+pub use envelope::{encode_message, Envelope, EnvelopeError, ENVELOPE_VERSION};
+pub use producer::{Delivery, KafkaPublisher, ProducerError, PublishError, Publisher};

@@ -1,0 +1,156 @@
+//! Publishing accepted messages to Kafka, answering only once the broker acknowledged
+//! (`acks=all`) or the publish timeout ran out.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use rdkafka::ClientConfig;
+use tokio::time::Instant;
+
+use crate::config::KafkaSettings;
+
+/// Where the broker stored a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Why a publish did not reach the broker. The ingest API maps `Overloaded` to 429 and
+/// the rest to 503: none of them means the record is in the topic.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("producer queue is full")]
+    Overloaded,
+    #[error("broker did not acknowledge within {0:?}")]
+    Timeout(Duration),
+    #[error("broker refused or is unreachable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    #[error("cannot create Kafka producer for {brokers}: {source}")]
+    Create { brokers: String, source: KafkaError },
+}
+
+/// What the ingest API needs from a queue; a trait so request handling can be tested
+/// with an in-memory fake.
+pub trait Publisher: Send + Sync + 'static {
+    fn publish(
+        &self,
+        key: &str,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<Delivery, PublishError>> + Send;
+}
+
+/// rdkafka-backed publisher to the configured topic.
+#[derive(Clone)]
+pub struct KafkaPublisher {
+    producer: FutureProducer,
+    topic: Arc<str>,
+    publish_timeout: Duration,
+    produce_duration: prometheus::Histogram,
+}
+
+impl KafkaPublisher {
+    pub fn new(
+        settings: &KafkaSettings,
+        produce_duration: prometheus::Histogram,
+    ) -> Result<KafkaPublisher, ProducerError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("client.id", "chat-analytics-ingest")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("compression.type", &settings.compression)
+            .set("linger.ms", settings.linger_ms.to_string())
+            // librdkafka gives up on the record itself at the publish timeout, so a 503
+            // and a late delivery of the same record cannot both happen by our timer.
+            .set("message.timeout.ms", settings.publish_timeout_ms.to_string())
+            .set("queue.buffering.max.messages", "200000")
+            .set("socket.keepalive.enable", "true")
+            .create()
+            .map_err(|source| ProducerError::Create {
+                brokers: settings.brokers.clone(),
+                source,
+            })?;
+        Ok(KafkaPublisher {
+            producer,
+            topic: Arc::from(settings.topic.as_str()),
+            publish_timeout: Duration::from_millis(settings.publish_timeout_ms),
+            produce_duration,
+        })
+    }
+
+    /// Waits (off the async threads) for queued records to be acknowledged.
+    pub async fn flush(&self, within: Duration) -> Result<(), PublishError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(Timeout::After(within)))
+            .await
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?
+            .map_err(|e| PublishError::Unavailable(e.to_string()))
+    }
+
+    /// Health: the broker answers a metadata request for our topic.
+    pub async fn check(&self, within: Duration) -> Result<(), String> {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Timeout::After(within))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        match metadata.topics().first() {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+            Some(t) => Err(format!("topic {} unavailable: {:?}", t.name(), t.error())),
+            None => Err(format!("topic {} not found", self.topic)),
+        }
+    }
+}
+
+impl Publisher for KafkaPublisher {
+    async fn publish(&self, key: &str, payload: Vec<u8>) -> Result<Delivery, PublishError> {
+        let started = Instant::now();
+        let record = FutureRecord::to(&self.topic).key(key).payload(&payload);
+        let delivery = self
+            .producer
+            .send_result(record)
+            .map_err(|(err, _)| classify(err))?;
+        // librdkafka enforces the timeout; ours only guards against a lost callback.
+        let guard = self.publish_timeout + Duration::from_millis(500);
+        let outcome = match tokio::time::timeout(guard, delivery).await {
+            Err(_) => Err(PublishError::Timeout(self.publish_timeout)),
+            Ok(Err(_canceled)) => Err(PublishError::Unavailable(
+                "producer shut down before delivery".into(),
+            )),
+            Ok(Ok(Err((err, _)))) => Err(match err {
+                KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => {
+                    PublishError::Timeout(self.publish_timeout)
+                }
+                other => classify(other),
+            }),
+            Ok(Ok(Ok(d))) => Ok(Delivery {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+        };
+        self.produce_duration
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+}
+
+fn classify(err: KafkaError) -> PublishError {
+    match err {
+        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => PublishError::Overloaded,
+        other => PublishError::Unavailable(other.to_string()),
+    }
+}

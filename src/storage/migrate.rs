@@ -1,0 +1,62 @@
+//! Applies the plain-SQL migrations under `sql/` in order, once each, recording them in
+//! `schema_migrations`. An advisory lock lets several replicas start at once safely.
+
+use deadpool_postgres::Pool;
+
+use super::StorageError;
+
+/// The migrations, compiled in so the binary never runs against a mismatched folder.
+pub const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_messages",
+    include_str!("../../sql/0001_messages.sql"),
+)];
+
+/// Arbitrary constant naming "chat-analytics migrations" for pg_advisory_lock.
+const MIGRATION_LOCK: i64 = 0x0063_6861_746d_6967;
+
+/// Applies pending migrations; returns the names applied by this call.
+pub async fn migrate(pool: &Pool) -> Result<Vec<&'static str>, StorageError> {
+    let mut client = pool.get().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 name text PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = apply_pending(&mut client).await;
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    let applied = result?;
+    unlock?;
+    Ok(applied)
+}
+
+async fn apply_pending(
+    client: &mut deadpool_postgres::Object,
+) -> Result<Vec<&'static str>, StorageError> {
+    let mut applied = Vec::new();
+    for (name, sql) in MIGRATIONS {
+        let done = client
+            .query_opt("SELECT 1 FROM schema_migrations WHERE name = $1", &[name])
+            .await?
+            .is_some();
+        if done {
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|source| StorageError::Migration { name, source })?;
+        tx.execute("INSERT INTO schema_migrations (name) VALUES ($1)", &[name])
+            .await?;
+        tx.commit().await?;
+        tracing::info!(migration = name, "applied");
+        applied.push(*name);
+    }
+    Ok(applied)
+}

@@ -1,0 +1,22 @@
+//! PostgreSQL: connection pool, migrations, and (in the worker) batched writes.
+
+mod migrate;
+mod pool;
+
+pub use migrate::{migrate, MIGRATIONS};
+pub use pool::{connect_pool, PostgresProbe};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("invalid postgres settings: {0}")]
+    Config(String),
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("migration {name} failed: {source}")]
+    Migration {
+        name: &'static str,
+        source: tokio_postgres::Error,
+    },
+}
