@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::enrich::EnrichSettings;
+
 /// The defaults every deployment starts from; the file on disk mirrors it.
 const DEFAULTS: &str = include_str!("../config/default.toml");
 const ENV_PREFIX: &str = "CHAT_ANALYTICS";
@@ -50,7 +52,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub kafka: KafkaSettings,
     pub postgres: PostgresSettings,
-    pub nlp: NlpSettings,
+    pub nlp: EnrichSettings,
     pub dlq: DlqSettings,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
@@ -144,12 +146,6 @@ pub struct PostgresSettings {
     pub url: SecretUrl,
     pub pool_size: usize,
     pub connect_timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NlpSettings {
-    pub url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -278,13 +274,12 @@ impl Settings {
         }
         positive("postgres.pool_size", self.postgres.pool_size)?;
         positive("postgres.connect_timeout_ms", self.postgres.connect_timeout_ms)?;
-        if !(self.nlp.url.starts_with("http://") || self.nlp.url.starts_with("https://")) {
-            return Err(ConfigError::invalid(
-                "nlp.url",
-                &self.nlp.url,
-                "must be an http:// or https:// URL",
-            ));
-        }
+        self.nlp.validate().map_err(|e| match e {
+            crate::enrich::EnrichError::InvalidSetting { key, value, reason } => {
+                ConfigError::invalid(key, value, reason)
+            }
+            other => ConfigError::invalid("nlp", "", other.to_string()),
+        })?;
         if self.dlq.dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("dlq.dir", "", "must not be empty"));
         }

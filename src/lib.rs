@@ -21,6 +21,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod enrich;
 pub mod http_server;
 pub mod ingest;
 pub mod queue;

@@ -1,0 +1,174 @@
+//! The enrich stage: ask the NLP API about a message, and when that is not
+//! possible in time, say why instead of failing the message.
+//!
+//! [`Enricher::enrich`] never returns an error: a message is always stored,
+//! with NLP data ([`NlpStatus::Ok`]) or without it and a status saying why.
+//! That keeps the worker's pipeline simple and means an NLP outage degrades
+//! the data, never the ingestion.
+//!
+//! # Policy (spec, "NLP API contract")
+//!
+//! * each attempt: 300 ms deadline ([`EnrichSettings::attempt_timeout_ms`]);
+//! * up to 3 attempts, waiting 100 ms then 200 ms (×2 each, capped at
+//!   400 ms) plus up to 50% jitter;
+//! * only transient errors are retried (timeout, connection, 5xx, 429), and
+//!   only while the retry budget allows: retries ≤ 20% of first attempts
+//!   over 10 s (plus 10/s), so a broad outage cannot fill the worker pool
+//!   with retries;
+//! * a circuit breaker opens at ≥ 50% breaker failures over 10 s once 20
+//!   calls were seen, stays open 30 s, then lets ~10% of calls through as
+//!   trials: 5 consecutive trial successes close it, one failure re-opens it.
+//!
+//! # Layout
+//!
+//! * `config.rs`: [`EnrichSettings`] (serde, defaults, validation), [`EnrichError`];
+//! * `outcome.rs`: [`Enrichment`], [`NlpStatus`], [`NlpAnalysis`] (parsed
+//!   and range-checked answer), [`AttemptError`] (retry / breaker classification);
+//! * `client.rs`: one HTTP attempt with the shared pooled `reqwest` client;
+//! * `retry.rs`: `Backoff` (exponential, jittered) and `RetryBudget`;
+//! * `breaker.rs`: the circuit breaker and [`BreakerState`];
+//! * `window.rs`: the sliding bucketed counters both of those use;
+//! * `metrics.rs`: [`EnrichMetrics`] (`nlp_api_duration_seconds`,
+//!   `nlp_api_errors_total{kind}`, `circuit_breaker_state`).
+//!
+//! All time goes through `tokio::time`, so tests pause and advance the clock.
+//! The folder depends on nothing else in the project.
+
+mod breaker;
+mod client;
+mod config;
+mod metrics;
+mod outcome;
+mod retry;
+mod window;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use breaker::BreakerState;
+use breaker::{Breaker, BreakerConfig};
+use client::NlpClient;
+pub use config::{EnrichError, EnrichSettings};
+pub use metrics::{EnrichMetrics, DURATION_BUCKETS, ERROR_KINDS};
+pub use outcome::{AttemptError, Enrichment, NlpAnalysis, NlpStatus};
+use retry::{Backoff, RetryBudget};
+
+/// The NLP enrichment stage with its whole failure policy.
+///
+/// Cheap to clone (one `Arc`): every worker task holds a clone and they share
+/// one connection pool, one breaker and one retry budget.
+#[derive(Clone, Debug)]
+pub struct Enricher {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: NlpClient,
+    breaker: Breaker,
+    budget: RetryBudget,
+    backoff: Backoff,
+    max_attempts: u32,
+    metrics: EnrichMetrics,
+}
+
+impl Enricher {
+    /// Validates `settings` and builds the client, breaker and budget.
+    /// `metrics` are the caller's (registered wherever it exports them).
+    pub fn new(settings: EnrichSettings, metrics: EnrichMetrics) -> Result<Enricher, EnrichError> {
+        settings.validate()?;
+        let client = NlpClient::new(&settings)?;
+        let breaker = Breaker::new(
+            BreakerConfig {
+                failure_ratio: settings.breaker_failure_ratio,
+                min_calls: u64::from(settings.breaker_min_calls),
+                window: Duration::from_millis(settings.breaker_window_ms),
+                open_for: Duration::from_millis(settings.breaker_open_ms),
+                half_open_ratio: settings.breaker_half_open_ratio,
+                close_after: settings.breaker_half_open_successes,
+            },
+            metrics.breaker_state.clone(),
+        );
+        let budget = RetryBudget::new(
+            settings.retry_budget_ratio,
+            settings.retry_budget_min_per_sec,
+            Duration::from_millis(settings.retry_budget_window_ms),
+        );
+        let backoff = Backoff::new(
+            Duration::from_millis(settings.backoff_base_ms),
+            Duration::from_millis(settings.backoff_max_ms),
+            settings.backoff_jitter_ratio,
+        );
+        Ok(Enricher {
+            inner: Arc::new(Inner {
+                client,
+                breaker,
+                budget,
+                backoff,
+                max_attempts: settings.max_attempts,
+                metrics,
+            }),
+        })
+    }
+
+    /// Enriches one message text; never fails (see [`NlpStatus`] for the
+    /// fallbacks). Worst case with defaults: 3 × 300 ms + ~450 ms of backoff.
+    ///
+    /// Cancel-safe: dropping the future mid-call leaves the breaker untouched
+    /// (an unfinished call is neither a success nor a failure).
+    pub async fn enrich(&self, text: &str) -> Enrichment {
+        let this = &*self.inner;
+        let mut attempts = 0;
+        loop {
+            if attempts > 0 {
+                // Ask the budget before sleeping: a retry that will not be
+                // allowed should not hold a worker slot through the backoff.
+                if !this.budget.try_withdraw() {
+                    this.metrics.error("budget_exhausted");
+                    tracing::debug!(attempts, "NLP retry refused by the retry budget");
+                    return Enrichment::fallback(NlpStatus::Failed, attempts);
+                }
+                tokio::time::sleep(this.backoff.jittered(attempts)).await;
+            }
+            let Some(permit) = this.breaker.try_acquire() else {
+                this.metrics.error("breaker_open");
+                return Enrichment::fallback(NlpStatus::BreakerOpen, attempts);
+            };
+            if attempts == 0 {
+                this.budget.deposit();
+            }
+            attempts += 1;
+
+            let started = Instant::now();
+            let result = this.client.attempt(text).await;
+            this.metrics
+                .duration
+                .observe(started.elapsed().as_secs_f64());
+
+            match result {
+                Ok(analysis) => {
+                    this.breaker.record(permit, false);
+                    return Enrichment::ok(analysis, attempts);
+                }
+                Err(error) => {
+                    this.breaker.record(permit, error.is_breaker_failure());
+                    this.metrics.error(error.metric_kind());
+                    tracing::debug!(attempts, %error, "NLP API attempt failed");
+                    if !error.is_retryable() || attempts >= this.max_attempts {
+                        return Enrichment::fallback(error.final_status(), attempts);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The breaker's state now (for health checks and tests).
+    pub fn breaker_state(&self) -> BreakerState {
+        self.inner.breaker.state()
+    }
+}

@@ -1,0 +1,406 @@
+//! What one enrichment produced, and why an attempt failed.
+//!
+//! The worker stores an [`Enrichment`] whatever happened: either the NLP fields
+//! or a fallback whose [`NlpStatus`] tells analysts (and `reenrich`) why the
+//! row has none. [`AttemptError`] is the one place that decides, per failure,
+//! whether to retry and whether the circuit breaker should hear about it.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Sentiment labels the NLP contract allows.
+const SENTIMENT_LABELS: [&str; 3] = ["positive", "neutral", "negative"];
+
+/// Why a message has (or lacks) NLP data; stored in the `nlp_status` column.
+///
+/// The strings from [`NlpStatus::as_str`] are a storage contract: rows keep
+/// them forever and analysts filter on them, so they never change.
+///
+/// | variant       | `nlp_status`           | meaning                                       |
+/// |---------------|------------------------|-----------------------------------------------|
+/// | `Ok`          | `ok`                   | analysed; NLP columns filled                  |
+/// | `BreakerOpen` | `breaker_open`         | not called: breaker open / half-open rejected |
+/// | `Failed`      | `failed_after_retries` | transient failures until attempts or retry budget ran out |
+/// | `Rejected`    | `invalid_response`     | 4xx or a body outside the contract; not retried |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NlpStatus {
+    /// The API answered with a valid analysis.
+    Ok,
+    /// The circuit breaker refused the call (open, or not picked for a
+    /// half-open trial): the API was not asked, the message was not delayed.
+    /// Also used when the breaker opened between two attempts of one message
+    /// (then `attempts` > 0).
+    BreakerOpen,
+    /// Every attempt failed with a transient error (timeout, connection, 5xx,
+    /// 429), or the retry budget allowed no further attempt. Worth re-enriching.
+    Failed,
+    /// The API refused the request (4xx other than 429) or answered something
+    /// outside the contract. Repeating the same request would not help.
+    Rejected,
+}
+
+impl NlpStatus {
+    /// Every status, for exhaustive tests and metric/label pre-registration.
+    pub const ALL: [NlpStatus; 4] = [
+        NlpStatus::Ok,
+        NlpStatus::BreakerOpen,
+        NlpStatus::Failed,
+        NlpStatus::Rejected,
+    ];
+
+    /// The stable string stored in Postgres `messages.nlp_status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NlpStatus::Ok => "ok",
+            NlpStatus::BreakerOpen => "breaker_open",
+            NlpStatus::Failed => "failed_after_retries",
+            NlpStatus::Rejected => "invalid_response",
+        }
+    }
+
+    /// Reads back a stored `nlp_status` (e.g. for `reenrich`); `None` if unknown.
+    pub fn parse(s: &str) -> Option<NlpStatus> {
+        NlpStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+    }
+
+    /// True when the message is stored without NLP data.
+    pub fn is_fallback(self) -> bool {
+        self != NlpStatus::Ok
+    }
+}
+
+impl std::fmt::Display for NlpStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A validated NLP answer: every field is inside the contract's ranges, so
+/// storage and analysts can trust it without checking again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NlpAnalysis {
+    /// `positive`, `neutral` or `negative`.
+    pub sentiment_label: String,
+    /// In `-1.0..=1.0`.
+    pub sentiment_score: f32,
+    /// In `0.0..=1.0`.
+    pub toxicity: f32,
+    /// ISO 639-1 two-letter lowercase code, or `und` when unknown.
+    pub language: String,
+    /// Keywords as the API returned them.
+    pub keywords: Vec<String>,
+    /// The whole response body, kept for the `nlp` jsonb column so fields the
+    /// contract adds later are not lost.
+    pub raw: Value,
+}
+
+/// The wire shape of the answer; extra fields are allowed (kept in `raw`).
+#[derive(Deserialize)]
+struct WireAnalysis {
+    sentiment: WireSentiment,
+    toxicity: f64,
+    language: String,
+    keywords: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct WireSentiment {
+    label: String,
+    score: f64,
+}
+
+impl NlpAnalysis {
+    /// Parses a response body already decoded as JSON; any field missing,
+    /// mistyped or out of range is [`AttemptError::Invalid`] naming it.
+    pub fn from_json(raw: Value) -> Result<NlpAnalysis, AttemptError> {
+        let wire = WireAnalysis::deserialize(&raw)
+            .map_err(|e| AttemptError::Invalid(format!("response shape: {e}")))?;
+        let label = wire.sentiment.label;
+        if !SENTIMENT_LABELS.contains(&label.as_str()) {
+            return Err(AttemptError::Invalid(format!(
+                "sentiment.label {label:?} is not one of {SENTIMENT_LABELS:?}"
+            )));
+        }
+        let score = in_range("sentiment.score", wire.sentiment.score, -1.0, 1.0)?;
+        let toxicity = in_range("toxicity", wire.toxicity, 0.0, 1.0)?;
+        if !is_language_code(&wire.language) {
+            return Err(AttemptError::Invalid(format!(
+                "language {:?} is not a two-letter ISO 639-1 code or \"und\"",
+                wire.language
+            )));
+        }
+        Ok(NlpAnalysis {
+            sentiment_label: label,
+            sentiment_score: score,
+            toxicity,
+            language: wire.language,
+            keywords: wire.keywords,
+            raw,
+        })
+    }
+}
+
+fn in_range(field: &str, value: f64, min: f64, max: f64) -> Result<f32, AttemptError> {
+    if (min..=max).contains(&value) {
+        Ok(value as f32)
+    } else {
+        Err(AttemptError::Invalid(format!(
+            "{field} {value} is outside {min}..={max}"
+        )))
+    }
+}
+
+fn is_language_code(code: &str) -> bool {
+    code == "und" || (code.len() == 2 && code.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
+/// What one enrichment produced: the worker stores this whatever happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enrichment {
+    /// Why the row has (or lacks) NLP data.
+    pub status: NlpStatus,
+    /// Present exactly when `status` is [`NlpStatus::Ok`].
+    pub analysis: Option<NlpAnalysis>,
+    /// HTTP attempts made (0 when the breaker refused the first one).
+    pub attempts: u32,
+}
+
+impl Enrichment {
+    /// A successful enrichment.
+    pub fn ok(analysis: NlpAnalysis, attempts: u32) -> Enrichment {
+        Enrichment {
+            status: NlpStatus::Ok,
+            analysis: Some(analysis),
+            attempts,
+        }
+    }
+
+    /// A message to store without NLP data, with the reason.
+    pub fn fallback(status: NlpStatus, attempts: u32) -> Enrichment {
+        Enrichment {
+            status,
+            analysis: None,
+            attempts,
+        }
+    }
+}
+
+/// Why one HTTP attempt failed.
+///
+/// | error             | retried | breaker failure | `nlp_api_errors_total{kind}` |
+/// |-------------------|---------|-----------------|------------------------------|
+/// | `Timeout`         | yes     | yes             | `timeout`                    |
+/// | `Connect`         | yes     | yes             | `connect`                    |
+/// | `Status(5xx)`     | yes     | yes             | `status_5xx`                 |
+/// | `Status(429)`     | yes     | yes             | `status_4xx`                 |
+/// | `Status(other)`   | no      | no              | `status_4xx` / `invalid`     |
+/// | `Decode`          | no      | no              | `invalid`                    |
+/// | `Invalid`         | no      | no              | `invalid`                    |
+///
+/// Breaker failures are signs of the dependency's health (slow, down,
+/// overloaded: 429 is the API shedding load, so it counts). A 4xx or a body
+/// outside the contract means *our* request or the API's code is wrong; the
+/// API answered, so for the breaker that attempt counts as a success, and
+/// opening the breaker would only hide the bug.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttemptError {
+    /// No complete answer within the per-attempt timeout.
+    #[error("NLP API did not answer within the attempt timeout")]
+    Timeout,
+    /// Could not connect, or the connection broke before a full response.
+    #[error("NLP API connection failed: {0}")]
+    Connect(String),
+    /// The API answered with a non-2xx HTTP status.
+    #[error("NLP API answered HTTP {0}")]
+    Status(u16),
+    /// The body is not JSON.
+    #[error("NLP API body is not JSON: {0}")]
+    Decode(String),
+    /// The body is JSON but outside the contract (shape, range, size).
+    #[error("NLP API answer is outside the contract: {0}")]
+    Invalid(String),
+}
+
+impl AttemptError {
+    /// Whether another attempt could plausibly succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            AttemptError::Timeout | AttemptError::Connect(_) => true,
+            AttemptError::Status(code) => *code == 429 || (500..=599).contains(code),
+            AttemptError::Decode(_) | AttemptError::Invalid(_) => false,
+        }
+    }
+
+    /// Whether the circuit breaker should count this as the dependency failing.
+    pub fn is_breaker_failure(&self) -> bool {
+        // Same set as the retryable one today; kept separate because the two
+        // questions differ (a future error kind may be one and not the other).
+        match self {
+            AttemptError::Timeout | AttemptError::Connect(_) => true,
+            AttemptError::Status(code) => *code == 429 || (500..=599).contains(code),
+            AttemptError::Decode(_) | AttemptError::Invalid(_) => false,
+        }
+    }
+
+    /// The `kind` label of `nlp_api_errors_total` for this error.
+    pub fn metric_kind(&self) -> &'static str {
+        match self {
+            AttemptError::Timeout => "timeout",
+            AttemptError::Connect(_) => "connect",
+            AttemptError::Status(code) if (500..=599).contains(code) => "status_5xx",
+            AttemptError::Status(code) if (400..=499).contains(code) => "status_4xx",
+            AttemptError::Status(_) | AttemptError::Decode(_) | AttemptError::Invalid(_) => {
+                "invalid"
+            }
+        }
+    }
+
+    /// The fallback status when this error ends the enrichment.
+    pub fn final_status(&self) -> NlpStatus {
+        if self.is_retryable() {
+            NlpStatus::Failed
+        } else {
+            NlpStatus::Rejected
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn valid() -> Value {
+        json!({
+            "sentiment": {"label": "negative", "score": -0.75},
+            "toxicity": 0.25,
+            "language": "en",
+            "keywords": ["refund", "late"],
+            "model": "lexicon-v1"
+        })
+    }
+
+    fn invalid_reason(raw: Value) -> String {
+        match NlpAnalysis::from_json(raw) {
+            Err(AttemptError::Invalid(reason)) => reason,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn status_strings_are_the_storage_contract() {
+        let strings: Vec<_> = NlpStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            strings,
+            [
+                "ok",
+                "breaker_open",
+                "failed_after_retries",
+                "invalid_response"
+            ]
+        );
+        for status in NlpStatus::ALL {
+            assert_eq!(NlpStatus::parse(status.as_str()), Some(status));
+            assert_eq!(status.to_string(), status.as_str());
+        }
+        assert_eq!(NlpStatus::parse("nope"), None);
+        assert!(!NlpStatus::Ok.is_fallback());
+        assert!(NlpStatus::BreakerOpen.is_fallback());
+    }
+
+    #[test]
+    fn a_valid_answer_parses_with_every_field_and_keeps_raw() {
+        let a = NlpAnalysis::from_json(valid()).expect("valid");
+        assert_eq!(a.sentiment_label, "negative");
+        assert_eq!(a.sentiment_score, -0.75);
+        assert_eq!(a.toxicity, 0.25);
+        assert_eq!(a.language, "en");
+        assert_eq!(a.keywords, ["refund", "late"]);
+        assert_eq!(a.raw["model"], "lexicon-v1");
+    }
+
+    #[test]
+    fn und_and_range_edges_are_valid() {
+        let mut raw = valid();
+        raw["language"] = json!("und");
+        raw["sentiment"]["score"] = json!(1.0);
+        raw["toxicity"] = json!(0.0);
+        raw["keywords"] = json!([]);
+        assert!(NlpAnalysis::from_json(raw).is_ok());
+    }
+
+    #[test]
+    fn out_of_contract_answers_are_invalid_and_name_the_field() {
+        let cases: [(&str, Value, &str); 8] = [
+            ("/sentiment/label", json!("angry"), "sentiment.label"),
+            ("/sentiment/score", json!(1.5), "sentiment.score"),
+            ("/sentiment/score", json!(-1.01), "sentiment.score"),
+            ("/toxicity", json!(-0.1), "toxicity"),
+            ("/toxicity", json!(2), "toxicity"),
+            ("/language", json!("EN"), "language"),
+            ("/language", json!("eng"), "language"),
+            ("/keywords", json!([1, 2]), "shape"),
+        ];
+        for (pointer, value, expected) in cases {
+            let mut raw = valid();
+            *raw.pointer_mut(pointer).expect("pointer") = value.clone();
+            let reason = invalid_reason(raw);
+            assert!(
+                reason.contains(expected),
+                "{pointer}={value}: {reason:?} should name {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_fields_are_invalid() {
+        for field in ["sentiment", "toxicity", "language", "keywords"] {
+            let mut raw = valid();
+            raw.as_object_mut().expect("object").remove(field);
+            assert!(invalid_reason(raw).contains(field));
+        }
+        invalid_reason(json!([1, 2, 3]));
+    }
+
+    #[test]
+    fn classification_table() {
+        use AttemptError::*;
+        let table: [(AttemptError, bool, bool, &str, NlpStatus); 9] = [
+            (Timeout, true, true, "timeout", NlpStatus::Failed),
+            (
+                Connect("refused".into()),
+                true,
+                true,
+                "connect",
+                NlpStatus::Failed,
+            ),
+            (Status(500), true, true, "status_5xx", NlpStatus::Failed),
+            (Status(503), true, true, "status_5xx", NlpStatus::Failed),
+            (Status(429), true, true, "status_4xx", NlpStatus::Failed),
+            (Status(400), false, false, "status_4xx", NlpStatus::Rejected),
+            (Status(302), false, false, "invalid", NlpStatus::Rejected),
+            (
+                Decode("eof".into()),
+                false,
+                false,
+                "invalid",
+                NlpStatus::Rejected,
+            ),
+            (
+                Invalid("x".into()),
+                false,
+                false,
+                "invalid",
+                NlpStatus::Rejected,
+            ),
+        ];
+        for (err, retry, breaker, kind, status) in table {
+            assert_eq!(err.is_retryable(), retry, "{err:?} retryable");
+            assert_eq!(err.is_breaker_failure(), breaker, "{err:?} breaker");
+            assert_eq!(err.metric_kind(), kind, "{err:?} kind");
+            assert_eq!(err.final_status(), status, "{err:?} status");
+        }
+    }
+}
