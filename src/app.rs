@@ -14,6 +14,7 @@ use crate::ingest::{Admission, ApiKeys, AuthConfigError, IngestApi};
 use crate::queue::{KafkaPublisher, ProducerError};
 use crate::storage::{connect_pool, PostgresProbe, StorageError};
 use crate::telemetry::{AdminHandler, HealthChecks, Metrics, Probe};
+use crate::worker::{Worker, WorkerError};
 
 /// Which parts of the pipeline this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,18 @@ pub enum Role {
     Serve,
     /// The HTTP API only.
     Ingest,
+    /// Consume, moderate, enrich, store.
+    Worker,
+}
+
+impl Role {
+    fn runs_api(self) -> bool {
+        matches!(self, Role::Serve | Role::Ingest)
+    }
+
+    fn runs_worker(self) -> bool {
+        matches!(self, Role::Serve | Role::Worker)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,15 +53,23 @@ pub enum StartupError {
     Storage(#[from] StorageError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+}
+
+/// The ingest role's parts.
+struct Api {
+    handler: Arc<IngestApi<KafkaPublisher>>,
+    listener: TcpListener,
+    publisher: KafkaPublisher,
 }
 
 /// Listeners are bound in `build`, so a port conflict fails start-up, not later.
 pub struct App {
-    api: Arc<IngestApi<KafkaPublisher>>,
-    api_listener: TcpListener,
+    api: Option<Api>,
+    worker: Option<Worker>,
     admin: Arc<AdminHandler>,
     admin_listener: TcpListener,
-    publisher: KafkaPublisher,
     shutdown: CancellationToken,
     grace: Duration,
 }
@@ -60,48 +81,67 @@ impl App {
         shutdown: CancellationToken,
     ) -> Result<App, StartupError> {
         let metrics = Metrics::new()?;
-        let publisher = KafkaPublisher::new(&settings.kafka, metrics.kafka_produce_duration.clone())?;
-        let mut health = HealthChecks::default()
-            .with("kafka", Arc::new(KafkaProbe(publisher.clone())) as Arc<dyn Probe>);
-        if role == Role::Serve {
+        let mut health = HealthChecks::default();
+        let publisher = if role.runs_api() {
+            let publisher =
+                KafkaPublisher::new(&settings.kafka, metrics.kafka_produce_duration.clone())?;
+            health = health.with(
+                "kafka",
+                Arc::new(KafkaProbe(publisher.clone())) as Arc<dyn Probe>,
+            );
+            Some(publisher)
+        } else {
+            None
+        };
+        let worker = if role.runs_worker() {
             let pool = connect_pool(&settings.postgres)?;
-            health = health.with("postgres", Arc::new(PostgresProbe(pool)));
-        }
-        let api = IngestApi::new(
-            publisher.clone(),
-            ApiKeys::from_settings(&settings.auth.keys)?,
-            Admission::new(settings.kafka.max_in_flight, &settings.api),
-            health.clone(),
-            metrics.clone(),
-            settings.api.clone(),
-            shutdown.clone(),
-        );
-        let api_listener = bind("api", settings.api_addr()).await?;
+            health = health.with("postgres", Arc::new(PostgresProbe(pool.clone())));
+            if settings.storage.migrate_on_start {
+                crate::storage::migrate(&pool).await?;
+            }
+            Some(Worker::build(settings, &metrics, pool, shutdown.clone())?)
+        } else {
+            None
+        };
+        let api = match publisher {
+            Some(publisher) => Some(Api {
+                handler: IngestApi::new(
+                    publisher.clone(),
+                    ApiKeys::from_settings(&settings.auth.keys)?,
+                    Admission::new(settings.kafka.max_in_flight, &settings.api),
+                    health.clone(),
+                    metrics.clone(),
+                    settings.api.clone(),
+                    shutdown.clone(),
+                ),
+                listener: bind("api", settings.api_addr()).await?,
+                publisher,
+            }),
+            None => None,
+        };
         let admin_listener = bind("admin", settings.admin_addr()).await?;
         Ok(App {
             api,
-            api_listener,
+            worker,
             admin: AdminHandler::new(metrics, health),
             admin_listener,
-            publisher,
             shutdown,
             grace: Duration::from_millis(settings.shutdown.grace_ms),
         })
     }
 
-    pub fn api_addr(&self) -> std::io::Result<SocketAddr> {
-        self.api_listener.local_addr()
+    /// The API's address, when this role serves one.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().and_then(|a| a.listener.local_addr().ok())
     }
 
     pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
         self.admin_listener.local_addr()
     }
 
-    /// Serves until the shutdown token fires, then drains requests and flushes the
-    /// producer, all within the grace period.
+    /// Serves until the shutdown token fires, then drains requests, flushes the
+    /// producer and lets the worker finish, all within the grace period.
     pub async fn run(self) {
-        let deadline = tokio::time::Instant::now() + self.grace;
-        let housekeeping = tokio::spawn(forget_idle_bots(self.api.clone(), self.shutdown.clone()));
         let admin = tokio::spawn(http_server::serve(
             "admin",
             self.admin_listener,
@@ -109,24 +149,35 @@ impl App {
             self.shutdown.clone(),
             self.grace,
         ));
-        http_server::serve(
-            "api",
-            self.api_listener,
-            self.api,
-            self.shutdown.clone(),
-            self.grace,
-        )
-        .await;
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match self.publisher.flush(left.max(Duration::from_millis(100))).await {
-            Ok(()) => tracing::info!("producer flushed"),
-            Err(err) => tracing::error!(error = %err, "producer flush incomplete"),
+        let worker = self.worker.map(|w| tokio::spawn(w.run(self.grace)));
+        if let Some(api) = self.api {
+            serve_api(api, self.shutdown.clone(), self.grace).await;
         }
-        housekeeping.abort();
+        if let Some(worker) = worker {
+            if worker.await.is_err() {
+                tracing::error!("worker task ended abnormally");
+            }
+        }
         if admin.await.is_err() {
             tracing::warn!("admin server task ended abnormally");
         }
     }
+}
+
+async fn serve_api(api: Api, shutdown: CancellationToken, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    let housekeeping = tokio::spawn(forget_idle_bots(api.handler.clone(), shutdown.clone()));
+    http_server::serve("api", api.listener, api.handler, shutdown, grace).await;
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    match api
+        .publisher
+        .flush(left.max(Duration::from_millis(100)))
+        .await
+    {
+        Ok(()) => tracing::info!("producer flushed"),
+        Err(err) => tracing::error!(error = %err, "producer flush incomplete"),
+    }
+    housekeeping.abort();
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartupError> {

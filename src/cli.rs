@@ -5,11 +5,20 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "chat-analytics", version, about = "Chat analytics pipeline: HTTP → Kafka → moderation, NLP → Postgres")]
+#[command(
+    name = "chat-analytics",
+    version,
+    about = "Chat analytics pipeline: HTTP → Kafka → moderation, NLP → Postgres"
+)]
 pub struct Cli {
     /// Configuration file, layered over the built-in defaults; environment variables
     /// CHAT_ANALYTICS__SECTION__KEY override both.
-    #[arg(long, global = true, value_name = "FILE", default_value = "config/default.toml")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "config/default.toml"
+    )]
     pub config: PathBuf,
 
     #[command(subcommand)]
@@ -22,8 +31,30 @@ pub enum Command {
     Serve,
     /// The HTTP ingestion API only.
     Ingest,
+    /// Consume, moderate, enrich and store messages.
+    Worker,
     /// Apply the SQL migrations under sql/ and create partitions.
     Migrate,
+    /// Dead-letter files: statistics, and replay into Postgres.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Print the hex SHA-256 of an API key, for `[[auth.keys]] sha256` (reads the key from stdin).
     HashKey,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Re-process dead letters (moderate, enrich, store); idempotent: replaying the same
+    /// file twice adds nothing.
+    Replay {
+        /// A dead-letters-YYYY-MM-DD.jsonl file, or a directory of them.
+        path: PathBuf,
+    },
+    /// Count dead letters by stage and error.
+    Stats {
+        /// A dead-letters-YYYY-MM-DD.jsonl file, or a directory of them.
+        path: PathBuf,
+    },
 }

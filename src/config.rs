@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::enrich::EnrichSettings;
+use crate::storage::StorageSettings;
+use crate::worker::WorkerSettings;
 
 /// The defaults every deployment starts from; the file on disk mirrors it.
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -54,6 +56,8 @@ pub struct Settings {
     pub postgres: PostgresSettings,
     pub nlp: EnrichSettings,
     pub dlq: DlqSettings,
+    pub worker: WorkerSettings,
+    pub storage: StorageSettings,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
 }
@@ -186,10 +190,8 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
-        let mut builder = config::Config::builder().add_source(config::File::from_str(
-            DEFAULTS,
-            config::FileFormat::Toml,
-        ));
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
                 path: path.to_owned(),
@@ -273,7 +275,10 @@ impl Settings {
             ));
         }
         positive("postgres.pool_size", self.postgres.pool_size)?;
-        positive("postgres.connect_timeout_ms", self.postgres.connect_timeout_ms)?;
+        positive(
+            "postgres.connect_timeout_ms",
+            self.postgres.connect_timeout_ms,
+        )?;
         self.nlp.validate().map_err(|e| match e {
             crate::enrich::EnrichError::InvalidSetting { key, value, reason } => {
                 ConfigError::invalid(key, value, reason)
@@ -284,6 +289,44 @@ impl Settings {
             return Err(ConfigError::invalid("dlq.dir", "", "must not be empty"));
         }
         positive("shutdown.grace_ms", self.shutdown.grace_ms)?;
+        if !(1..=100_000).contains(&self.worker.concurrency) {
+            return Err(ConfigError::invalid(
+                "worker.concurrency",
+                self.worker.concurrency,
+                "must be between 1 and 100000",
+            ));
+        }
+        positive("worker.commit_interval_ms", self.worker.commit_interval_ms)?;
+        if self.worker.session_timeout_ms < 1_000 {
+            return Err(ConfigError::invalid(
+                "worker.session_timeout_ms",
+                self.worker.session_timeout_ms,
+                "must be at least 1000",
+            ));
+        }
+        positive(
+            "worker.partition_maintenance_interval_s",
+            self.worker.partition_maintenance_interval_s,
+        )?;
+        if !(1..=10_000).contains(&self.storage.batch_max_rows) {
+            return Err(ConfigError::invalid(
+                "storage.batch_max_rows",
+                self.storage.batch_max_rows,
+                "must be between 1 and 10000",
+            ));
+        }
+        positive(
+            "storage.concurrent_batches",
+            self.storage.concurrent_batches,
+        )?;
+        positive("storage.write_attempts", self.storage.write_attempts)?;
+        if self.storage.concurrent_batches > self.postgres.pool_size {
+            return Err(ConfigError::invalid(
+                "storage.concurrent_batches",
+                self.storage.concurrent_batches,
+                "must not exceed postgres.pool_size",
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(ConfigError::invalid(
                 "log.level",
@@ -292,7 +335,8 @@ impl Settings {
             ));
         }
         for key in &self.auth.keys {
-            let valid_hash = key.sha256.len() == 64 && key.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            let valid_hash =
+                key.sha256.len() == 64 && key.sha256.bytes().all(|b| b.is_ascii_hexdigit());
             if !valid_hash {
                 return Err(ConfigError::invalid(
                     "auth.keys.sha256",
@@ -347,7 +391,10 @@ fn parse_listen(key: &'static str, value: &str) -> Result<SocketAddr, ConfigErro
         .map_err(|_| ConfigError::invalid(key, value, "must be an IP:port socket address"))
 }
 
-fn positive<T: PartialEq + Default + ToString>(key: &'static str, value: T) -> Result<(), ConfigError> {
+fn positive<T: PartialEq + Default + ToString>(
+    key: &'static str,
+    value: T,
+) -> Result<(), ConfigError> {
     if value == T::default() {
         return Err(ConfigError::invalid(key, value, "must be greater than 0"));
     }
@@ -433,13 +480,19 @@ mod tests {
         let err = Settings::load_from(None, env(&[("CHAT_ANALYTICS__API__LISTEN", "localhost")]))
             .expect_err("must fail");
         let msg = err.to_string();
-        assert!(msg.contains("api.listen") && msg.contains("localhost"), "{msg}");
+        assert!(
+            msg.contains("api.listen") && msg.contains("localhost"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn public_bind_without_keys_needs_explicit_opt_in() {
-        let err = Settings::load_from(None, env(&[("CHAT_ANALYTICS__API__LISTEN", "0.0.0.0:8080")]))
-            .expect_err("must refuse");
+        let err = Settings::load_from(
+            None,
+            env(&[("CHAT_ANALYTICS__API__LISTEN", "0.0.0.0:8080")]),
+        )
+        .expect_err("must refuse");
         assert!(err.to_string().contains("allow_anonymous"), "{err}");
 
         let ok = Settings::load_from(

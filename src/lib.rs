@@ -20,11 +20,14 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod deadletter;
 pub mod domain;
 pub mod enrich;
 pub mod http_server;
 pub mod ingest;
+pub mod moderation;
 pub mod queue;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod worker;

@@ -7,9 +7,12 @@ use anyhow::Context;
 use clap::Parser;
 
 use chat_analytics::app::{App, Role};
-use chat_analytics::cli::{Cli, Command};
+use chat_analytics::cli::{Cli, Command, DlqCommand};
 use chat_analytics::config::Settings;
+use chat_analytics::deadletter::{read_dead_letters, DeadLetterStats};
 use chat_analytics::ingest::hash_key;
+use chat_analytics::telemetry::Metrics;
+use chat_analytics::worker::{build_pipeline, replay_dead_letters};
 use chat_analytics::{shutdown, storage, telemetry};
 
 /// sysexits' EX_USAGE: the configuration or command line is wrong.
@@ -25,7 +28,10 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init_logging(&settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("chat-analytics: cannot start the async runtime: {err}");
@@ -52,20 +58,37 @@ fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
-        Command::Serve => {
-            tracing::warn!("serve: no worker is running yet; messages are accepted into Kafka only");
-            serve(&settings, Role::Serve).await
-        }
+        Command::Serve => serve(&settings, Role::Serve).await,
         Command::Ingest => serve(&settings, Role::Ingest).await,
+        Command::Worker => serve(&settings, Role::Worker).await,
+        Command::Dlq {
+            command: DlqCommand::Stats { path },
+        } => {
+            let file = read_dead_letters(&path)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&DeadLetterStats::of(&file))?
+            );
+            Ok(())
+        }
+        Command::Dlq {
+            command: DlqCommand::Replay { path },
+        } => replay(&settings, &path).await,
         Command::Migrate => {
             let pool = storage::connect_pool(&settings.postgres)?;
             let applied = storage::migrate(&pool).await.context("migrate")?;
-            println!("applied {} migration(s): {}", applied.len(), applied.join(", "));
+            println!(
+                "applied {} migration(s): {}",
+                applied.len(),
+                applied.join(", ")
+            );
             Ok(())
         }
         Command::HashKey => {
             let mut key = String::new();
-            std::io::stdin().read_to_string(&mut key).context("reading the key from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut key)
+                .context("reading the key from stdin")?;
             let key = key.trim();
             anyhow::ensure!(!key.is_empty(), "no key on stdin");
             println!("{}", hash_key(key));
@@ -77,8 +100,32 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
 async fn serve(settings: &Settings, role: Role) -> anyhow::Result<()> {
     let token = shutdown::on_signal().context("installing signal handlers")?;
     let app = App::build(settings, role, token).await?;
-    tracing::info!(api = %app.api_addr()?, admin = %app.admin_addr()?, ?role, "listening");
+    let api = app
+        .api_addr()
+        .map_or_else(|| "-".to_owned(), |a| a.to_string());
+    tracing::info!(%api, admin = %app.admin_addr()?, ?role, "started");
     app.run().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Replays dead letters through the same pipeline the worker runs, then prints a report.
+async fn replay(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()> {
+    let metrics = Metrics::new()?;
+    let pool = storage::connect_pool(&settings.postgres)?;
+    let token = shutdown::on_signal().context("installing signal handlers")?;
+    let parts = build_pipeline(settings, &metrics, pool, token)?;
+    let writer = tokio::spawn(parts.writer.run());
+    let dead_letters = tokio::spawn(parts.dead_letters.run());
+    let report = replay_dead_letters(path, parts.pipeline).await?;
+    // The pipeline (and its writer handles) is gone: the writers finish and stop.
+    writer.await.context("batch writer")?;
+    dead_letters.await.context("dead-letter writer")?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    anyhow::ensure!(
+        report.dead_lettered_again == 0,
+        "{} message(s) failed again and were dead-lettered anew",
+        report.dead_lettered_again
+    );
     Ok(())
 }

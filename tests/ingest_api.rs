@@ -21,9 +21,18 @@ async fn spawn_default() -> TestApp {
 async fn error_code(response: reqwest::Response) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
     let body: serde_json::Value = response.json().await.expect("JSON error body");
-    assert!(body["error"]["code"].is_string(), "error body shape: {body}");
-    assert!(body["error"]["message"].is_string(), "error body shape: {body}");
-    assert!(body["error"].get("field").is_some(), "error body shape: {body}");
+    assert!(
+        body["error"]["code"].is_string(),
+        "error body shape: {body}"
+    );
+    assert!(
+        body["error"]["message"].is_string(),
+        "error body shape: {body}"
+    );
+    assert!(
+        body["error"].get("field").is_some(),
+        "error body shape: {body}"
+    );
     (status, body)
 }
 
@@ -64,7 +73,10 @@ async fn client_message_id_is_kept_and_same_bot_goes_to_one_partition() {
     let ids: Vec<String> = (0..6).map(|_| uuid::Uuid::new_v4().to_string()).collect();
     for id in &ids {
         let r = app
-            .post("/v1/messages", &json!({"message_id": id, "bot_id": "same-bot", "text": "x"}))
+            .post(
+                "/v1/messages",
+                &json!({"message_id": id, "bot_id": "same-bot", "text": "x"}),
+            )
             .await;
         assert_eq!(r.status(), 202);
         let body: serde_json::Value = r.json().await.expect("json");
@@ -73,10 +85,19 @@ async fn client_message_id_is_kept_and_same_bot_goes_to_one_partition() {
     let records = read_topic(&app.topic, ids.len(), Duration::from_secs(20)).await;
     assert_eq!(records.len(), ids.len());
     let partitions: HashSet<i32> = records.iter().map(|r| r.partition).collect();
-    assert_eq!(partitions.len(), 1, "key = bot_id keeps one bot on one partition");
+    assert_eq!(
+        partitions.len(),
+        1,
+        "key = bot_id keeps one bot on one partition"
+    );
     let seen: Vec<String> = records
         .iter()
-        .map(|r| r.value["message"]["message_id"].as_str().unwrap_or_default().to_owned())
+        .map(|r| {
+            r.value["message"]["message_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect();
     assert_eq!(seen, ids, "one bot's messages stay in order");
     app.stop().await;
@@ -104,7 +125,11 @@ async fn batch_is_accepted_whole_and_every_message_lands() {
     let found = by_message_id(&records);
     assert_eq!(records.len(), 25);
     for id in &ids {
-        assert_eq!(found.get(id).map(Vec::len), Some(1), "{id} once in the topic");
+        assert_eq!(
+            found.get(id).map(Vec::len),
+            Some(1),
+            "{id} once in the topic"
+        );
     }
     app.stop().await;
 }
@@ -122,16 +147,24 @@ async fn bad_batch_names_the_first_bad_index_and_publishes_nothing() {
     assert_eq!(body["error"]["index"], 1);
     assert_eq!(body["error"]["field"], "[1].text");
 
-    let too_many: Vec<_> = (0..501).map(|_| json!({"bot_id": "b", "text": "x"})).collect();
+    let too_many: Vec<_> = (0..501)
+        .map(|_| json!({"bot_id": "b", "text": "x"}))
+        .collect();
     let (status, body) = error_code(app.post("/v1/messages/batch", &json!(too_many)).await).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "batch_too_large");
 
     let (status, body) = error_code(app.post("/v1/messages/batch", &json!([])).await).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("empty_batch")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("empty_batch"))
+    );
 
     let records = read_topic(&app.topic, 0, Duration::from_secs(3)).await;
-    assert!(records.is_empty(), "nothing published from refused batches: {records:?}");
+    assert!(
+        records.is_empty(),
+        "nothing published from refused batches: {records:?}"
+    );
     app.stop().await;
 }
 
@@ -148,7 +181,11 @@ async fn every_client_error_has_its_status_and_error_body() {
             .await
             .expect("sent");
         let (status, body) = error_code(bad_json).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("malformed_json")), "{path}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("malformed_json")),
+            "{path}"
+        );
 
         let wrong_type = app
             .http
@@ -171,21 +208,43 @@ async fn every_client_error_has_its_status_and_error_body() {
             .expect("sent");
         assert_eq!(error_code(too_big).await.0, 413, "{path}");
 
-        let get = app.http.get(format!("{}{path}", app.api)).send().await.expect("sent");
-        assert_eq!(get.headers().get("allow").map(|v| v.as_bytes()), Some(&b"POST"[..]));
+        let get = app
+            .http
+            .get(format!("{}{path}", app.api))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(
+            get.headers().get("allow").map(|v| v.as_bytes()),
+            Some(&b"POST"[..])
+        );
         assert_eq!(error_code(get).await.0, 405, "{path}");
     }
     let unknown = app
-        .post("/v1/messages", &json!({"bot_id": "b", "text": "x", "colour": "red"}))
+        .post(
+            "/v1/messages",
+            &json!({"bot_id": "b", "text": "x", "colour": "red"}),
+        )
         .await;
     let (status, body) = error_code(unknown).await;
-    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("colour")));
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("colour"))
+    );
 
     let missing = app.post("/v1/messages", &json!({"text": "x"})).await;
     let (status, body) = error_code(missing).await;
-    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("bot_id")));
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("bot_id"))
+    );
 
-    let nowhere = app.http.get(format!("{}/v2/nothing", app.api)).send().await.expect("sent");
+    let nowhere = app
+        .http
+        .get(format!("{}/v2/nothing", app.api))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(error_code(nowhere).await.0, 404);
     app.stop().await;
 }
@@ -194,15 +253,26 @@ async fn every_client_error_has_its_status_and_error_body() {
 async fn health_and_livez_answer_on_both_listeners() {
     let app = spawn_default().await;
     for base in [&app.api, &app.admin] {
-        let live = app.http.get(format!("{base}/livez")).send().await.expect("sent");
+        let live = app
+            .http
+            .get(format!("{base}/livez"))
+            .send()
+            .await
+            .expect("sent");
         assert_eq!(live.status(), 200);
-        let health = app.http.get(format!("{base}/health")).send().await.expect("sent");
+        let health = app
+            .http
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .expect("sent");
         assert_eq!(health.status(), 200);
         let body: serde_json::Value = health.json().await.expect("json");
         assert_eq!(body["status"], "ok");
         assert_eq!(body["checks"]["kafka"], "ok");
     }
-    app.post("/v1/messages", &json!({"bot_id": "b", "text": "count me"})).await;
+    app.post("/v1/messages", &json!({"bot_id": "b", "text": "count me"}))
+        .await;
     let metrics = app
         .http
         .get(format!("{}/metrics", app.admin))
@@ -212,7 +282,10 @@ async fn health_and_livez_answer_on_both_listeners() {
         .text()
         .await
         .expect("text");
-    assert!(metrics.contains(r#"http_requests_total{route="/v1/messages",status="202"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"http_requests_total{route="/v1/messages",status="202"} 1"#),
+        "{metrics}"
+    );
     assert!(metrics.contains("http_request_duration_seconds_bucket"));
     assert!(metrics.contains("kafka_produce_duration_seconds_count 1"));
     app.stop().await;
@@ -231,7 +304,10 @@ async fn a_burst_above_capacity_gets_429s_and_every_202_is_in_the_topic() {
         let app = &app;
         async move {
             let r = app
-                .post("/v1/messages", &json!({"bot_id": format!("burst-{}", i % 10), "text": format!("m{i}")}))
+                .post(
+                    "/v1/messages",
+                    &json!({"bot_id": format!("burst-{}", i % 10), "text": format!("m{i}")}),
+                )
                 .await;
             let status = r.status().as_u16();
             let retry_after = r.headers().get("retry-after").cloned();
@@ -247,8 +323,15 @@ async fn a_burst_above_capacity_gets_429s_and_every_202_is_in_the_topic() {
         .map(|(_, _, b)| b["message_id"].as_str().expect("id").to_owned())
         .collect();
     let refused: Vec<_> = responses.iter().filter(|(s, _, _)| *s == 429).collect();
-    assert_eq!(accepted.len() + refused.len(), 200, "only 202 or 429: {responses:?}");
-    assert!(!refused.is_empty(), "a burst of 200 over a limit of 18 must see 429s");
+    assert_eq!(
+        accepted.len() + refused.len(),
+        200,
+        "only 202 or 429: {responses:?}"
+    );
+    assert!(
+        !refused.is_empty(),
+        "a burst of 200 over a limit of 18 must see 429s"
+    );
     assert!(accepted.len() >= 18, "the admitted share is accepted");
     for (_, retry_after, body) in &refused {
         assert!(retry_after.is_some(), "429 carries Retry-After");
@@ -258,9 +341,17 @@ async fn a_burst_above_capacity_gets_429s_and_every_202_is_in_the_topic() {
     let records = read_topic(&topic, accepted.len(), Duration::from_secs(20)).await;
     let found = by_message_id(&records);
     for id in &accepted {
-        assert_eq!(found.get(id).map(Vec::len), Some(1), "202'd {id} is in the topic once");
+        assert_eq!(
+            found.get(id).map(Vec::len),
+            Some(1),
+            "202'd {id} is in the topic once"
+        );
     }
-    assert_eq!(records.len(), accepted.len(), "nothing refused was published");
+    assert_eq!(
+        records.len(),
+        accepted.len(),
+        "nothing refused was published"
+    );
     app.stop().await;
 }
 
@@ -286,7 +377,10 @@ async fn api_keys_gate_every_request_and_limit_bots() {
         .await
         .expect("sent");
     let (status, body) = error_code(missing).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("missing_api_key")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("missing_api_key"))
+    );
 
     let wrong = app
         .http
@@ -298,7 +392,10 @@ async fn api_keys_gate_every_request_and_limit_bots() {
         .await
         .expect("sent");
     let (status, body) = error_code(wrong).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
 
     let other_bot = app
         .http
@@ -310,7 +407,10 @@ async fn api_keys_gate_every_request_and_limit_bots() {
         .await
         .expect("sent");
     let (status, body) = error_code(other_bot).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("bot_not_allowed")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("bot_not_allowed"))
+    );
 
     let right = app
         .http
@@ -324,7 +424,11 @@ async fn api_keys_gate_every_request_and_limit_bots() {
     assert_eq!(right.status(), 202);
 
     let records = read_topic(&topic, 1, Duration::from_secs(20)).await;
-    assert_eq!(records.len(), 1, "only the authorised message was published");
+    assert_eq!(
+        records.len(),
+        1,
+        "only the authorised message was published"
+    );
     assert_eq!(records[0].key.as_deref(), Some("support-1"));
     app.stop().await;
 }
@@ -337,14 +441,27 @@ async fn unreachable_kafka_gets_503_with_retry_after_within_the_publish_timeout(
     settings.kafka.publish_timeout_ms = 1_000;
     let app = TestApp::spawn(Role::Ingest, settings).await;
     let started = std::time::Instant::now();
-    let response = app.post("/v1/messages", &json!({"bot_id": "b", "text": "x"})).await;
+    let response = app
+        .post("/v1/messages", &json!({"bot_id": "b", "text": "x"}))
+        .await;
     let waited = started.elapsed();
     assert!(response.headers().get("retry-after").is_some());
     let (status, body) = error_code(response).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("kafka_unavailable")));
-    assert!(waited < Duration::from_secs(3), "answered after {waited:?}, publish timeout is 1s");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("kafka_unavailable"))
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "answered after {waited:?}, publish timeout is 1s"
+    );
 
-    let health = app.http.get(format!("{}/health", app.admin)).send().await.expect("sent");
+    let health = app
+        .http
+        .get(format!("{}/health", app.admin))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(health.status(), 503);
     app.stop().await;
 }

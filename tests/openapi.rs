@@ -40,7 +40,14 @@ impl Observations {
         self.0
             .entry((path.to_owned(), method.to_owned()))
             .or_default()
-            .insert(status, Observed { status, headers, body });
+            .insert(
+                status,
+                Observed {
+                    status,
+                    headers,
+                    body,
+                },
+            );
     }
 }
 
@@ -81,7 +88,13 @@ fn documented(spec: &Value) -> BTreeMap<Operation, BTreeSet<u16>> {
     ops
 }
 
-async fn post_raw(app: &TestApp, path: &str, content_type: &str, body: String, key: Option<&str>) -> reqwest::Response {
+async fn post_raw(
+    app: &TestApp,
+    path: &str,
+    content_type: &str,
+    body: String,
+    key: Option<&str>,
+) -> reqwest::Response {
     let mut request = app
         .http
         .post(format!("{}{path}", app.api))
@@ -113,17 +126,52 @@ async fn observe_everything() -> Observations {
         ("/v1/messages/batch", json!([one, one]).to_string()),
     ] {
         let k = Some(KEY);
-        seen.record(path, "POST", post_raw(&app, path, "application/json", ok_body.clone(), k).await).await;
-        seen.record(path, "POST", post_raw(&app, path, "application/json", "{".into(), k).await).await;
-        seen.record(path, "POST", post_raw(&app, path, "application/json", ok_body.clone(), None).await).await;
-        seen.record(path, "POST", post_raw(&app, path, "application/json", huge.clone(), k).await).await;
-        seen.record(path, "POST", post_raw(&app, path, "text/plain", ok_body, k).await).await;
+        seen.record(
+            path,
+            "POST",
+            post_raw(&app, path, "application/json", ok_body.clone(), k).await,
+        )
+        .await;
+        seen.record(
+            path,
+            "POST",
+            post_raw(&app, path, "application/json", "{".into(), k).await,
+        )
+        .await;
+        seen.record(
+            path,
+            "POST",
+            post_raw(&app, path, "application/json", ok_body.clone(), None).await,
+        )
+        .await;
+        seen.record(
+            path,
+            "POST",
+            post_raw(&app, path, "application/json", huge.clone(), k).await,
+        )
+        .await;
+        seen.record(
+            path,
+            "POST",
+            post_raw(&app, path, "text/plain", ok_body, k).await,
+        )
+        .await;
     }
     for path in ["/health", "/livez"] {
-        let r = app.http.get(format!("{}{path}", app.api)).send().await.expect("sent");
+        let r = app
+            .http
+            .get(format!("{}{path}", app.api))
+            .send()
+            .await
+            .expect("sent");
         seen.record(path, "GET", r).await;
     }
-    let r = app.http.get(format!("{}/metrics", app.admin)).send().await.expect("sent");
+    let r = app
+        .http
+        .get(format!("{}/metrics", app.admin))
+        .send()
+        .await
+        .expect("sent");
     seen.record("/metrics", "GET", r).await;
     app.stop().await;
 
@@ -135,9 +183,17 @@ async fn observe_everything() -> Observations {
     let app = TestApp::spawn(Role::Ingest, tight).await;
     let first = app.post("/v1/messages", &one).await;
     assert_eq!(first.status(), 202);
-    seen.record("/v1/messages", "POST", app.post("/v1/messages", &one).await).await;
-    let wide: Vec<_> = (0..10).map(|i| json!({"bot_id": format!("w{i}"), "text": "x"})).collect();
-    seen.record("/v1/messages/batch", "POST", app.post("/v1/messages/batch", &json!(wide)).await).await;
+    seen.record("/v1/messages", "POST", app.post("/v1/messages", &one).await)
+        .await;
+    let wide: Vec<_> = (0..10)
+        .map(|i| json!({"bot_id": format!("w{i}"), "text": "x"}))
+        .collect();
+    seen.record(
+        "/v1/messages/batch",
+        "POST",
+        app.post("/v1/messages/batch", &json!(wide)).await,
+    )
+    .await;
     app.stop().await;
 
     // Kafka unreachable.
@@ -146,10 +202,19 @@ async fn observe_everything() -> Observations {
     down.kafka.publish_timeout_ms = 500;
     let app = TestApp::spawn(Role::Ingest, down).await;
     for path in ["/v1/messages", "/v1/messages/batch"] {
-        let body = if path.ends_with("batch") { json!([one]) } else { one.clone() };
+        let body = if path.ends_with("batch") {
+            json!([one])
+        } else {
+            one.clone()
+        };
         seen.record(path, "POST", app.post(path, &body).await).await;
     }
-    let r = app.http.get(format!("{}/health", app.api)).send().await.expect("sent");
+    let r = app
+        .http
+        .get(format!("{}/health", app.api))
+        .send()
+        .await
+        .expect("sent");
     seen.record("/health", "GET", r).await;
     app.stop().await;
     seen
@@ -158,7 +223,9 @@ async fn observe_everything() -> Observations {
 #[tokio::test]
 async fn openapi_documents_exactly_the_statuses_the_server_answers() {
     let spec = load_spec();
-    assert!(spec["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    assert!(spec["openapi"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("3.")));
     let documented = documented(&spec);
     let seen = observe_everything().await;
 
@@ -191,7 +258,10 @@ async fn openapi_documents_exactly_the_statuses_the_server_answers() {
             }
             let schema = resolve(&spec, schema);
             let body = observed.body.as_ref().unwrap_or_else(|| {
-                panic!("{method} {path} {} documents JSON but sent none", observed.status)
+                panic!(
+                    "{method} {path} {} documents JSON but sent none",
+                    observed.status
+                )
             });
             for required in schema["required"].as_array().into_iter().flatten() {
                 let key = required.as_str().expect("property name");

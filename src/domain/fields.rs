@@ -161,7 +161,9 @@ impl Metadata {
         let serde_json::Value::Object(map) = raw else {
             return Err(FieldError::new("invalid_type", "must be a JSON object"));
         };
-        let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&map)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > MAX_METADATA_BYTES {
             return Err(FieldError::new(
                 "too_large",
@@ -220,8 +222,14 @@ mod tests {
 
     #[test]
     fn bot_id_rejects_empty_long_and_foreign_characters() {
-        assert_eq!(BotId::parse(String::new()).unwrap_err().code, "invalid_length");
-        assert_eq!(BotId::parse("a".repeat(129)).unwrap_err().code, "invalid_length");
+        assert_eq!(
+            BotId::parse(String::new()).unwrap_err().code,
+            "invalid_length"
+        );
+        assert_eq!(
+            BotId::parse("a".repeat(129)).unwrap_err().code,
+            "invalid_length"
+        );
         for bad in ["a b", "bot/1", "bôt", "a\n"] {
             assert_eq!(
                 BotId::parse(bad.into()).unwrap_err().code,

@@ -4,7 +4,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::fields::{BotId, Label, Metadata, MessageText};
+use super::fields::{BotId, Label, MessageText, Metadata};
 
 /// Idempotency key of a message: the client's when given, a fresh UUID v7 otherwise
 /// (time-ordered, so index inserts stay local).

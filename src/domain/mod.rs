@@ -2,9 +2,11 @@
 
 mod fields;
 mod message;
+mod processed;
 
 pub use fields::{
     BotId, FieldError, Label, MessageText, Metadata, MAX_BOT_ID_CHARS, MAX_LABEL_CHARS,
     MAX_METADATA_BYTES, MAX_TEXT_CHARS,
 };
 pub use message::{to_storage_precision, ChatMessage, MessageId};
+pub use processed::{NlpFields, ProcessedMessage, SourcePosition};

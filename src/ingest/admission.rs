@@ -65,7 +65,8 @@ impl Admission {
         let Some(limiter) = &self.per_bot else {
             return Ok(());
         };
-        let n = NonZeroU32::new(u32::try_from(count).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        let n =
+            NonZeroU32::new(u32::try_from(count).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
         match limiter.check_key_n(&bot.as_str().to_owned(), n) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) | Err(_) => Err(ApiError::too_many_requests(
@@ -127,8 +128,14 @@ mod tests {
         for _ in 0..3 {
             admission.check_rate(&busy, 1).expect("within burst");
         }
-        assert_eq!(admission.check_rate(&busy, 1).expect_err("over").code, "rate_limited");
+        assert_eq!(
+            admission.check_rate(&busy, 1).expect_err("over").code,
+            "rate_limited"
+        );
         assert!(admission.check_rate(&quiet, 1).is_ok());
-        assert!(admission.check_rate(&quiet, 10).is_err(), "more than the burst at once");
+        assert!(
+            admission.check_rate(&quiet, 10).is_err(),
+            "more than the burst at once"
+        );
     }
 }

@@ -65,16 +65,19 @@ impl ApiKeys {
             .iter()
             .map(|k| {
                 let mut hash = [0u8; 32];
-                hex::decode_to_slice(&k.sha256, &mut hash).map_err(|_| AuthConfigError::BadHash {
-                    name: k.name.clone(),
+                hex::decode_to_slice(&k.sha256, &mut hash).map_err(|_| {
+                    AuthConfigError::BadHash {
+                        name: k.name.clone(),
+                    }
                 })?;
                 let mut bots = GlobSetBuilder::new();
                 for pattern in &k.bot_ids {
-                    let glob = Glob::new(pattern).map_err(|source| AuthConfigError::BadPattern {
-                        name: k.name.clone(),
-                        pattern: pattern.clone(),
-                        source,
-                    })?;
+                    let glob =
+                        Glob::new(pattern).map_err(|source| AuthConfigError::BadPattern {
+                            name: k.name.clone(),
+                            pattern: pattern.clone(),
+                            source,
+                        })?;
                     bots.add(glob);
                 }
                 let bots = bots.build().map_err(|source| AuthConfigError::BadPattern {
@@ -162,7 +165,10 @@ mod tests {
     #[test]
     fn missing_or_wrong_key_is_refused() {
         let k = keys();
-        assert_eq!(k.authenticate(None).err().map(|e| e.code), Some("missing_api_key"));
+        assert_eq!(
+            k.authenticate(None).err().map(|e| e.code),
+            Some("missing_api_key")
+        );
         assert_eq!(
             k.authenticate(Some(b"Basic abc")).err().map(|e| e.code),
             Some("missing_api_key")

@@ -87,7 +87,11 @@ impl ApiError {
         )
     }
 
-    pub fn too_many_requests(code: &'static str, message: impl Into<String>, retry_after: u32) -> Self {
+    pub fn too_many_requests(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after: u32,
+    ) -> Self {
         let mut err = Self::new(StatusCode::TOO_MANY_REQUESTS, code, message);
         err.retry_after_secs = Some(retry_after);
         err
@@ -124,7 +128,9 @@ impl ApiError {
         };
         let mut response = json_response(self.status, &body);
         if let Some(secs) = self.retry_after_secs {
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         if let Some(allow) = self.allow {
             response
@@ -141,13 +147,19 @@ mod tests {
     use http_body_util::BodyExt;
 
     async fn body_json(response: HttpResponse) -> serde_json::Value {
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         serde_json::from_slice(&bytes).expect("json")
     }
 
     #[tokio::test]
     async fn error_body_has_the_fixed_shape() {
-        let response = ApiError::invalid_field("bot_id", "invalid_length", "too long").into_response();
+        let response =
+            ApiError::invalid_field("bot_id", "invalid_length", "too long").into_response();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         let body = body_json(response).await;
         assert_eq!(body["error"]["code"], "invalid_length");
@@ -161,7 +173,10 @@ mod tests {
         let body = body_json(err.into_response()).await;
         assert_eq!(body["error"]["field"], "[3].text");
         assert_eq!(body["error"]["index"], 3);
-        assert!(body["error"]["message"].as_str().expect("str").starts_with("message 3:"));
+        assert!(body["error"]["message"]
+            .as_str()
+            .expect("str")
+            .starts_with("message 3:"));
     }
 
     #[test]

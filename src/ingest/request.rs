@@ -62,8 +62,9 @@ pub fn parse_batch(
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
+    })
 }
 
 fn parse_message(value: Value, received_at: DateTime<Utc>) -> Result<ChatMessage, ApiError> {
@@ -124,11 +125,18 @@ fn field_error(field: &str, err: FieldError) -> ApiError {
 }
 
 /// `null` and absence both mean "not given" for optional fields.
-fn optional_string(fields: &mut Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
+fn optional_string(
+    fields: &mut Map<String, Value>,
+    name: &str,
+) -> Result<Option<String>, ApiError> {
     match fields.remove(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::invalid_field(name, "invalid_type", "must be a string")),
+        Some(_) => Err(ApiError::invalid_field(
+            name,
+            "invalid_type",
+            "must be a string",
+        )),
     }
 }
 
@@ -176,7 +184,10 @@ mod tests {
                 "sent_at":"2026-11-22T08:00:00+02:00","metadata":{"channel":"web"}}"#,
         )
         .expect("valid");
-        assert_eq!(m.message_id.to_string(), "6f1c1f4e-8a5b-4c2e-9a53-2d4a8e0f1b7c");
+        assert_eq!(
+            m.message_id.to_string(),
+            "6f1c1f4e-8a5b-4c2e-9a53-2d4a8e0f1b7c"
+        );
         assert_eq!(m.conversation_id.expect("set").as_str(), "c1");
         assert_eq!(m.user_id.expect("set").as_str(), "u1");
         assert_eq!(m.sent_at.to_rfc3339(), "2026-11-22T06:00:00+00:00");
@@ -189,25 +200,59 @@ mod tests {
             (r#"{"text":"hi"}"#, "missing_field", "bot_id"),
             (r#"{"bot_id":"b1"}"#, "missing_field", "text"),
             (r#"{"bot_id":"b1","text":""}"#, "invalid_length", "text"),
-            (r#"{"bot_id":"b 1","text":"x"}"#, "invalid_characters", "bot_id"),
+            (
+                r#"{"bot_id":"b 1","text":"x"}"#,
+                "invalid_characters",
+                "bot_id",
+            ),
             (r#"{"bot_id":7,"text":"x"}"#, "invalid_type", "bot_id"),
-            (r#"{"bot_id":"b1","text":"x","color":"red"}"#, "unknown_field", "color"),
-            (r#"{"bot_id":"b1","text":"x","message_id":"nope"}"#, "invalid_uuid", "message_id"),
-            (r#"{"bot_id":"b1","text":"x","sent_at":"yesterday"}"#, "invalid_timestamp", "sent_at"),
-            (r#"{"bot_id":"b1","text":"x","metadata":[1]}"#, "invalid_type", "metadata"),
-            (r#"{"bot_id":"b1","text":"x","user_id":false}"#, "invalid_type", "user_id"),
+            (
+                r#"{"bot_id":"b1","text":"x","color":"red"}"#,
+                "unknown_field",
+                "color",
+            ),
+            (
+                r#"{"bot_id":"b1","text":"x","message_id":"nope"}"#,
+                "invalid_uuid",
+                "message_id",
+            ),
+            (
+                r#"{"bot_id":"b1","text":"x","sent_at":"yesterday"}"#,
+                "invalid_timestamp",
+                "sent_at",
+            ),
+            (
+                r#"{"bot_id":"b1","text":"x","metadata":[1]}"#,
+                "invalid_type",
+                "metadata",
+            ),
+            (
+                r#"{"bot_id":"b1","text":"x","user_id":false}"#,
+                "invalid_type",
+                "user_id",
+            ),
         ];
         for (json, code, field) in cases {
             let err = single(json).expect_err(json);
-            assert_eq!(code_and_field(err), (code, Some(field.to_owned())), "{json}");
+            assert_eq!(
+                code_and_field(err),
+                (code, Some(field.to_owned())),
+                "{json}"
+            );
         }
     }
 
     #[test]
     fn long_conversation_id_is_refused() {
-        let json = format!(r#"{{"bot_id":"b1","text":"x","conversation_id":"{}"}}"#, "c".repeat(129));
+        let json = format!(
+            r#"{{"bot_id":"b1","text":"x","conversation_id":"{}"}}"#,
+            "c".repeat(129)
+        );
         let err = single(&json).expect_err("too long");
-        assert_eq!(code_and_field(err), ("invalid_length", Some("conversation_id".into())));
+        assert_eq!(
+            code_and_field(err),
+            ("invalid_length", Some("conversation_id".into()))
+        );
     }
 
     #[test]
@@ -239,9 +284,19 @@ mod tests {
 
     #[test]
     fn batch_size_limits() {
-        assert_eq!(parse_batch(b"[]", now(), 500).expect_err("empty").code, "empty_batch");
-        let three = br#"[{"bot_id":"a","text":"1"},{"bot_id":"a","text":"2"},{"bot_id":"a","text":"3"}]"#;
-        assert_eq!(parse_batch(three, now(), 2).expect_err("big").code, "batch_too_large");
-        assert_eq!(parse_batch(b"{}", now(), 2).expect_err("obj").code, "invalid_type");
+        assert_eq!(
+            parse_batch(b"[]", now(), 500).expect_err("empty").code,
+            "empty_batch"
+        );
+        let three =
+            br#"[{"bot_id":"a","text":"1"},{"bot_id":"a","text":"2"},{"bot_id":"a","text":"3"}]"#;
+        assert_eq!(
+            parse_batch(three, now(), 2).expect_err("big").code,
+            "batch_too_large"
+        );
+        assert_eq!(
+            parse_batch(b"{}", now(), 2).expect_err("obj").code,
+            "invalid_type"
+        );
     }
 }

@@ -191,7 +191,10 @@ impl<P: Publisher> IngestApi<P> {
                 messages.len()
             )
         };
-        Err(self.unavailable("kafka_unavailable", format!("message queue unavailable: {what}")))
+        Err(self.unavailable(
+            "kafka_unavailable",
+            format!("message queue unavailable: {what}"),
+        ))
     }
 
     fn unavailable(&self, code: &'static str, message: impl Into<String>) -> ApiError {

@@ -71,7 +71,10 @@ impl KafkaPublisher {
             .set("linger.ms", settings.linger_ms.to_string())
             // librdkafka gives up on the record itself at the publish timeout, so a 503
             // and a late delivery of the same record cannot both happen by our timer.
-            .set("message.timeout.ms", settings.publish_timeout_ms.to_string())
+            .set(
+                "message.timeout.ms",
+                settings.publish_timeout_ms.to_string(),
+            )
             .set("queue.buffering.max.messages", "200000")
             .set("socket.keepalive.enable", "true")
             .create()

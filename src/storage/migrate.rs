@@ -6,10 +6,8 @@ use deadpool_postgres::Pool;
 use super::StorageError;
 
 /// The migrations, compiled in so the binary never runs against a mismatched folder.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_messages",
-    include_str!("../../sql/0001_messages.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] =
+    &[("0001_messages", include_str!("../../sql/0001_messages.sql"))];
 
 /// Arbitrary constant naming "chat-analytics migrations" for pg_advisory_lock.
 const MIGRATION_LOCK: i64 = 0x0063_6861_746d_6967;

@@ -1,8 +1,14 @@
 //! PostgreSQL: connection pool, migrations, and (in the worker) batched writes.
 
+mod batch_writer;
+mod insert;
 mod migrate;
 mod pool;
 
+pub use batch_writer::{
+    BatchWriter, BatchWriterHandle, StorageMetrics, StorageSettings, StoreOutcome,
+};
+pub use insert::{insert_messages, FailureKind, InsertError};
 pub use migrate::{migrate, MIGRATIONS};
 pub use pool::{connect_pool, PostgresProbe};
 

@@ -2,12 +2,20 @@
 //! fixed contract with dashboards and alert rules).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
+
+use crate::enrich::EnrichMetrics;
 
 /// Latency buckets for request and produce paths: 1 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.4, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// End-to-end buckets, around the 400 ms target.
+const E2E_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// Handles to the registered metrics; cheap to clone (each handle is an `Arc`).
@@ -17,13 +25,26 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
     pub kafka_produce_duration: Histogram,
+    pub enrich: EnrichMetrics,
+    pub queue_depth: IntGauge,
+    pub active_workers: IntGauge,
+    pub db_write_duration: Histogram,
+    pub messages_processed: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub moderation_hits: IntCounter,
+    pub component_restarts: IntCounterVec,
+    pub end_to_end_latency: Histogram,
+    pub consumer_paused: IntGauge,
 }
 
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests answered, by route and status"),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by route and status",
+            ),
             &["route", "status"],
         )?;
         let http_request_duration = HistogramVec::new(
@@ -41,17 +62,88 @@ impl Metrics {
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         )?;
+        let queue_depth = IntGauge::new(
+            "queue_depth",
+            "Consumer lag: records in assigned partitions not yet consumed",
+        )?;
+        let active_workers = IntGauge::new(
+            "active_workers",
+            "Messages being processed right now (bounded by worker.concurrency)",
+        )?;
+        let db_write_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "db_write_duration_seconds",
+                "Time of one batch INSERT attempt",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let messages_processed = IntCounterVec::new(
+            Opts::new(
+                "messages_processed_total",
+                "Messages finished by the worker, by outcome (stored, duplicate, dead_lettered)",
+            ),
+            &["outcome"],
+        )?;
+        let dead_letters = IntCounterVec::new(
+            Opts::new(
+                "dead_letters_total",
+                "Messages written to the dead-letter file, by stage",
+            ),
+            &["stage"],
+        )?;
+        let moderation_hits = IntCounter::new(
+            "moderation_hits_total",
+            "Messages flagged by keyword moderation",
+        )?;
+        let component_restarts = IntCounterVec::new(
+            Opts::new(
+                "component_restarts_total",
+                "Supervised tasks restarted after a panic, by component",
+            ),
+            &["component"],
+        )?;
+        let end_to_end_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "end_to_end_latency_seconds",
+                "From a message's sent_at to its row being committed",
+            )
+            .buckets(E2E_BUCKETS.to_vec()),
+        )?;
+        let consumer_paused = IntGauge::new(
+            "consumer_paused",
+            "1 while consumption is paused because dead letters cannot be written",
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_request_duration.clone()))?;
         registry.register(Box::new(kafka_produce_duration.clone()))?;
+        registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(active_workers.clone()))?;
+        registry.register(Box::new(db_write_duration.clone()))?;
+        registry.register(Box::new(messages_processed.clone()))?;
+        registry.register(Box::new(dead_letters.clone()))?;
+        registry.register(Box::new(moderation_hits.clone()))?;
+        registry.register(Box::new(component_restarts.clone()))?;
+        registry.register(Box::new(end_to_end_latency.clone()))?;
+        registry.register(Box::new(consumer_paused.clone()))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
+        let enrich = EnrichMetrics::register(&registry)?;
         Ok(Metrics {
             registry,
             http_requests,
             http_request_duration,
             kafka_produce_duration,
+            enrich,
+            queue_depth,
+            active_workers,
+            db_write_duration,
+            messages_processed,
+            dead_letters,
+            moderation_hits,
+            component_restarts,
+            end_to_end_latency,
+            consumer_paused,
         })
     }
 
@@ -81,7 +173,9 @@ mod tests {
     #[test]
     fn exposes_the_fixed_names() {
         let m = Metrics::new().expect("registers");
-        m.http_requests.with_label_values(&["/v1/messages", "202"]).inc();
+        m.http_requests
+            .with_label_values(&["/v1/messages", "202"])
+            .inc();
         m.http_request_duration
             .with_label_values(&["/v1/messages"])
             .observe(0.01);
@@ -90,5 +184,16 @@ mod tests {
         assert!(text.contains("http_requests_total{route=\"/v1/messages\",status=\"202\"} 1"));
         assert!(text.contains("http_request_duration_seconds_bucket"));
         assert!(text.contains("kafka_produce_duration_seconds_count 1"));
+        for name in [
+            "nlp_api_errors_total",
+            "circuit_breaker_state",
+            "queue_depth",
+            "active_workers",
+            "moderation_hits_total",
+            "end_to_end_latency_seconds_count",
+            "db_write_duration_seconds_count",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
     }
 }

@@ -38,7 +38,11 @@ pub async fn create_topic(partitions: i32) -> String {
         .expect("admin client");
     let results = admin
         .create_topics(
-            &[NewTopic::new(&topic, partitions, TopicReplication::Fixed(1))],
+            &[NewTopic::new(
+                &topic,
+                partitions,
+                TopicReplication::Fixed(1),
+            )],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
         .await
@@ -115,7 +119,10 @@ pub struct Record {
 pub async fn read_topic(topic: &str, expected: usize, within: Duration) -> Vec<Record> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", BROKERS)
-        .set("group.id", format!("test-reader-{}", Uuid::new_v4().simple()))
+        .set(
+            "group.id",
+            format!("test-reader-{}", Uuid::new_v4().simple()),
+        )
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()

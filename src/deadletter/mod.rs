@@ -1,0 +1,10 @@
+//! Dead letters: messages the pipeline could not store, kept durably in JSON-lines files
+//! (`dead-letters-YYYY-MM-DD.jsonl`) until `dlq replay` stores them.
+
+mod reader;
+mod record;
+mod writer;
+
+pub use reader::{read_dead_letters, BadLine, DeadLetterFile, DeadLetterStats, ReadError};
+pub use record::{DeadLetter, KafkaPosition, Stage};
+pub use writer::{file_for, DeadLetterError, DeadLetterHandle, DeadLetterWriter};

@@ -1,0 +1,35 @@
+//! A message after moderation and enrichment: exactly what one `messages` row holds.
+
+use chrono::{DateTime, Utc};
+
+use super::ChatMessage;
+
+/// Where a record was read from, kept on the row for tracing a row back to Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourcePosition {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// NLP results as stored; all `None` when the message was stored without them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NlpFields {
+    pub sentiment_label: Option<String>,
+    pub sentiment_score: Option<f32>,
+    pub toxicity: Option<f32>,
+    pub language: Option<String>,
+    /// The NLP API's whole answer, for fields not broken out into columns.
+    pub raw: Option<serde_json::Value>,
+    /// `ok`, or why there is no NLP data (`breaker_open`, `failed_after_retries`, ...).
+    pub status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessedMessage {
+    pub message: ChatMessage,
+    pub received_at: DateTime<Utc>,
+    pub nlp: NlpFields,
+    pub flagged: bool,
+    pub flagged_terms: Vec<String>,
+    pub source: Option<SourcePosition>,
+}

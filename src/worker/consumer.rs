@@ -1,0 +1,276 @@
+//! The Kafka side of the worker: a consumer in group `chat-analytics-worker` with
+//! auto-commit off, a bounded pool of in-flight messages, and commits that follow the
+//! offset tracker, including on rebalance.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Message};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::offsets::OffsetTracker;
+use super::pipeline::Pipeline;
+use crate::config::KafkaSettings;
+use crate::domain::SourcePosition;
+
+/// `[worker]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Most messages in flight at once (a ceiling, not a target).
+    pub concurrency: usize,
+    /// How often finished offsets are committed.
+    pub commit_interval_ms: u64,
+    /// How soon the group notices a dead worker and hands its partitions on.
+    pub session_timeout_ms: u64,
+    /// Directory of moderation word lists (`*.txt`).
+    pub moderation_dir: std::path::PathBuf,
+    /// How often partitions ahead are created and retention applied.
+    pub partition_maintenance_interval_s: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("cannot create Kafka consumer for {brokers}: {source}")]
+    Create { brokers: String, source: KafkaError },
+    #[error("cannot subscribe to {topic}: {source}")]
+    Subscribe { topic: String, source: KafkaError },
+}
+
+/// Shared between the rdkafka callbacks (its own thread) and the async loop.
+pub struct WorkerContext {
+    tracker: Arc<Mutex<OffsetTracker>>,
+    topic: String,
+    queue_depth: prometheus::IntGauge,
+}
+
+fn lock(tracker: &Mutex<OffsetTracker>) -> MutexGuard<'_, OffsetTracker> {
+    // The tracker holds no invariant a panicking holder could break half-way.
+    tracker
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ClientContext for WorkerContext {
+    fn stats(&self, stats: Statistics) {
+        let lag: i64 = stats
+            .topics
+            .get(&self.topic)
+            .map(|t| {
+                t.partitions
+                    .values()
+                    .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                    .map(|p| p.consumer_lag)
+                    .sum()
+            })
+            .unwrap_or(0);
+        self.queue_depth.set(lag);
+    }
+}
+
+impl ConsumerContext for WorkerContext {
+    /// Before partitions go, commit what is done for them; in-flight work on them is
+    /// abandoned uncommitted and re-read by the next owner.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let mut commit = TopicPartitionList::new();
+        {
+            let mut tracker = lock(&self.tracker);
+            for elem in revoked.elements() {
+                if let Some(position) = tracker.revoke(elem.partition()) {
+                    // Adding to a list we own cannot fail for a valid offset.
+                    let _ = commit.add_partition_offset(
+                        &self.topic,
+                        elem.partition(),
+                        Offset::Offset(position),
+                    );
+                }
+            }
+        }
+        tracing::info!(
+            revoked = revoked.count(),
+            committing = commit.count(),
+            "partitions revoked"
+        );
+        if commit.count() > 0 {
+            if let Err(err) = consumer.commit(&commit, CommitMode::Sync) {
+                tracing::warn!(error = %err, "commit on revoke failed; the next owner re-processes (idempotently)");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(assigned) = rebalance {
+            let mut tracker = lock(&self.tracker);
+            for elem in assigned.elements() {
+                tracker.assign(elem.partition());
+            }
+            tracing::info!(assigned = assigned.count(), "partitions assigned");
+        }
+    }
+}
+
+pub struct MessageConsumer {
+    consumer: StreamConsumer<WorkerContext>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    topic: String,
+    settings: WorkerSettings,
+}
+
+impl MessageConsumer {
+    pub fn new(
+        kafka: &KafkaSettings,
+        settings: &WorkerSettings,
+        queue_depth: prometheus::IntGauge,
+    ) -> Result<MessageConsumer, ConsumerError> {
+        let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
+        let context = WorkerContext {
+            tracker: tracker.clone(),
+            topic: kafka.topic.clone(),
+            queue_depth,
+        };
+        let consumer: StreamConsumer<WorkerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &kafka.brokers)
+            .set("group.id", &kafka.consumer_group)
+            .set("client.id", "chat-analytics-worker")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                settings.session_timeout_ms.to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (settings.session_timeout_ms / 4).max(500).to_string(),
+            )
+            .set("statistics.interval.ms", "5000")
+            // Bounds the prefetch buffer: memory stays flat when the pool is full.
+            .set("queued.max.messages.kbytes", "16384")
+            .create_with_context(context)
+            .map_err(|source| ConsumerError::Create {
+                brokers: kafka.brokers.clone(),
+                source,
+            })?;
+        consumer
+            .subscribe(&[&kafka.topic])
+            .map_err(|source| ConsumerError::Subscribe {
+                topic: kafka.topic.clone(),
+                source,
+            })?;
+        Ok(MessageConsumer {
+            consumer,
+            tracker,
+            topic: kafka.topic.clone(),
+            settings: settings.clone(),
+        })
+    }
+
+    /// Consumes until `stop` fires. Each record takes a slot of the pool; the loop waits
+    /// for a free slot before reading more, so back-pressure reaches Kafka.
+    pub async fn run(
+        self: Arc<Self>,
+        pipeline: Arc<Pipeline>,
+        slots: Arc<Semaphore>,
+        stop: CancellationToken,
+    ) {
+        let metrics = pipeline.metrics.clone();
+        loop {
+            if pipeline.gate.is_blocked() {
+                metrics.consumer_paused.set(1);
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                    () = stop.cancelled() => break,
+                }
+            }
+            metrics.consumer_paused.set(0);
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                () = stop.cancelled() => break,
+            };
+            let record = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                record = self.consumer.recv() => record,
+            };
+            let record = match record {
+                Ok(r) => r.detach(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "consumer error");
+                    continue;
+                }
+            };
+            let source = SourcePosition {
+                partition: record.partition(),
+                offset: record.offset(),
+            };
+            let ticket = lock(&self.tracker).track(source.partition, source.offset);
+            let pipeline = pipeline.clone();
+            let tracker = self.tracker.clone();
+            metrics.active_workers.inc();
+            tokio::spawn(async move {
+                let outcome = pipeline
+                    .process_record(record.key(), record.payload(), source)
+                    .await;
+                if outcome.is_durable() {
+                    lock(&tracker).complete(ticket);
+                }
+                pipeline
+                    .metrics
+                    .messages_processed
+                    .with_label_values(&[outcome.label()])
+                    .inc();
+                pipeline.metrics.active_workers.dec();
+                drop(permit);
+            });
+        }
+        tracing::info!("consumer stopped reading");
+    }
+
+    /// Commits every partition's durable prefix: only what moved (asynchronously) on the
+    /// timer, everything (synchronously) at shutdown.
+    pub fn commit(&self, mode: CommitMode) {
+        let positions = match mode {
+            CommitMode::Async => lock(&self.tracker).commit_positions(),
+            CommitMode::Sync => lock(&self.tracker).all_positions(),
+        };
+        if positions.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, position) in &positions {
+            let _ = list.add_partition_offset(&self.topic, *partition, Offset::Offset(*position));
+        }
+        match self.consumer.commit(&list, mode) {
+            Ok(()) => tracing::debug!(?positions, "offsets committed"),
+            Err(err) => {
+                tracing::warn!(error = %err, ?positions, "offset commit failed; a later commit supersedes it")
+            }
+        }
+    }
+
+    /// Commits on a timer until `stop` fires.
+    pub async fn commit_periodically(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.settings.commit_interval_ms));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.commit(CommitMode::Async),
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The worker role: consume `chat.messages`, and for each message moderate, enrich,
+//! store, or dead-letter it; commit offsets only for messages whose outcome is durable.
+//!
+//! Tasks (each supervised: a panic is counted and the task restarted):
+//! - `consumer`: reads records into a pool of at most `worker.concurrency` in-flight
+//!   messages, each run by [`pipeline::Pipeline`];
+//! - `offset_committer`: commits the durable prefix per partition ([`offsets`]);
+//! - `batch_writer`: batched, idempotent inserts into Postgres;
+//! - `dead_letter_writer`: group-committed, fsynced dead-letter files;
+//! - `partition_maintainer`: partitions ahead and retention.
+//!
+//! Shutdown: stop reading, let in-flight messages finish within the grace period,
+//! commit synchronously, then let the writers drain.
+
+mod consumer;
+mod offsets;
+mod pipeline;
+mod replay;
+mod supervisor;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use rdkafka::consumer::CommitMode;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use consumer::{ConsumerError, MessageConsumer, WorkerSettings};
+pub use offsets::{OffsetTracker, Ticket};
+pub use pipeline::{DeadLetterGate, Outcome, Pipeline};
+pub use replay::{replay_dead_letters, ReplayReport};
+pub use supervisor::{catch_panic, supervise};
+
+use crate::config::Settings;
+use crate::deadletter::DeadLetterWriter;
+use crate::enrich::{EnrichError, Enricher};
+use crate::moderation::{ModerationError, Moderator};
+use crate::storage::{BatchWriter, StorageMetrics};
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+    #[error("moderation word lists: {0}")]
+    Moderation(#[from] ModerationError),
+    #[error(transparent)]
+    Enrich(#[from] EnrichError),
+}
+
+/// A pipeline and the writer tasks that must run for it to make progress.
+pub struct PipelineParts {
+    pub pipeline: Arc<Pipeline>,
+    pub writer: Arc<BatchWriter>,
+    pub dead_letters: Arc<DeadLetterWriter>,
+}
+
+/// The stages and writers a message needs, without Kafka: shared by the worker and
+/// `dlq replay`.
+pub fn build_pipeline(
+    settings: &Settings,
+    metrics: &Metrics,
+    pool: Pool,
+    shutdown: CancellationToken,
+) -> Result<PipelineParts, WorkerError> {
+    let moderator = Moderator::from_dir(&settings.worker.moderation_dir)?;
+    tracing::info!(
+        terms = moderator.term_count(),
+        "moderation word lists loaded"
+    );
+    let enricher = Enricher::new(settings.nlp.clone(), metrics.enrich.clone())?;
+    let (writer, writer_handle) = BatchWriter::new(
+        pool,
+        settings.storage.clone(),
+        StorageMetrics {
+            db_write_duration: metrics.db_write_duration.clone(),
+            end_to_end_latency: metrics.end_to_end_latency.clone(),
+        },
+    );
+    let (dlq, dlq_handle) = DeadLetterWriter::new(settings.dlq.dir.clone());
+    let pipeline = Arc::new(Pipeline {
+        moderator: Arc::new(moderator),
+        enricher,
+        writer: writer_handle,
+        dead_letters: dlq_handle,
+        gate: Arc::new(DeadLetterGate::default()),
+        metrics: metrics.clone(),
+        shutdown,
+    });
+    Ok(PipelineParts {
+        pipeline,
+        writer,
+        dead_letters: dlq,
+    })
+}
+
+pub struct Worker {
+    consumer: Arc<MessageConsumer>,
+    pipeline: Arc<Pipeline>,
+    writer: Arc<BatchWriter>,
+    dead_letters: Arc<DeadLetterWriter>,
+    concurrency: usize,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+}
+
+impl Worker {
+    pub fn build(
+        settings: &Settings,
+        metrics: &Metrics,
+        pool: Pool,
+        shutdown: CancellationToken,
+    ) -> Result<Worker, WorkerError> {
+        let PipelineParts {
+            pipeline,
+            writer,
+            dead_letters,
+        } = build_pipeline(settings, metrics, pool, shutdown.clone())?;
+        let consumer = Arc::new(MessageConsumer::new(
+            &settings.kafka,
+            &settings.worker,
+            metrics.queue_depth.clone(),
+        )?);
+        Ok(Worker {
+            consumer,
+            pipeline,
+            writer,
+            dead_letters,
+            concurrency: settings.worker.concurrency,
+            metrics: metrics.clone(),
+            shutdown,
+        })
+    }
+
+    /// Runs until shutdown, then drains within `grace`.
+    pub async fn run(self, grace: Duration) {
+        let restarts = self.metrics.component_restarts.clone();
+        let shutdown = self.shutdown.clone();
+        let writer = self.writer.clone();
+        let writer_task = tokio::spawn(supervise(
+            "batch_writer",
+            restarts.clone(),
+            CancellationToken::new(),
+            move || writer.clone().run(),
+        ));
+        let dlq = self.dead_letters.clone();
+        let dlq_task = tokio::spawn(supervise(
+            "dead_letter_writer",
+            restarts.clone(),
+            CancellationToken::new(),
+            move || dlq.clone().run(),
+        ));
+        let committer = self.consumer.clone();
+        let stop = shutdown.clone();
+        let commit_task = tokio::spawn(supervise(
+            "offset_committer",
+            restarts.clone(),
+            shutdown.clone(),
+            move || committer.clone().commit_periodically(stop.clone()),
+        ));
+
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let consumer = self.consumer.clone();
+        let pipeline = self.pipeline.clone();
+        let loop_slots = slots.clone();
+        let stop = shutdown.clone();
+        supervise("consumer", restarts, shutdown.clone(), move || {
+            consumer
+                .clone()
+                .run(pipeline.clone(), loop_slots.clone(), stop.clone())
+        })
+        .await;
+
+        let deadline = tokio::time::Instant::now() + grace;
+        let all = u32::try_from(self.concurrency).unwrap_or(u32::MAX);
+        match tokio::time::timeout_at(deadline, slots.acquire_many(all)).await {
+            Ok(_) => tracing::info!("in-flight messages finished"),
+            Err(_) => tracing::warn!(
+                "grace period over; unfinished messages stay uncommitted and will be re-delivered"
+            ),
+        }
+        self.consumer.commit(CommitMode::Sync);
+        drop(commit_task.await);
+        // The writers stop once the last handles (held by the pipeline) are gone.
+        drop(self.pipeline);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(left.max(Duration::from_secs(1)), async {
+            drop(writer_task.await);
+            drop(dlq_task.await);
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!("writers still busy at the end of the grace period");
+        }
+        tracing::info!("worker stopped");
+    }
+}

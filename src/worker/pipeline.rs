@@ -1,0 +1,203 @@
+//! One message, start to durable finish: decode, moderate, enrich, store, and when it
+//! cannot be stored, dead-letter it. The only place that sees every stage.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::supervisor::catch_panic;
+use crate::deadletter::{DeadLetter, DeadLetterHandle, Stage};
+use crate::domain::{ChatMessage, NlpFields, ProcessedMessage, SourcePosition};
+use crate::enrich::{Enricher, Enrichment};
+use crate::moderation::Moderator;
+use crate::queue::Envelope;
+use crate::storage::{BatchWriterHandle, StoreOutcome};
+use crate::telemetry::Metrics;
+
+/// Where a message ended up. Only `Abandoned` leaves its offset uncommitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Stored,
+    Duplicate,
+    DeadLettered(Stage),
+    /// Shutdown came while the dead-letter file could not be written: the message is
+    /// left for re-delivery.
+    Abandoned,
+}
+
+impl Outcome {
+    pub fn is_durable(self) -> bool {
+        self != Outcome::Abandoned
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Stored => "stored",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DeadLettered(_) => "dead_lettered",
+            Outcome::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// Counts messages whose dead letter cannot be written; while any are, the consumer
+/// pauses instead of taking more work it could lose.
+#[derive(Debug, Default)]
+pub struct DeadLetterGate {
+    failing: AtomicUsize,
+}
+
+impl DeadLetterGate {
+    pub fn is_blocked(&self) -> bool {
+        self.failing.load(Ordering::Acquire) > 0
+    }
+}
+
+const DLQ_RETRY_FIRST: Duration = Duration::from_millis(500);
+const DLQ_RETRY_MAX: Duration = Duration::from_secs(30);
+
+pub struct Pipeline {
+    pub moderator: Arc<Moderator>,
+    pub enricher: Enricher,
+    pub writer: BatchWriterHandle,
+    pub dead_letters: DeadLetterHandle,
+    pub gate: Arc<DeadLetterGate>,
+    pub metrics: Metrics,
+    pub shutdown: CancellationToken,
+}
+
+impl Pipeline {
+    /// A Kafka record: undecodable ones and panics become dead letters.
+    pub async fn process_record(
+        &self,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        source: SourcePosition,
+    ) -> Outcome {
+        let envelope = match payload.map(Envelope::decode) {
+            Some(Ok(envelope)) => envelope,
+            Some(Err(err)) => {
+                let letter = DeadLetter::undecodable(key, payload, err.to_string(), source);
+                return self.dead_letter(letter).await;
+            }
+            None => {
+                let letter = DeadLetter::undecodable(key, None, "record has no value", source);
+                return self.dead_letter(letter).await;
+            }
+        };
+        let outcome = self.process(envelope.message.clone(), envelope.received_at, Some(source));
+        match catch_panic(outcome).await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                tracing::error!(message_id = %envelope.message.message_id, %panic, "processing panicked");
+                let letter = DeadLetter::for_message(
+                    &envelope.message,
+                    envelope.received_at,
+                    Stage::Panic,
+                    format!("processing panicked: {panic}"),
+                    1,
+                    Some(source),
+                );
+                self.dead_letter(letter).await
+            }
+        }
+    }
+
+    /// An accepted message: moderated, enriched (or not, with a reason), stored.
+    pub async fn process(
+        &self,
+        message: ChatMessage,
+        received_at: DateTime<Utc>,
+        source: Option<SourcePosition>,
+    ) -> Outcome {
+        let verdict = self.moderator.check(message.text.as_str());
+        if verdict.flagged {
+            self.metrics.moderation_hits.inc();
+        }
+        let enrichment = self.enricher.enrich(message.text.as_str()).await;
+        let row = ProcessedMessage {
+            message,
+            received_at,
+            nlp: nlp_fields(enrichment),
+            flagged: verdict.flagged,
+            flagged_terms: verdict.terms,
+            source,
+        };
+        let message = row.message.clone();
+        match self.writer.store(row).await {
+            StoreOutcome::Stored => Outcome::Stored,
+            StoreOutcome::Duplicate => Outcome::Duplicate,
+            StoreOutcome::Failed {
+                kind,
+                error,
+                attempts,
+            } => {
+                let letter = DeadLetter::for_message(
+                    &message,
+                    received_at,
+                    Stage::Storage,
+                    format!("{kind:?}: {error}"),
+                    attempts,
+                    source,
+                );
+                self.dead_letter(letter).await
+            }
+        }
+    }
+
+    /// Writes a dead letter, retrying for as long as it takes (consumption is paused
+    /// meanwhile); gives up only at shutdown, leaving the offset uncommitted.
+    async fn dead_letter(&self, letter: DeadLetter) -> Outcome {
+        let stage = letter.stage;
+        let mut wait = DLQ_RETRY_FIRST;
+        let mut blocked = false;
+        let outcome = loop {
+            match self.dead_letters.write(letter.clone()).await {
+                Ok(()) => {
+                    self.metrics
+                        .dead_letters
+                        .with_label_values(&[stage.as_str()])
+                        .inc();
+                    break Outcome::DeadLettered(stage);
+                }
+                Err(err) => {
+                    if !blocked {
+                        blocked = true;
+                        self.gate.failing.fetch_add(1, Ordering::AcqRel);
+                    }
+                    tracing::error!(error = %err, retry_in = ?wait, "dead letter not written; consumption paused, offsets held");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.shutdown.cancelled() => break Outcome::Abandoned,
+                    }
+                    wait = (wait * 2).min(DLQ_RETRY_MAX);
+                }
+            }
+        };
+        if blocked {
+            self.gate.failing.fetch_sub(1, Ordering::AcqRel);
+        }
+        outcome
+    }
+}
+
+fn nlp_fields(enrichment: Enrichment) -> NlpFields {
+    let status = enrichment.status.as_str();
+    match enrichment.analysis {
+        Some(a) => NlpFields {
+            sentiment_label: Some(a.sentiment_label),
+            sentiment_score: Some(a.sentiment_score),
+            toxicity: Some(a.toxicity),
+            language: Some(a.language),
+            raw: Some(a.raw),
+            status,
+        },
+        None => NlpFields {
+            status,
+            ..NlpFields::default()
+        },
+    }
+}
