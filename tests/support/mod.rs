@@ -69,7 +69,11 @@ impl TestApp {
         let app = App::build(&settings, role, shutdown.clone())
             .await
             .expect("app builds");
-        let api = format!("http://{}", app.api_addr().expect("api addr"));
+        // A worker-only app has no API listener.
+        let api = app
+            .api_addr()
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default();
         let admin = format!("http://{}", app.admin_addr().expect("admin addr"));
         let handle = tokio::spawn(app.run());
         TestApp {
@@ -170,4 +174,275 @@ pub fn by_message_id(records: &[Record]) -> HashMap<String, Vec<&Record>> {
         map.entry(id).or_default().push(r);
     }
     map
+}
+
+pub const PG_ADMIN_URL: &str = "postgres://chat:chat@127.0.0.1:5432/postgres";
+
+/// A database of its own for one test, migrated; dropped by [`TestDb::drop_db`].
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: deadpool_postgres::Pool,
+}
+
+static STALE_DBS_DROPPED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+async fn admin_client() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(PG_ADMIN_URL, tokio_postgres::NoTls)
+        .await
+        .expect("connect to Postgres (is it up? run `scripts/infra.sh up`)");
+    tokio::spawn(connection);
+    client
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        // Databases left by an earlier, interrupted run go first (once per test binary;
+        // binaries run one after another).
+        STALE_DBS_DROPPED
+            .get_or_init(|| async {
+                let client = admin_client().await;
+                let stale = client
+                    .query(
+                        "SELECT datname FROM pg_database WHERE datname LIKE 'chat_test_%'",
+                        &[],
+                    )
+                    .await
+                    .expect("list databases");
+                for row in stale {
+                    let name: String = row.get(0);
+                    client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await
+                        .expect("drop stale database");
+                }
+            })
+            .await;
+        let name = format!("chat_test_{}", Uuid::new_v4().simple());
+        admin_client()
+            .await
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create test database");
+        let url = format!("postgres://chat:chat@127.0.0.1:5432/{name}");
+        let mut settings = Settings::load_from(None, Vec::new()).expect("defaults");
+        settings.postgres.url = chat_analytics::config::SecretUrl::new(url.clone());
+        let pool = chat_analytics::storage::connect_pool(&settings.postgres).expect("pool");
+        chat_analytics::storage::migrate(&pool)
+            .await
+            .expect("migrations apply");
+        TestDb { name, url, pool }
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let client = self.pool.get().await.expect("connection");
+        client.query_one(sql, &[]).await.expect("query").get(0)
+    }
+
+    /// Stored message ids, for exactly-once checks.
+    pub async fn message_ids(&self) -> Vec<String> {
+        let client = self.pool.get().await.expect("connection");
+        client
+            .query("SELECT message_id::text FROM messages", &[])
+            .await
+            .expect("query")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// Polls until `count(sql)` reaches `expected` or `within` runs out; returns the last count.
+    pub async fn wait_for_count(&self, sql: &str, expected: i64, within: Duration) -> i64 {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let n = self.count(sql).await;
+            if n >= expected || tokio::time::Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn drop_db(self) {
+        self.pool.close();
+        admin_client()
+            .await
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
+            .await
+            .expect("drop test database");
+    }
+}
+
+/// A free loopback port (bound then released; fine for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A child process of the real binary, killed on drop if still running.
+pub struct ChildProcess {
+    pub child: tokio::process::Child,
+    pub name: &'static str,
+}
+
+impl ChildProcess {
+    pub fn spawn(name: &'static str, args: &[&str], env: &[(String, String)]) -> ChildProcess {
+        let log = std::fs::File::create(std::env::temp_dir().join(format!(
+            "chat-analytics-test-{name}-{}.log",
+            Uuid::new_v4().simple()
+        )))
+        .expect("log file");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-analytics"))
+            .args(args)
+            .envs(env.iter().cloned())
+            .env("CHAT_ANALYTICS__LOG__LEVEL", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn chat-analytics");
+        ChildProcess { child, name }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .expect("running child has a pid")
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") through kill(1).
+    pub async fn signal(&self, signal: &str) {
+        let status = tokio::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {}", self.name);
+    }
+
+    pub async fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit within {within:?}", self.name))
+            .expect("wait")
+    }
+}
+
+/// Waits until `url` answers 200.
+pub async fn wait_until_ready(url: &str, within: Duration) {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Ok(r) = http.get(url).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} not ready within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The reference NLP server as a child process, with fault knobs over HTTP.
+pub struct NlpSim {
+    pub process: ChildProcess,
+    pub base: String,
+}
+
+impl NlpSim {
+    pub async fn start(latency_ms: u64) -> NlpSim {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let latency = latency_ms.to_string();
+        let process = ChildProcess::spawn(
+            "nlp-sim",
+            &["nlp-sim", "--listen", &listen, "--latency-ms", &latency],
+            &[],
+        );
+        let base = format!("http://{listen}");
+        wait_until_ready(&format!("{base}/health"), Duration::from_secs(20)).await;
+        NlpSim { process, base }
+    }
+
+    pub fn analyze_url(&self) -> String {
+        format!("{}/v1/analyze", self.base)
+    }
+
+    pub async fn set_faults(&self, faults: serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/admin/faults", self.base))
+            .json(&faults)
+            .send()
+            .await
+            .expect("faults request");
+        assert_eq!(r.status(), 200, "nlp-sim accepted {faults}");
+    }
+}
+
+/// Environment overrides that point a worker process at this test's own resources.
+pub fn worker_env(
+    topic: &str,
+    group: &str,
+    db: &TestDb,
+    nlp: &NlpSim,
+    dlq_dir: &std::path::Path,
+    admin_port: u16,
+) -> Vec<(String, String)> {
+    vec![
+        ("CHAT_ANALYTICS__KAFKA__TOPIC".into(), topic.into()),
+        ("CHAT_ANALYTICS__KAFKA__CONSUMER_GROUP".into(), group.into()),
+        ("CHAT_ANALYTICS__POSTGRES__URL".into(), db.url.clone()),
+        ("CHAT_ANALYTICS__NLP__URL".into(), nlp.analyze_url()),
+        (
+            "CHAT_ANALYTICS__DLQ__DIR".into(),
+            dlq_dir.display().to_string(),
+        ),
+        (
+            "CHAT_ANALYTICS__ADMIN__LISTEN".into(),
+            format!("127.0.0.1:{admin_port}"),
+        ),
+        (
+            "CHAT_ANALYTICS__WORKER__SESSION_TIMEOUT_MS".into(),
+            "6000".into(),
+        ),
+    ]
+}
+
+/// Reads one un-labelled sample (or the sum of a labelled family) from a /metrics page.
+pub fn metric_value(page: &str, series: &str) -> f64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(name, _)| *name == series)
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum()
+}
+
+pub async fn scrape(admin_base: &str) -> String {
+    reqwest::get(format!("{admin_base}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// A fresh directory for dead letters.
+pub fn temp_dir(label: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "chat-analytics-{label}-{}",
+        Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
 }

@@ -1,0 +1,432 @@
+//! The whole pipeline against real Kafka, Postgres and nlp-sim: a 202 becomes exactly
+//! one row, through NLP failures, worker crashes, graceful restarts and rebalances.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chat_analytics::app::Role;
+use chat_analytics::config::{SecretUrl, Settings};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use serde_json::json;
+use support::{
+    create_topic, free_port, metric_value, scrape, temp_dir, test_settings, wait_until_ready,
+    worker_env, ChildProcess, NlpSim, TestApp, TestDb, BROKERS,
+};
+use uuid::Uuid;
+
+/// Settings for an in-process app using this test's topic, database, group and nlp-sim.
+fn pipeline_settings(topic: &str, db: &TestDb, nlp: &NlpSim) -> Settings {
+    let mut s = test_settings(topic);
+    s.postgres.url = SecretUrl::new(db.url.clone());
+    s.kafka.consumer_group = format!("test-group-{}", Uuid::new_v4().simple());
+    s.nlp.url = nlp.analyze_url();
+    s.dlq.dir = temp_dir("dlq");
+    s.worker.session_timeout_ms = 6_000;
+    s
+}
+
+/// Posts `n` messages in batches of up to 500; returns the accepted ids.
+async fn post_many(app: &TestApp, n: usize, bot_prefix: &str) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    let mut sent = 0;
+    while sent < n {
+        let size = (n - sent).min(500);
+        let batch: Vec<_> = (sent..sent + size)
+            .map(|i| json!({"bot_id": format!("{bot_prefix}-{}", i % 50), "text": format!("message number {i} is great")}))
+            .collect();
+        let response = app.post("/v1/messages/batch", &json!(batch)).await;
+        assert_eq!(response.status(), 202, "batch accepted");
+        let body: serde_json::Value = response.json().await.expect("json");
+        ids.extend(
+            body["message_ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|v| v.as_str().expect("id").to_owned()),
+        );
+        sent += size;
+    }
+    ids
+}
+
+/// Every accepted id is stored, and nothing else is.
+async fn assert_exactly_once(db: &TestDb, accepted: &[String]) {
+    let stored = db.message_ids().await;
+    let unique: HashSet<&String> = stored.iter().collect();
+    assert_eq!(unique.len(), stored.len(), "no message stored twice");
+    let expected: HashSet<&String> = accepted.iter().collect();
+    assert_eq!(unique, expected, "stored ids are exactly the accepted ids");
+}
+
+#[tokio::test]
+async fn a_posted_message_becomes_a_row_with_nlp_fields_and_moderation() {
+    let (topic, db, nlp) = (
+        create_topic(3).await,
+        TestDb::create().await,
+        NlpSim::start(5).await,
+    );
+    let app = TestApp::spawn(Role::Serve, pipeline_settings(&topic, &db, &nlp)).await;
+    let r = app
+        .post(
+            "/v1/messages",
+            &json!({"bot_id": "b1", "text": "I love this, it is wonderful!", "user_id": "u1"}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let abusive = app
+        .post(
+            "/v1/messages",
+            &json!({"bot_id": "b1", "text": "you are a f.u.c.k.i.n.g idiot"}),
+        )
+        .await;
+    assert_eq!(abusive.status(), 202);
+
+    let n = db
+        .wait_for_count("SELECT count(*) FROM messages", 2, Duration::from_secs(30))
+        .await;
+    assert_eq!(n, 2);
+    let client = db.pool.get().await.expect("conn");
+    let row = client
+        .query_one(
+            "SELECT sentiment_label, sentiment_score, toxicity, language, nlp_status, flagged, \
+             user_id, kafka_partition, kafka_offset, nlp->'keywords' FROM messages WHERE text LIKE 'I love%'",
+            &[],
+        )
+        .await
+        .expect("row");
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("positive"));
+    assert!(row.get::<_, Option<f32>>(1).is_some_and(|s| s > 0.0));
+    assert!(row
+        .get::<_, Option<f32>>(2)
+        .is_some_and(|t| (0.0..=1.0).contains(&t)));
+    assert_eq!(row.get::<_, Option<String>>(3).as_deref(), Some("en"));
+    assert_eq!(row.get::<_, String>(4), "ok");
+    assert!(!row.get::<_, bool>(5));
+    assert_eq!(row.get::<_, Option<String>>(6).as_deref(), Some("u1"));
+    assert!(row.get::<_, Option<i32>>(7).is_some());
+    assert!(row.get::<_, Option<i64>>(8).is_some());
+    assert!(row
+        .get::<_, Option<serde_json::Value>>(9)
+        .is_some_and(|k| k.is_array()));
+
+    let flagged = client
+        .query_one(
+            "SELECT flagged, flagged_terms FROM messages WHERE text LIKE 'you are%'",
+            &[],
+        )
+        .await
+        .expect("row");
+    assert!(flagged.get::<_, bool>(0), "evasive profanity is flagged");
+    assert!(!flagged.get::<_, Vec<String>>(1).is_empty());
+
+    let page = scrape(&app.admin).await;
+    assert_eq!(
+        metric_value(&page, r#"messages_processed_total{outcome="stored"}"#),
+        2.0
+    );
+    assert!(metric_value(&page, "moderation_hits_total") >= 1.0);
+    assert!(metric_value(&page, "end_to_end_latency_seconds_count") >= 2.0);
+    app.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_same_message_id_posted_twice_is_stored_once() {
+    let (topic, db, nlp) = (
+        create_topic(3).await,
+        TestDb::create().await,
+        NlpSim::start(5).await,
+    );
+    let app = TestApp::spawn(Role::Serve, pipeline_settings(&topic, &db, &nlp)).await;
+    let id = Uuid::new_v4().to_string();
+    let message = json!({"message_id": id, "bot_id": "b1", "text": "hello", "sent_at": "2026-11-23T08:00:00Z"});
+    for _ in 0..2 {
+        assert_eq!(app.post("/v1/messages", &message).await.status(), 202);
+    }
+    let marker = app
+        .post("/v1/messages", &json!({"bot_id": "b1", "text": "after"}))
+        .await;
+    assert_eq!(marker.status(), 202);
+    let n = db
+        .wait_for_count("SELECT count(*) FROM messages", 2, Duration::from_secs(30))
+        .await;
+    // Both copies were consumed before the marker's row could be counted with them.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(n, 2);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM messages WHERE message_id = '{id}'"
+        ))
+        .await,
+        1
+    );
+    app.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn nlp_failures_store_rows_without_nlp_and_the_breaker_opens_then_closes() {
+    let (topic, db, nlp) = (
+        create_topic(3).await,
+        TestDb::create().await,
+        NlpSim::start(5).await,
+    );
+    let mut settings = pipeline_settings(&topic, &db, &nlp);
+    settings.nlp.breaker_open_ms = 1_500;
+    let app = TestApp::spawn(Role::Serve, settings).await;
+    nlp.set_faults(json!({"error_rate": 1.0})).await;
+
+    let failing = post_many(&app, 60, "down").await;
+    let n = db
+        .wait_for_count(
+            "SELECT count(*) FROM messages",
+            failing.len() as i64,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(
+        n,
+        failing.len() as i64,
+        "every message stored despite the NLP outage"
+    );
+    let without_nlp = db
+        .count("SELECT count(*) FROM messages WHERE nlp_status IN ('failed_after_retries', 'breaker_open') AND sentiment_label IS NULL")
+        .await;
+    assert_eq!(without_nlp, n, "each row says why it has no NLP data");
+    let page = scrape(&app.admin).await;
+    assert_eq!(
+        metric_value(&page, "circuit_breaker_state"),
+        1.0,
+        "breaker open"
+    );
+    assert!(metric_value(&page, r#"nlp_api_errors_total{kind="status_5xx"}"#) > 0.0);
+
+    nlp.set_faults(json!({"error_rate": 0.0})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut sent = failing.len();
+    loop {
+        post_many(&app, 20, "recovering").await;
+        sent += 20;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if metric_value(&scrape(&app.admin).await, "circuit_breaker_state") == 0.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "breaker closes once NLP is healthy"
+        );
+    }
+    post_many(&app, 10, "healthy").await;
+    sent += 10;
+    db.wait_for_count(
+        "SELECT count(*) FROM messages",
+        sent as i64,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        db.count(
+            "SELECT count(*) FROM messages WHERE bot_id LIKE 'healthy-%' AND nlp_status = 'ok'"
+        )
+        .await
+            >= 9,
+        "after closing, messages are enriched again"
+    );
+    app.stop().await;
+    db.drop_db().await;
+}
+
+fn group_positions(topic: &str, group: &str, partitions: i32) -> (i64, i64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("committed offsets");
+    let mut committed_sum = 0;
+    let mut end_sum = 0;
+    for p in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        end_sum += high;
+        if let Some(elem) = committed.find_partition(topic, p) {
+            if let rdkafka::Offset::Offset(o) = elem.offset() {
+                committed_sum += o;
+            }
+        }
+    }
+    (committed_sum, end_sum)
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_work_commits_and_a_restart_reprocesses_nothing() {
+    let (topic, db, nlp) = (
+        create_topic(3).await,
+        TestDb::create().await,
+        NlpSim::start(50).await,
+    );
+    let ingest = TestApp::spawn(Role::Ingest, test_settings(&topic)).await;
+    let group = format!("test-group-{}", Uuid::new_v4().simple());
+    let dlq = temp_dir("dlq");
+    let admin_port = free_port();
+    let env = worker_env(&topic, &group, &db, &nlp, &dlq, admin_port);
+    let mut worker = ChildProcess::spawn("worker", &["worker"], &env);
+    wait_until_ready(
+        &format!("http://127.0.0.1:{admin_port}/livez"),
+        Duration::from_secs(20),
+    )
+    .await;
+
+    let accepted = post_many(&ingest, 3_000, "term").await;
+    db.wait_for_count(
+        "SELECT count(*) FROM messages",
+        300,
+        Duration::from_secs(60),
+    )
+    .await;
+    worker.signal("TERM").await;
+    let status = worker.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "worker exits 0 on SIGTERM: {status:?}");
+    let stored_before_restart = db.count("SELECT count(*) FROM messages").await;
+    let (committed, _) = group_positions(&topic, &group, 3);
+    assert_eq!(
+        committed, stored_before_restart,
+        "offsets committed for exactly the messages stored"
+    );
+
+    let mut restarted = ChildProcess::spawn("worker-2", &["worker"], &env);
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    wait_until_ready(&format!("{admin}/livez"), Duration::from_secs(20)).await;
+    let n = db
+        .wait_for_count(
+            "SELECT count(*) FROM messages",
+            accepted.len() as i64,
+            Duration::from_secs(90),
+        )
+        .await;
+    assert_eq!(n, accepted.len() as i64);
+    let page = scrape(&admin).await;
+    assert_eq!(
+        metric_value(&page, r#"messages_processed_total{outcome="duplicate"}"#),
+        0.0,
+        "nothing stored before SIGTERM is processed again"
+    );
+    assert_eq!(
+        metric_value(&page, r#"messages_processed_total{outcome="stored"}"#) as i64,
+        accepted.len() as i64 - stored_before_restart
+    );
+    assert_exactly_once(&db, &accepted).await;
+    restarted.signal("TERM").await;
+    assert!(restarted.wait(Duration::from_secs(30)).await.success());
+    ingest.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing() {
+    let (topic, db, nlp) = (
+        create_topic(6).await,
+        TestDb::create().await,
+        NlpSim::start(2).await,
+    );
+    let ingest = TestApp::spawn(Role::Ingest, test_settings(&topic)).await;
+    let group = format!("test-group-{}", Uuid::new_v4().simple());
+    let dlq = temp_dir("dlq");
+    let admin_port = free_port();
+    let env = worker_env(&topic, &group, &db, &nlp, &dlq, admin_port);
+    let mut worker = ChildProcess::spawn("worker", &["worker"], &env);
+    wait_until_ready(
+        &format!("http://127.0.0.1:{admin_port}/livez"),
+        Duration::from_secs(20),
+    )
+    .await;
+
+    let accepted = post_many(&ingest, 20_000, "kill").await;
+    let before_kill = db
+        .wait_for_count(
+            "SELECT count(*) FROM messages",
+            4_000,
+            Duration::from_secs(120),
+        )
+        .await;
+    assert!(
+        before_kill < accepted.len() as i64,
+        "killed in the middle of the stream"
+    );
+    worker.signal("KILL").await;
+    worker.wait(Duration::from_secs(10)).await;
+
+    let mut restarted = ChildProcess::spawn("worker-2", &["worker"], &env);
+    let n = db
+        .wait_for_count(
+            "SELECT count(*) FROM messages",
+            accepted.len() as i64,
+            Duration::from_secs(240),
+        )
+        .await;
+    assert_eq!(n, accepted.len() as i64, "every accepted message stored");
+    assert_exactly_once(&db, &accepted).await;
+    restarted.signal("TERM").await;
+    assert!(restarted.wait(Duration::from_secs(30)).await.success());
+    ingest.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_second_worker_joining_mid_stream_shares_the_work_and_loses_nothing() {
+    let (topic, db, nlp) = (
+        create_topic(6).await,
+        TestDb::create().await,
+        NlpSim::start(5).await,
+    );
+    let settings = pipeline_settings(&topic, &db, &nlp);
+    let ingest = TestApp::spawn(Role::Ingest, settings.clone()).await;
+    let first = TestApp::spawn(Role::Worker, settings.clone()).await;
+
+    let mut accepted = post_many(&ingest, 2_000, "early").await;
+    db.wait_for_count(
+        "SELECT count(*) FROM messages",
+        500,
+        Duration::from_secs(60),
+    )
+    .await;
+    let second = TestApp::spawn(Role::Worker, settings.clone()).await;
+    for _ in 0..8 {
+        accepted.extend(post_many(&ingest, 250, "late").await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let n = db
+        .wait_for_count(
+            "SELECT count(*) FROM messages",
+            accepted.len() as i64,
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(n, accepted.len() as i64);
+    assert_exactly_once(&db, &accepted).await;
+    let processed = |page: &str| {
+        metric_value(page, r#"messages_processed_total{outcome="stored"}"#)
+            + metric_value(page, r#"messages_processed_total{outcome="duplicate"}"#)
+    };
+    let by_first = processed(&scrape(&first.admin).await);
+    let by_second = processed(&scrape(&second.admin).await);
+    assert!(
+        by_first > 0.0 && by_second > 0.0,
+        "both workers took partitions: {by_first} / {by_second}"
+    );
+    for app in [first, second, ingest] {
+        app.stop().await;
+    }
+    db.drop_db().await;
+}
