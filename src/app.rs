@@ -97,9 +97,14 @@ impl App {
             let pool = connect_pool(&settings.postgres)?;
             health = health.with("postgres", Arc::new(PostgresProbe(pool.clone())));
             if settings.storage.migrate_on_start {
-                crate::storage::migrate(&pool).await?;
+                crate::storage::prepare_database(&pool, &settings.storage, &settings.partitions)
+                    .await?;
             }
-            Some(Worker::build(settings, &metrics, pool, shutdown.clone())?)
+            let worker = Worker::build(settings, &metrics, pool, shutdown.clone())?;
+            if publisher.is_none() {
+                health = health.with("kafka", worker.kafka_probe());
+            }
+            Some(worker)
         } else {
             None
         };

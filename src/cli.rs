@@ -33,12 +33,22 @@ pub enum Command {
     Ingest,
     /// Consume, moderate, enrich and store messages.
     Worker,
-    /// Apply the SQL migrations under sql/ and create partitions.
+    /// Apply the SQL migrations under sql/, create partitions ahead, set the full-text index.
     Migrate,
+    /// Create partitions ahead, apply retention (archive, then drop).
+    Partitions,
     /// Dead-letter files: statistics, and replay into Postgres.
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// The reference NLP API server, with latency and fault injection.
+    NlpSim(crate::nlp_sim::NlpSimArgs),
+    /// Enrich rows that were stored without NLP data (oldest first).
+    Reenrich {
+        /// Stop after this many rows.
+        #[arg(long)]
+        limit: Option<u64>,
     },
     /// Print the hex SHA-256 of an API key, for `[[auth.keys]] sha256` (reads the key from stdin).
     HashKey,

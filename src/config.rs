@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::enrich::EnrichSettings;
+use crate::storage::partitions::PartitionSettings;
 use crate::storage::StorageSettings;
 use crate::worker::WorkerSettings;
 
@@ -58,6 +59,7 @@ pub struct Settings {
     pub dlq: DlqSettings,
     pub worker: WorkerSettings,
     pub storage: StorageSettings,
+    pub partitions: PartitionSettings,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
 }

@@ -26,6 +26,7 @@ pub mod enrich;
 pub mod http_server;
 pub mod ingest;
 pub mod moderation;
+pub mod nlp_sim;
 pub mod queue;
 pub mod shutdown;
 pub mod storage;

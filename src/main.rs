@@ -10,10 +10,12 @@ use chat_analytics::app::{App, Role};
 use chat_analytics::cli::{Cli, Command, DlqCommand};
 use chat_analytics::config::Settings;
 use chat_analytics::deadletter::{read_dead_letters, DeadLetterStats};
+use chat_analytics::enrich::Enricher;
 use chat_analytics::ingest::hash_key;
+use chat_analytics::storage::partitions::PartitionMaintainer;
 use chat_analytics::telemetry::Metrics;
-use chat_analytics::worker::{build_pipeline, replay_dead_letters};
-use chat_analytics::{shutdown, storage, telemetry};
+use chat_analytics::worker::{build_pipeline, reenrich, replay_dead_letters};
+use chat_analytics::{nlp_sim, shutdown, storage, telemetry};
 
 /// sysexits' EX_USAGE: the configuration or command line is wrong.
 const EX_USAGE: u8 = 64;
@@ -76,12 +78,40 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         } => replay(&settings, &path).await,
         Command::Migrate => {
             let pool = storage::connect_pool(&settings.postgres)?;
-            let applied = storage::migrate(&pool).await.context("migrate")?;
-            println!(
-                "applied {} migration(s): {}",
-                applied.len(),
-                applied.join(", ")
-            );
+            let prepared =
+                storage::prepare_database(&pool, &settings.storage, &settings.partitions)
+                    .await
+                    .context("migrate")?;
+            println!("{}", serde_json::to_string_pretty(&prepared)?);
+            Ok(())
+        }
+        Command::Partitions => {
+            let pool = storage::connect_pool(&settings.postgres)?;
+            let maintainer = PartitionMaintainer::new(pool, settings.partitions.clone());
+            let report = maintainer.run_once(chrono::Utc::now().date_naive()).await?;
+            println!("created: {:?}", report.created);
+            for a in &report.archived {
+                println!(
+                    "archived {} ({} rows, {} bytes) to {}",
+                    a.name,
+                    a.rows,
+                    a.bytes,
+                    a.path.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Reenrich { limit } => {
+            let metrics = Metrics::new()?;
+            let pool = storage::connect_pool(&settings.postgres)?;
+            let enricher = Enricher::new(settings.nlp.clone(), metrics.enrich.clone())?;
+            let report = reenrich(&pool, &enricher, limit).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::NlpSim(args) => {
+            let token = shutdown::on_signal().context("installing signal handlers")?;
+            nlp_sim::run(args, token.cancelled_owned()).await?;
             Ok(())
         }
         Command::HashKey => {

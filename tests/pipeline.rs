@@ -430,3 +430,47 @@ async fn a_second_worker_joining_mid_stream_shares_the_work_and_loses_nothing() 
     }
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn reenrich_fills_in_nlp_data_for_rows_stored_without_it() {
+    let (topic, db, nlp) = (
+        create_topic(3).await,
+        TestDb::create().await,
+        NlpSim::start(5).await,
+    );
+    let settings = pipeline_settings(&topic, &db, &nlp);
+    let app = TestApp::spawn(Role::Serve, settings.clone()).await;
+    nlp.set_faults(json!({"error_rate": 1.0})).await;
+    let accepted = post_many(&app, 30, "later").await;
+    db.wait_for_count("SELECT count(*) FROM messages", 30, Duration::from_secs(60))
+        .await;
+    app.stop().await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM messages WHERE nlp_status = 'ok'")
+            .await,
+        0
+    );
+
+    nlp.set_faults(json!({"error_rate": 0.0})).await;
+    let metrics = chat_analytics::telemetry::Metrics::new().expect("metrics");
+    let enricher =
+        chat_analytics::enrich::Enricher::new(settings.nlp.clone(), metrics.enrich.clone())
+            .expect("enricher");
+    let report = chat_analytics::worker::reenrich(&db.pool, &enricher, None)
+        .await
+        .expect("reenrich runs");
+    assert_eq!(report.examined, 30);
+    assert_eq!(report.enriched, 30);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM messages WHERE nlp_status = 'ok' AND sentiment_label IS NOT NULL"
+        )
+        .await,
+        accepted.len() as i64
+    );
+    let again = chat_analytics::worker::reenrich(&db.pool, &enricher, None)
+        .await
+        .expect("second run");
+    assert_eq!(again.examined, 0, "nothing left to enrich");
+    db.drop_db().await;
+}

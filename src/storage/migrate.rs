@@ -6,8 +6,10 @@ use deadpool_postgres::Pool;
 use super::StorageError;
 
 /// The migrations, compiled in so the binary never runs against a mismatched folder.
-pub const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_messages", include_str!("../../sql/0001_messages.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_messages", include_str!("../../sql/0001_messages.sql")),
+    ("0002_views", include_str!("../../sql/0002_views.sql")),
+];
 
 /// Arbitrary constant naming "chat-analytics migrations" for pg_advisory_lock.
 const MIGRATION_LOCK: i64 = 0x0063_6861_746d_6967;
@@ -57,4 +59,30 @@ async fn apply_pending(
         applied.push(*name);
     }
     Ok(applied)
+}
+
+/// Everything `migrate` does: migrations, partitions ahead, and the full-text index
+/// switched to what the settings say.
+pub async fn prepare_database(
+    pool: &Pool,
+    storage: &super::StorageSettings,
+    partitions: &super::partitions::PartitionSettings,
+) -> Result<PreparedDatabase, StorageError> {
+    let applied = migrate(pool).await?;
+    let maintainer = super::partitions::PartitionMaintainer::new(pool.clone(), partitions.clone());
+    let created = maintainer.ensure(chrono::Utc::now().date_naive()).await?;
+    let mut client = pool.get().await?;
+    super::partitions::set_full_text_search(&mut client, storage.full_text_search).await?;
+    Ok(PreparedDatabase {
+        migrations_applied: applied,
+        partitions_created: created,
+        full_text_search: storage.full_text_search,
+    })
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct PreparedDatabase {
+    pub migrations_applied: Vec<&'static str>,
+    pub partitions_created: Vec<String>,
+    pub full_text_search: bool,
 }

@@ -3,13 +3,16 @@
 mod batch_writer;
 mod insert;
 mod migrate;
+pub mod partitions;
+#[cfg(test)]
+mod partitions_tests;
 mod pool;
 
 pub use batch_writer::{
     BatchWriter, BatchWriterHandle, StorageMetrics, StorageSettings, StoreOutcome,
 };
 pub use insert::{insert_messages, FailureKind, InsertError};
-pub use migrate::{migrate, MIGRATIONS};
+pub use migrate::{migrate, prepare_database, PreparedDatabase, MIGRATIONS};
 pub use pool::{connect_pool, PostgresProbe};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +23,8 @@ pub enum StorageError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database error: {0}")]
     Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Partitions(#[from] partitions::PartitionError),
     #[error("migration {name} failed: {source}")]
     Migration {
         name: &'static str,

@@ -15,6 +15,7 @@
 mod consumer;
 mod offsets;
 mod pipeline;
+mod reenrich;
 mod replay;
 mod supervisor;
 
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub use consumer::{ConsumerError, MessageConsumer, WorkerSettings};
 pub use offsets::{OffsetTracker, Ticket};
 pub use pipeline::{DeadLetterGate, Outcome, Pipeline};
+pub use reenrich::{reenrich, ReenrichReport};
 pub use replay::{replay_dead_letters, ReplayReport};
 pub use supervisor::{catch_panic, supervise};
 
@@ -36,6 +38,7 @@ use crate::config::Settings;
 use crate::deadletter::DeadLetterWriter;
 use crate::enrich::{EnrichError, Enricher};
 use crate::moderation::{ModerationError, Moderator};
+use crate::storage::partitions::PartitionMaintainer;
 use crate::storage::{BatchWriter, StorageMetrics};
 use crate::telemetry::Metrics;
 
@@ -97,6 +100,8 @@ pub fn build_pipeline(
 
 pub struct Worker {
     consumer: Arc<MessageConsumer>,
+    partitions: Arc<PartitionMaintainer>,
+    maintenance_every: Duration,
     pipeline: Arc<Pipeline>,
     writer: Arc<BatchWriter>,
     dead_letters: Arc<DeadLetterWriter>,
@@ -116,7 +121,7 @@ impl Worker {
             pipeline,
             writer,
             dead_letters,
-        } = build_pipeline(settings, metrics, pool, shutdown.clone())?;
+        } = build_pipeline(settings, metrics, pool.clone(), shutdown.clone())?;
         let consumer = Arc::new(MessageConsumer::new(
             &settings.kafka,
             &settings.worker,
@@ -124,6 +129,10 @@ impl Worker {
         )?);
         Ok(Worker {
             consumer,
+            partitions: Arc::new(PartitionMaintainer::new(pool, settings.partitions.clone())),
+            maintenance_every: Duration::from_secs(
+                settings.worker.partition_maintenance_interval_s,
+            ),
             pipeline,
             writer,
             dead_letters,
@@ -131,6 +140,11 @@ impl Worker {
             metrics: metrics.clone(),
             shutdown,
         })
+    }
+
+    /// `/health` probe for the worker's Kafka connection.
+    pub fn kafka_probe(&self) -> Arc<dyn crate::telemetry::Probe> {
+        Arc::new(ConsumerProbe(self.consumer.clone()))
     }
 
     /// Runs until shutdown, then drains within `grace`.
@@ -160,6 +174,20 @@ impl Worker {
             move || committer.clone().commit_periodically(stop.clone()),
         ));
 
+        let maintainer = self.partitions.clone();
+        let every = self.maintenance_every;
+        let stop = shutdown.clone();
+        let maintenance_task = tokio::spawn(supervise(
+            "partition_maintainer",
+            restarts.clone(),
+            shutdown.clone(),
+            move || {
+                let maintainer = maintainer.clone();
+                let stop = stop.clone();
+                async move { maintainer.run_until(every, stop.cancelled_owned()).await }
+            },
+        ));
+
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let consumer = self.consumer.clone();
         let pipeline = self.pipeline.clone();
@@ -182,6 +210,7 @@ impl Worker {
         }
         self.consumer.commit(CommitMode::Sync);
         drop(commit_task.await);
+        drop(maintenance_task.await);
         // The writers stop once the last handles (held by the pipeline) are gone.
         drop(self.pipeline);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -195,5 +224,13 @@ impl Worker {
             tracing::warn!("writers still busy at the end of the grace period");
         }
         tracing::info!("worker stopped");
+    }
+}
+
+struct ConsumerProbe(Arc<MessageConsumer>);
+
+impl crate::telemetry::Probe for ConsumerProbe {
+    fn probe(&self, within: Duration) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(self.0.clone().check(within))
     }
 }
