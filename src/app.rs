@@ -13,6 +13,7 @@ use crate::http_server;
 use crate::ingest::{Admission, ApiKeys, AuthConfigError, IngestApi};
 use crate::queue::{KafkaPublisher, ProducerError};
 use crate::storage::{connect_pool, PostgresProbe, StorageError};
+use crate::supervisor::supervise;
 use crate::telemetry::{AdminHandler, HealthChecks, Metrics, Probe};
 use crate::worker::{Worker, WorkerError};
 
@@ -60,7 +61,7 @@ pub enum StartupError {
 /// The ingest role's parts.
 struct Api {
     handler: Arc<IngestApi<KafkaPublisher>>,
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     publisher: KafkaPublisher,
 }
 
@@ -69,7 +70,8 @@ pub struct App {
     api: Option<Api>,
     worker: Option<Worker>,
     admin: Arc<AdminHandler>,
-    admin_listener: TcpListener,
+    admin_listener: Arc<TcpListener>,
+    restarts: prometheus::IntCounterVec,
     shutdown: CancellationToken,
     grace: Duration,
 }
@@ -119,17 +121,19 @@ impl App {
                     settings.api.clone(),
                     shutdown.clone(),
                 ),
-                listener: bind("api", settings.api_addr()).await?,
+                listener: Arc::new(bind("api", settings.api_addr()).await?),
                 publisher,
             }),
             None => None,
         };
-        let admin_listener = bind("admin", settings.admin_addr()).await?;
+        let admin_listener = Arc::new(bind("admin", settings.admin_addr()).await?);
+        let restarts = metrics.component_restarts.clone();
         Ok(App {
             api,
             worker,
             admin: AdminHandler::new(metrics, health),
             admin_listener,
+            restarts,
             shutdown,
             grace: Duration::from_millis(settings.shutdown.grace_ms),
         })
@@ -147,16 +151,23 @@ impl App {
     /// Serves until the shutdown token fires, then drains requests, flushes the
     /// producer and lets the worker finish, all within the grace period.
     pub async fn run(self) {
-        let admin = tokio::spawn(http_server::serve(
-            "admin",
+        let admin = tokio::spawn(supervised_server(
+            "admin_server",
             self.admin_listener,
             self.admin,
+            self.restarts.clone(),
             self.shutdown.clone(),
             self.grace,
         ));
         let worker = self.worker.map(|w| tokio::spawn(w.run(self.grace)));
         if let Some(api) = self.api {
-            serve_api(api, self.shutdown.clone(), self.grace).await;
+            serve_api(
+                api,
+                self.restarts.clone(),
+                self.shutdown.clone(),
+                self.grace,
+            )
+            .await;
         }
         if let Some(worker) = worker {
             if worker.await.is_err() {
@@ -169,10 +180,45 @@ impl App {
     }
 }
 
-async fn serve_api(api: Api, shutdown: CancellationToken, grace: Duration) {
+/// An HTTP server restarted (on the same socket) if its accept loop panics.
+async fn supervised_server<H: http_server::HttpHandler>(
+    component: &'static str,
+    listener: Arc<TcpListener>,
+    handler: Arc<H>,
+    restarts: prometheus::IntCounterVec,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let stop = shutdown.clone();
+    supervise(component, restarts, shutdown, move || {
+        http_server::serve(
+            component,
+            listener.clone(),
+            handler.clone(),
+            stop.clone(),
+            grace,
+        )
+    })
+    .await;
+}
+
+async fn serve_api(
+    api: Api,
+    restarts: prometheus::IntCounterVec,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
     let deadline = tokio::time::Instant::now() + grace;
     let housekeeping = tokio::spawn(forget_idle_bots(api.handler.clone(), shutdown.clone()));
-    http_server::serve("api", api.listener, api.handler, shutdown, grace).await;
+    supervised_server(
+        "api_server",
+        api.listener,
+        api.handler,
+        restarts,
+        shutdown,
+        grace,
+    )
+    .await;
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     match api
         .publisher

@@ -18,6 +18,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::supervisor::catch_panic;
+
 pub type HttpResponse = Response<Full<Bytes>>;
 
 /// One request in, one complete response out.
@@ -26,9 +28,10 @@ pub trait HttpHandler: Send + Sync + 'static {
 }
 
 /// Serves `handler` on `listener` until `shutdown` fires, then drains for at most `grace`.
+/// The listener is shared so a supervisor can restart the loop on the same socket.
 pub async fn serve<H: HttpHandler>(
     name: &'static str,
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     handler: Arc<H>,
     shutdown: CancellationToken,
     grace: Duration,
@@ -55,7 +58,17 @@ pub async fn serve<H: HttpHandler>(
         let handler = handler.clone();
         let service = service_fn(move |req| {
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.handle(req).await) }
+            async move {
+                // A bug in one request's handling answers 500 instead of dropping the
+                // connection without a word.
+                let response = catch_panic(handler.handle(req))
+                    .await
+                    .unwrap_or_else(|panic| {
+                        tracing::error!(server = name, %panic, "request handler panicked");
+                        internal_error()
+                    });
+                Ok::<_, Infallible>(response)
+            }
         });
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
@@ -64,7 +77,6 @@ pub async fn serve<H: HttpHandler>(
             }
         });
     }
-    drop(listener);
     tracing::info!(server = name, "stopped accepting; draining connections");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!(server = name, "all connections drained"),
@@ -84,4 +96,11 @@ pub fn json_response(status: hyper::StatusCode, body: &impl serde::Serialize) ->
         hyper::header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+fn internal_error() -> HttpResponse {
+    json_response(
+        hyper::StatusCode::INTERNAL_SERVER_ERROR,
+        &serde_json::json!({"error": {"code": "internal_error", "message": "the server failed to handle this request", "field": null}}),
+    )
 }

@@ -15,7 +15,8 @@
 //! - [`telemetry`]: metrics registry, health probes, the admin listener, logging.
 //! - [`http_server`]: the accept loop and graceful drain shared by both listeners.
 //! - [`config`]: the typed settings tree; [`cli`]: the command line;
-//!   [`app`]: assembles a role from settings; [`shutdown`]: the signal.
+//!   [`app`]: assembles a role from settings; [`shutdown`]: the signal;
+//!   [`supervisor`]: restarts long-lived tasks that panic.
 
 pub mod app;
 pub mod cli;
@@ -30,5 +31,6 @@ pub mod nlp_sim;
 pub mod queue;
 pub mod shutdown;
 pub mod storage;
+pub mod supervisor;
 pub mod telemetry;
 pub mod worker;

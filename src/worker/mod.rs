@@ -17,7 +17,6 @@ mod offsets;
 mod pipeline;
 mod reenrich;
 mod replay;
-mod supervisor;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +31,6 @@ pub use offsets::{OffsetTracker, Ticket};
 pub use pipeline::{DeadLetterGate, Outcome, Pipeline};
 pub use reenrich::{reenrich, ReenrichReport};
 pub use replay::{replay_dead_letters, ReplayReport};
-pub use supervisor::{catch_panic, supervise};
 
 use crate::config::Settings;
 use crate::deadletter::DeadLetterWriter;
@@ -40,6 +38,7 @@ use crate::enrich::{EnrichError, Enricher};
 use crate::moderation::{ModerationError, Moderator};
 use crate::storage::partitions::PartitionMaintainer;
 use crate::storage::{BatchWriter, StorageMetrics};
+use crate::supervisor::supervise;
 use crate::telemetry::Metrics;
 
 #[derive(Debug, thiserror::Error)]

@@ -8,13 +8,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::supervisor::catch_panic;
 use crate::deadletter::{DeadLetter, DeadLetterHandle, Stage};
 use crate::domain::{ChatMessage, NlpFields, ProcessedMessage, SourcePosition};
 use crate::enrich::{Enricher, Enrichment};
 use crate::moderation::Moderator;
 use crate::queue::Envelope;
 use crate::storage::{BatchWriterHandle, StoreOutcome};
+use crate::supervisor::catch_panic;
 use crate::telemetry::Metrics;
 
 /// Where a message ended up. Only `Abandoned` leaves its offset uncommitted.
