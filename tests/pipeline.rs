@@ -239,7 +239,9 @@ async fn nlp_failures_store_rows_without_nlp_and_the_breaker_opens_then_closes()
     db.drop_db().await;
 }
 
-fn group_positions(topic: &str, group: &str, partitions: i32) -> (i64, i64) {
+/// Sum over partitions of the group's committed offsets (= messages committed, on a
+/// fresh topic).
+fn committed_total(topic: &str, group: &str, partitions: i32) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", BROKERS)
         .set("group.id", group)
@@ -253,62 +255,89 @@ fn group_positions(topic: &str, group: &str, partitions: i32) -> (i64, i64) {
     let committed = consumer
         .committed_offsets(list, Duration::from_secs(10))
         .expect("committed offsets");
-    let mut committed_sum = 0;
-    let mut end_sum = 0;
-    for p in 0..partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        end_sum += high;
-        if let Some(elem) = committed.find_partition(topic, p) {
-            if let rdkafka::Offset::Offset(o) = elem.offset() {
-                committed_sum += o;
-            }
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .sum()
+}
+
+/// A worker running as its own process (so it can be signalled), fed by an in-process
+/// ingest API, with this test's own topic, group, database and nlp-sim.
+struct ProcessFixture {
+    topic: String,
+    group: String,
+    db: TestDb,
+    _nlp: NlpSim,
+    ingest: TestApp,
+    env: Vec<(String, String)>,
+    admin: String,
+}
+
+impl ProcessFixture {
+    async fn start(partitions: i32, nlp_latency_ms: u64) -> ProcessFixture {
+        let (topic, db, nlp) = (
+            create_topic(partitions).await,
+            TestDb::create().await,
+            NlpSim::start(nlp_latency_ms).await,
+        );
+        let ingest = TestApp::spawn(Role::Ingest, test_settings(&topic)).await;
+        let group = format!("test-group-{}", Uuid::new_v4().simple());
+        let admin_port = free_port();
+        let env = worker_env(&topic, &group, &db, &nlp, &temp_dir("dlq"), admin_port);
+        ProcessFixture {
+            topic,
+            group,
+            db,
+            _nlp: nlp,
+            ingest,
+            env,
+            admin: format!("http://127.0.0.1:{admin_port}"),
         }
     }
-    (committed_sum, end_sum)
+
+    async fn spawn_worker(&self, name: &'static str) -> ChildProcess {
+        let worker = ChildProcess::spawn(name, &["worker"], &self.env);
+        wait_until_ready(&format!("{}/livez", self.admin), Duration::from_secs(20)).await;
+        worker
+    }
+
+    async fn finish(self, mut worker: ChildProcess) {
+        worker.signal("TERM").await;
+        assert!(worker.wait(Duration::from_secs(30)).await.success());
+        self.ingest.stop().await;
+        self.db.drop_db().await;
+    }
 }
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_work_commits_and_a_restart_reprocesses_nothing() {
-    let (topic, db, nlp) = (
-        create_topic(3).await,
-        TestDb::create().await,
-        NlpSim::start(50).await,
-    );
-    let ingest = TestApp::spawn(Role::Ingest, test_settings(&topic)).await;
-    let group = format!("test-group-{}", Uuid::new_v4().simple());
-    let dlq = temp_dir("dlq");
-    let admin_port = free_port();
-    let env = worker_env(&topic, &group, &db, &nlp, &dlq, admin_port);
-    let mut worker = ChildProcess::spawn("worker", &["worker"], &env);
-    wait_until_ready(
-        &format!("http://127.0.0.1:{admin_port}/livez"),
-        Duration::from_secs(20),
-    )
-    .await;
-
-    let accepted = post_many(&ingest, 3_000, "term").await;
-    db.wait_for_count(
-        "SELECT count(*) FROM messages",
-        300,
-        Duration::from_secs(60),
-    )
-    .await;
+    let fx = ProcessFixture::start(3, 50).await;
+    let mut worker = fx.spawn_worker("worker").await;
+    let accepted = post_many(&fx.ingest, 3_000, "term").await;
+    fx.db
+        .wait_for_count(
+            "SELECT count(*) FROM messages",
+            300,
+            Duration::from_secs(60),
+        )
+        .await;
     worker.signal("TERM").await;
     let status = worker.wait(Duration::from_secs(30)).await;
     assert!(status.success(), "worker exits 0 on SIGTERM: {status:?}");
-    let stored_before_restart = db.count("SELECT count(*) FROM messages").await;
-    let (committed, _) = group_positions(&topic, &group, 3);
+    let stored_before_restart = fx.db.count("SELECT count(*) FROM messages").await;
     assert_eq!(
-        committed, stored_before_restart,
+        committed_total(&fx.topic, &fx.group, 3),
+        stored_before_restart,
         "offsets committed for exactly the messages stored"
     );
 
-    let mut restarted = ChildProcess::spawn("worker-2", &["worker"], &env);
-    let admin = format!("http://127.0.0.1:{admin_port}");
-    wait_until_ready(&format!("{admin}/livez"), Duration::from_secs(20)).await;
-    let n = db
+    let restarted = fx.spawn_worker("worker-2").await;
+    let n = fx
+        .db
         .wait_for_count(
             "SELECT count(*) FROM messages",
             accepted.len() as i64,
@@ -316,7 +345,7 @@ async fn sigterm_drains_in_flight_work_commits_and_a_restart_reprocesses_nothing
         )
         .await;
     assert_eq!(n, accepted.len() as i64);
-    let page = scrape(&admin).await;
+    let page = scrape(&fx.admin).await;
     assert_eq!(
         metric_value(&page, r#"messages_processed_total{outcome="duplicate"}"#),
         0.0,
@@ -326,49 +355,38 @@ async fn sigterm_drains_in_flight_work_commits_and_a_restart_reprocesses_nothing
         metric_value(&page, r#"messages_processed_total{outcome="stored"}"#) as i64,
         accepted.len() as i64 - stored_before_restart
     );
-    assert_exactly_once(&db, &accepted).await;
-    restarted.signal("TERM").await;
-    assert!(restarted.wait(Duration::from_secs(30)).await.success());
-    ingest.stop().await;
-    db.drop_db().await;
+    assert_exactly_once(&fx.db, &accepted).await;
+    fx.finish(restarted).await;
 }
 
 #[tokio::test]
 async fn a_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing() {
-    let (topic, db, nlp) = (
-        create_topic(6).await,
-        TestDb::create().await,
-        NlpSim::start(2).await,
-    );
-    let ingest = TestApp::spawn(Role::Ingest, test_settings(&topic)).await;
-    let group = format!("test-group-{}", Uuid::new_v4().simple());
-    let dlq = temp_dir("dlq");
-    let admin_port = free_port();
-    let env = worker_env(&topic, &group, &db, &nlp, &dlq, admin_port);
-    let mut worker = ChildProcess::spawn("worker", &["worker"], &env);
-    wait_until_ready(
-        &format!("http://127.0.0.1:{admin_port}/livez"),
-        Duration::from_secs(20),
-    )
-    .await;
-
-    let accepted = post_many(&ingest, 20_000, "kill").await;
-    let before_kill = db
+    let fx = ProcessFixture::start(6, 2).await;
+    let mut worker = fx.spawn_worker("worker").await;
+    let accepted = post_many(&fx.ingest, 20_000, "kill").await;
+    let before_kill = fx
+        .db
         .wait_for_count(
             "SELECT count(*) FROM messages",
             4_000,
             Duration::from_secs(120),
         )
         .await;
+    worker.signal("KILL").await;
+    worker.wait(Duration::from_secs(10)).await;
     assert!(
         before_kill < accepted.len() as i64,
         "killed in the middle of the stream"
     );
-    worker.signal("KILL").await;
-    worker.wait(Duration::from_secs(10)).await;
+    let after_kill = fx.db.count("SELECT count(*) FROM messages").await;
+    assert!(
+        after_kill < accepted.len() as i64,
+        "work was left for the restarted worker"
+    );
 
-    let mut restarted = ChildProcess::spawn("worker-2", &["worker"], &env);
-    let n = db
+    let restarted = fx.spawn_worker("worker-2").await;
+    let n = fx
+        .db
         .wait_for_count(
             "SELECT count(*) FROM messages",
             accepted.len() as i64,
@@ -376,11 +394,8 @@ async fn a_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing() {
         )
         .await;
     assert_eq!(n, accepted.len() as i64, "every accepted message stored");
-    assert_exactly_once(&db, &accepted).await;
-    restarted.signal("TERM").await;
-    assert!(restarted.wait(Duration::from_secs(30)).await.success());
-    ingest.stop().await;
-    db.drop_db().await;
+    assert_exactly_once(&fx.db, &accepted).await;
+    fx.finish(restarted).await;
 }
 
 #[tokio::test]

@@ -121,22 +121,20 @@ impl OffsetTracker {
 
     /// Positions (next offset to read) that moved since the last call, per partition.
     pub fn commit_positions(&mut self) -> Vec<(i32, i64)> {
-        let mut out: Vec<(i32, i64)> = self
-            .partitions
-            .iter_mut()
-            .filter_map(|(&p, state)| state.advance().map(|pos| (p, pos)))
-            .collect();
-        out.sort_unstable();
-        out
+        self.positions(PartitionOffsets::advance)
     }
 
     /// Every partition's current position, moved or not: for a final synchronous
     /// commit, which must not rely on an earlier asynchronous one having succeeded.
     pub fn all_positions(&mut self) -> Vec<(i32, i64)> {
+        self.positions(PartitionOffsets::position)
+    }
+
+    fn positions(&mut self, of: fn(&mut PartitionOffsets) -> Option<i64>) -> Vec<(i32, i64)> {
         let mut out: Vec<(i32, i64)> = self
             .partitions
             .iter_mut()
-            .filter_map(|(&p, state)| state.position().map(|pos| (p, pos)))
+            .filter_map(|(&p, state)| of(state).map(|pos| (p, pos)))
             .collect();
         out.sort_unstable();
         out
