@@ -793,6 +793,11 @@ main() {
             ;;
         kafka-stop)
             take_lock
+            # An outage test must really take the broker down: refuse loudly when the one
+            # listening belongs to another checkout (its state dir holds the pid).
+            if ! kafka_our_pid >/dev/null && port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
+                die "the broker on $KAFKA_BOOTSTRAP was not started from $STATE_DIR; stop it there (scripts/infra.sh down) and run 'scripts/infra.sh up' here"
+            fi
             case "${1:-}" in
                 "") stop_kafka TERM ;;
                 --kill) stop_kafka KILL ;;
