@@ -11,6 +11,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 INFRA := scripts/infra.sh
 BIN := ./target/release/chat-analytics
+K6 := .cache/bin/k6
 # Integration tests share one broker and one Postgres (each test gets its own topic and
 # database); 4 threads keep a 2-core machine busy without starving Kafka and Postgres.
 TEST_THREADS ?= 4
@@ -19,7 +20,8 @@ TEST_ARGS ?=
 # `make run NLP_SIM=0` runs against your own NLP API (set nlp.url) instead of nlp-sim.
 NLP_SIM ?= 1
 
-.PHONY: help infra-up infra-down infra-status clean-infra build run test lint
+.PHONY: help infra-up infra-down infra-status clean-infra build run test lint \
+	k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -61,3 +63,26 @@ lint: ## rustfmt check, clippy on all targets (warnings are errors), promtool on
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --release -- -D warnings
 	scripts/check-deploy.sh
+
+# k6 scenarios against a running service (`make run` in another terminal); knobs such as
+# RATE, DURATION, VUS and BASE_URL pass through, e.g. `make k6-steady RATE=2000`.
+k6-install: ## Build the pinned k6 (go install) into .cache/bin/k6
+	scripts/install-k6.sh
+
+k6-steady: k6-install ## k6: 10,000/s for 60 s against 127.0.0.1:8080
+	$(K6) run loadtest/k6/steady.js
+
+k6-ramp: k6-install ## k6: ramp 1,000 -> 30,000/s to find saturation
+	$(K6) run loadtest/k6/ramp.js
+
+k6-spike: k6-install ## k6: spike to 40,000/s; every 429 must carry Retry-After
+	$(K6) run loadtest/k6/spike.js
+
+k6-soak: k6-install ## k6: 5,000/s for 10 minutes
+	$(K6) run loadtest/k6/soak.js
+
+k6-smoke: k6-install ## k6: every script for a few seconds at 50/s
+	RATE=50 DURATION=5s VUS=5 $(K6) run loadtest/k6/steady.js
+	START_RATE=10 RATE=50 DURATION=5s HOLD=2s VUS=5 $(K6) run loadtest/k6/ramp.js
+	BASE_RATE=10 RATE=80 WARMUP=3s DURATION=3s RECOVERY=4s VUS=5 $(K6) run loadtest/k6/spike.js
+	RATE=50 DURATION=5s VUS=5 $(K6) run loadtest/k6/soak.js
