@@ -21,7 +21,7 @@ TEST_ARGS ?=
 NLP_SIM ?= 1
 
 .PHONY: help infra-up infra-down infra-status clean-infra build run test lint \
-	k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
+	bench k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -58,6 +58,10 @@ endif
 # (.ci/run stops at the end whatever it had to start itself.)
 test: infra-up ## Every test, unit and integration (real Kafka and Postgres); leaves infra running
 	$(CARGO) test --release $(TEST_ARGS) -- --test-threads=$(TEST_THREADS)
+
+# Not part of `make test`: speed and memory targets are measured here, never asserted in tests.
+bench: ## Full stack + load generator: steady 10,000/s and 50,000 connections; report in bench/results/
+	scripts/bench.sh
 
 lint: ## rustfmt check, clippy on all targets (warnings are errors), promtool on deploy/
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""One-screen summary of a `make bench` run: figures and pass/fail against SPEC targets.
+
+Reads <dir>/steady/report.json, <dir>/connections/report.json and <dir>/resources.csv
+(written by scripts/bench.sh); writes <dir>/summary.json and prints Markdown.
+"""
+import csv
+import json
+import os
+import platform
+import sys
+
+TARGET_RATE = float(os.environ.get("RATE", "10000"))
+TARGET_CONNECTIONS = int(os.environ.get("MANY_CONNECTIONS", "50000"))
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        return {"_error": f"{path}: {e}"}
+
+
+def machine():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            mem_kb = int(f.readline().split()[1])
+    except OSError:
+        mem_kb = 0
+    return f"{os.cpu_count()} CPU ({model}), {mem_kb / 1048576:.1f} GiB RAM, {platform.system()} {platform.release()}; Kafka, Postgres, nlp-sim and the load generator on the same machine"
+
+
+def main(out):
+    steady = load(os.path.join(out, "steady", "report.json"))
+    many = load(os.path.join(out, "connections", "report.json"))
+    rss, cpu = [], []
+    try:
+        with open(os.path.join(out, "resources.csv")) as f:
+            for row in csv.DictReader(f):
+                rss.append(int(row["rss_kb"]) / 1024)
+                cpu.append(int(row["cpu_pct"]))
+    except (OSError, ValueError, KeyError):
+        pass
+
+    s = steady.get("results", {})
+    statuses = s.get("status_counts", {})
+    errors = sum(n for code, n in statuses.items() if code not in ("202", "429")) + sum(s.get("failures", {}).values())
+    e2e = steady.get("e2e") or {}
+    checks = [
+        ("throughput (msg/s accepted)", s.get("accepted_msgs_per_s", 0), f">= {0.99 * TARGET_RATE:.0f}", s.get("accepted_msgs_per_s", 0) >= 0.99 * TARGET_RATE),
+        ("errors other than 429", errors, "0", errors == 0 and "results" in steady),
+        ("P99 ingest latency (ms)", s.get("latency_ms", {}).get("p99"), "< 50", (s.get("latency_ms", {}).get("p99") or 1e9) < 50),
+        ("P99 end-to-end latency (ms)", e2e.get("latency_ms", {}).get("p99"), "< 400", (e2e.get("latency_ms", {}).get("p99") or 1e9) < 400 and e2e.get("missing", 1) == 0),
+        ("connections held open", many.get("connections", {}).get("connected"), f"= {TARGET_CONNECTIONS}", many.get("connections", {}).get("connected", 0) >= TARGET_CONNECTIONS),
+        ("service RSS max (MB)", round(max(rss), 1) if rss else None, "< 300", bool(rss) and max(rss) < 300),
+    ]
+    summary = {
+        "machine": machine(),
+        "steady": {"offered_rate": TARGET_RATE, "statuses": statuses, "e2e_found": e2e.get("found"), "e2e_missing": e2e.get("missing")},
+        "cpu_pct_median": sorted(cpu)[len(cpu) // 2] if cpu else None,
+        "checks": [{"what": w, "value": v, "target": t, "pass": bool(p)} for w, v, t, p in checks],
+        "errors": [d["_error"] for d in (steady, many) if "_error" in d],
+    }
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"# make bench — {os.path.basename(out)}\n")
+    print(f"Machine: {summary['machine']}\n")
+    print("| target | measured | goal | |")
+    print("|---|---|---|---|")
+    for w, v, t, p in checks:
+        print(f"| {w} | {v} | {t} | {'PASS' if p else 'FAIL'} |")
+    print(f"\nService CPU median: {summary['cpu_pct_median']}% of one core; statuses (steady): {statuses}")
+    for err in summary["errors"]:
+        print(f"\nmissing report: {err}")
+    return 0 if all(p for *_, p in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
