@@ -143,12 +143,7 @@ async fn with_postgres_stopped_messages_are_dead_lettered_and_replay_stores_each
     };
     let mut accepted = post_batch("before", 100).await;
     assert_eq!(
-        db.wait_for_count(
-            "SELECT count(*) FROM messages",
-            100,
-            Duration::from_secs(30)
-        )
-        .await,
+        db.wait_for_messages(100, Duration::from_secs(30)).await,
         100
     );
 

@@ -84,9 +84,7 @@ async fn a_posted_message_becomes_a_row_with_nlp_fields_and_moderation() {
         .await;
     assert_eq!(abusive.status(), 202);
 
-    let n = db
-        .wait_for_count("SELECT count(*) FROM messages", 2, Duration::from_secs(30))
-        .await;
+    let n = db.wait_for_messages(2, Duration::from_secs(30)).await;
     assert_eq!(n, 2);
     let client = db.pool.get().await.expect("conn");
     let row = client
@@ -150,9 +148,7 @@ async fn the_same_message_id_posted_twice_is_stored_once() {
         .post("/v1/messages", &json!({"bot_id": "b1", "text": "after"}))
         .await;
     assert_eq!(marker.status(), 202);
-    let n = db
-        .wait_for_count("SELECT count(*) FROM messages", 2, Duration::from_secs(30))
-        .await;
+    let n = db.wait_for_messages(2, Duration::from_secs(30)).await;
     // Both copies were consumed before the marker's row could be counted with them.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(n, 2);
@@ -181,11 +177,7 @@ async fn nlp_failures_store_rows_without_nlp_and_the_breaker_opens_then_closes()
 
     let failing = post_many(&app, 60, "down").await;
     let n = db
-        .wait_for_count(
-            "SELECT count(*) FROM messages",
-            failing.len() as i64,
-            Duration::from_secs(60),
-        )
+        .wait_for_messages(failing.len() as i64, Duration::from_secs(60))
         .await;
     assert_eq!(
         n,
@@ -221,12 +213,8 @@ async fn nlp_failures_store_rows_without_nlp_and_the_breaker_opens_then_closes()
     }
     post_many(&app, 10, "healthy").await;
     sent += 10;
-    db.wait_for_count(
-        "SELECT count(*) FROM messages",
-        sent as i64,
-        Duration::from_secs(60),
-    )
-    .await;
+    db.wait_for_messages(sent as i64, Duration::from_secs(60))
+        .await;
     assert!(
         db.count(
             "SELECT count(*) FROM messages WHERE bot_id LIKE 'healthy-%' AND nlp_status = 'ok'"
@@ -318,13 +306,7 @@ async fn sigterm_drains_in_flight_work_commits_and_a_restart_reprocesses_nothing
     let fx = ProcessFixture::start(3, 50).await;
     let mut worker = fx.spawn_worker("worker").await;
     let accepted = post_many(&fx.ingest, 3_000, "term").await;
-    fx.db
-        .wait_for_count(
-            "SELECT count(*) FROM messages",
-            300,
-            Duration::from_secs(60),
-        )
-        .await;
+    fx.db.wait_for_messages(300, Duration::from_secs(60)).await;
     worker.signal("TERM").await;
     let status = worker.wait(Duration::from_secs(30)).await;
     assert!(status.success(), "worker exits 0 on SIGTERM: {status:?}");
@@ -338,11 +320,7 @@ async fn sigterm_drains_in_flight_work_commits_and_a_restart_reprocesses_nothing
     let restarted = fx.spawn_worker("worker-2").await;
     let n = fx
         .db
-        .wait_for_count(
-            "SELECT count(*) FROM messages",
-            accepted.len() as i64,
-            Duration::from_secs(90),
-        )
+        .wait_for_messages(accepted.len() as i64, Duration::from_secs(90))
         .await;
     assert_eq!(n, accepted.len() as i64);
     let page = scrape(&fx.admin).await;
@@ -366,11 +344,7 @@ async fn a_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing() {
     let accepted = post_many(&fx.ingest, 20_000, "kill").await;
     let before_kill = fx
         .db
-        .wait_for_count(
-            "SELECT count(*) FROM messages",
-            4_000,
-            Duration::from_secs(120),
-        )
+        .wait_for_messages(4_000, Duration::from_secs(120))
         .await;
     worker.signal("KILL").await;
     worker.wait(Duration::from_secs(10)).await;
@@ -387,11 +361,7 @@ async fn a_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing() {
     let restarted = fx.spawn_worker("worker-2").await;
     let n = fx
         .db
-        .wait_for_count(
-            "SELECT count(*) FROM messages",
-            accepted.len() as i64,
-            Duration::from_secs(240),
-        )
+        .wait_for_messages(accepted.len() as i64, Duration::from_secs(240))
         .await;
     assert_eq!(n, accepted.len() as i64, "every accepted message stored");
     assert_exactly_once(&fx.db, &accepted).await;
@@ -410,23 +380,14 @@ async fn a_second_worker_joining_mid_stream_shares_the_work_and_loses_nothing() 
     let first = TestApp::spawn(Role::Worker, settings.clone()).await;
 
     let mut accepted = post_many(&ingest, 2_000, "early").await;
-    db.wait_for_count(
-        "SELECT count(*) FROM messages",
-        500,
-        Duration::from_secs(60),
-    )
-    .await;
+    db.wait_for_messages(500, Duration::from_secs(60)).await;
     let second = TestApp::spawn(Role::Worker, settings.clone()).await;
     for _ in 0..8 {
         accepted.extend(post_many(&ingest, 250, "late").await);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let n = db
-        .wait_for_count(
-            "SELECT count(*) FROM messages",
-            accepted.len() as i64,
-            Duration::from_secs(120),
-        )
+        .wait_for_messages(accepted.len() as i64, Duration::from_secs(120))
         .await;
     assert_eq!(n, accepted.len() as i64);
     assert_exactly_once(&db, &accepted).await;
@@ -457,8 +418,7 @@ async fn reenrich_fills_in_nlp_data_for_rows_stored_without_it() {
     let app = TestApp::spawn(Role::Serve, settings.clone()).await;
     nlp.set_faults(json!({"error_rate": 1.0})).await;
     let accepted = post_many(&app, 30, "later").await;
-    db.wait_for_count("SELECT count(*) FROM messages", 30, Duration::from_secs(60))
-        .await;
+    db.wait_for_messages(30, Duration::from_secs(60)).await;
     app.stop().await;
     assert_eq!(
         db.count("SELECT count(*) FROM messages WHERE nlp_status = 'ok'")

@@ -263,6 +263,12 @@ impl TestDb {
         }
     }
 
+    /// Waits until `messages` holds `expected` rows; returns the last count.
+    pub async fn wait_for_messages(&self, expected: i64, within: Duration) -> i64 {
+        self.wait_for_count("SELECT count(*) FROM messages", expected, within)
+            .await
+    }
+
     pub async fn drop_db(self) {
         self.pool.close();
         admin_client()
