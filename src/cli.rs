@@ -42,6 +42,9 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Load generator: open-loop rate over keep-alive connections, one bot each;
+    /// JSON/Markdown/PNG report.
+    Loadgen(crate::loadgen::LoadgenArgs),
     /// The reference NLP API server, with latency and fault injection.
     NlpSim(crate::nlp_sim::NlpSimArgs),
     /// Enrich rows that were stored without NLP data (oldest first).

@@ -12,6 +12,7 @@
 //! - [`ingest`]: the HTTP API: routes, request parsing, API keys, admission (429/503).
 //! - [`queue`]: Kafka: the envelope codec and the producer.
 //! - [`storage`]: Postgres pool and migrations.
+//! - [`nlp_sim`]: the reference NLP API server; [`loadgen`]: the load generator.
 //! - [`telemetry`]: metrics registry, health probes, the admin listener, logging.
 //! - [`http_server`]: the accept loop and graceful drain shared by both listeners.
 //! - [`config`]: the typed settings tree; [`cli`]: the command line;
@@ -26,6 +27,7 @@ pub mod domain;
 pub mod enrich;
 pub mod http_server;
 pub mod ingest;
+pub mod loadgen;
 pub mod moderation;
 pub mod nlp_sim;
 pub mod queue;

@@ -109,6 +109,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
+        Command::Loadgen(args) => {
+            let report = chat_analytics::loadgen::run(args).await?;
+            println!("{}", report.summary());
+            Ok(())
+        }
         Command::NlpSim(args) => {
             let token = shutdown::on_signal().context("installing signal handlers")?;
             nlp_sim::run(args, token.cancelled_owned()).await?;
