@@ -40,6 +40,7 @@ def machine():
 def main(out):
     steady = load(os.path.join(out, "steady", "report.json"))
     many = load(os.path.join(out, "connections", "report.json"))
+    ceilings = load(os.path.join(out, "ceilings", "ceilings.json"))
     rss, cpu = [], []
     try:
         with open(os.path.join(out, "resources.csv")) as f:
@@ -76,6 +77,11 @@ def main(out):
     print("|---|---|---|---|")
     for w, v, t, p in checks:
         print(f"| {w} | {v} | {t} | {'PASS' if p else 'FAIL'} |")
+    if "_error" not in ceilings:
+        print("\nComponent ceilings, each measured alone:\n")
+        print("```")
+        print(json.dumps({k: ceilings[k] for k in ("kafka", "postgres") if k in ceilings}, indent=1))
+        print("```")
     print(f"\nService CPU median: {summary['cpu_pct_median']}% of one core; statuses (steady): {statuses}")
     for err in summary["errors"]:
         print(f"\nmissing report: {err}")
