@@ -123,6 +123,8 @@ pub struct KafkaSettings {
     pub linger_ms: u64,
     pub compression: String,
     pub consumer_group: String,
+    pub fetch_min_bytes: u32,
+    pub fetch_max_wait_ms: u64,
 }
 
 /// Connection string wrapped so it never ends up in logs with its password.
@@ -258,6 +260,21 @@ impl Settings {
                 "kafka.max_in_flight",
                 self.kafka.max_in_flight,
                 "must be at least 10",
+            ));
+        }
+        if !(1..=100_000_000).contains(&self.kafka.fetch_min_bytes) {
+            return Err(ConfigError::invalid(
+                "kafka.fetch_min_bytes",
+                self.kafka.fetch_min_bytes,
+                "must be between 1 and 100000000",
+            ));
+        }
+        // Longer than the session timeout would look like a dead consumer to the group.
+        if self.kafka.fetch_max_wait_ms > 5_000 {
+            return Err(ConfigError::invalid(
+                "kafka.fetch_max_wait_ms",
+                self.kafka.fetch_max_wait_ms,
+                "must be at most 5000",
             ));
         }
         const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];

@@ -17,6 +17,11 @@ use chat_analytics::telemetry::Metrics;
 use chat_analytics::worker::{build_pipeline, reenrich, replay_dead_letters};
 use chat_analytics::{nlp_sim, shutdown, storage, telemetry};
 
+/// glibc's malloc was ~17% of the service's CPU under load and its per-thread arenas kept
+/// freed memory resident; jemalloc is cheaper here and returns memory (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// sysexits' EX_USAGE: the configuration or command line is wrong.
 const EX_USAGE: u8 = 64;
 

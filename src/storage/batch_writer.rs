@@ -70,12 +70,30 @@ pub struct BatchWriterHandle {
 }
 
 impl BatchWriterHandle {
-    pub async fn store(&self, row: ProcessedMessage) -> StoreOutcome {
+    /// Queues the row (waiting while the queue is full: back-pressure) and returns what
+    /// will say how it ended. The caller may release its own resources in between.
+    pub async fn submit(&self, row: ProcessedMessage) -> PendingStore {
         let (reply, answer) = oneshot::channel();
-        if self.tx.send(Pending { row, reply }).await.is_err() {
-            return writer_gone();
+        match self.tx.send(Pending { row, reply }).await {
+            Ok(()) => PendingStore(Some(answer)),
+            Err(_) => PendingStore(None),
         }
-        answer.await.unwrap_or_else(|_| writer_gone())
+    }
+
+    pub async fn store(&self, row: ProcessedMessage) -> StoreOutcome {
+        self.submit(row).await.outcome().await
+    }
+}
+
+/// A queued row's answer to come.
+pub struct PendingStore(Option<oneshot::Receiver<StoreOutcome>>);
+
+impl PendingStore {
+    pub async fn outcome(self) -> StoreOutcome {
+        match self.0 {
+            Some(answer) => answer.await.unwrap_or_else(|_| writer_gone()),
+            None => writer_gone(),
+        }
     }
 }
 

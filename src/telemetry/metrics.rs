@@ -68,7 +68,7 @@ impl Metrics {
         )?;
         let active_workers = IntGauge::new(
             "active_workers",
-            "Messages being processed right now (bounded by worker.concurrency)",
+            "Messages holding a worker pool slot (moderation and enrichment; bounded by worker.concurrency)",
         )?;
         let db_write_duration = Histogram::with_opts(
             HistogramOpts::new(

@@ -15,9 +15,10 @@ use rdkafka::{ClientConfig, ClientContext, Message};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::offsets::OffsetTracker;
-use super::pipeline::Pipeline;
+use super::pipeline::{Pipeline, PoolSlot};
 use crate::config::KafkaSettings;
 use crate::domain::SourcePosition;
 
@@ -155,6 +156,8 @@ impl MessageConsumer {
                 (settings.session_timeout_ms / 4).max(500).to_string(),
             )
             .set("statistics.interval.ms", "5000")
+            .set("fetch.min.bytes", kafka.fetch_min_bytes.to_string())
+            .set("fetch.wait.max.ms", kafka.fetch_max_wait_ms.to_string())
             // Bounds the prefetch buffer: memory stays flat when the pool is full.
             .set("queued.max.messages.kbytes", "16384")
             .create_with_context(context)
@@ -177,11 +180,13 @@ impl MessageConsumer {
     }
 
     /// Consumes until `stop` fires. Each record takes a slot of the pool; the loop waits
-    /// for a free slot before reading more, so back-pressure reaches Kafka.
+    /// for a free slot before reading more, so back-pressure reaches Kafka. Every
+    /// message's task is spawned on `tasks`, so shutdown can wait for all of them.
     pub async fn run(
         self: Arc<Self>,
         pipeline: Arc<Pipeline>,
         slots: Arc<Semaphore>,
+        tasks: TaskTracker,
         stop: CancellationToken,
     ) {
         let metrics = pipeline.metrics.clone();
@@ -220,10 +225,10 @@ impl MessageConsumer {
             let ticket = lock(&self.tracker).track(source.partition, source.offset);
             let pipeline = pipeline.clone();
             let tracker = self.tracker.clone();
-            metrics.active_workers.inc();
-            tokio::spawn(async move {
+            let slot = PoolSlot::new(permit, metrics.active_workers.clone());
+            tasks.spawn(async move {
                 let outcome = pipeline
-                    .process_record(record.key(), record.payload(), source)
+                    .process_record(record.key(), record.payload(), source, Some(slot))
                     .await;
                 if outcome.is_durable() {
                     lock(&tracker).complete(ticket);
@@ -233,8 +238,6 @@ impl MessageConsumer {
                     .messages_processed
                     .with_label_values(&[outcome.label()])
                     .inc();
-                pipeline.metrics.active_workers.dec();
-                drop(permit);
             });
         }
         tracing::info!("consumer stopped reading");

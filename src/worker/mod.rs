@@ -25,6 +25,7 @@ use deadpool_postgres::Pool;
 use rdkafka::consumer::CommitMode;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use consumer::{ConsumerError, MessageConsumer, WorkerSettings};
 pub use offsets::{OffsetTracker, Ticket};
@@ -190,18 +191,22 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let consumer = self.consumer.clone();
         let pipeline = self.pipeline.clone();
-        let loop_slots = slots.clone();
+        let tasks = TaskTracker::new();
+        let loop_tasks = tasks.clone();
         let stop = shutdown.clone();
         supervise("consumer", restarts, shutdown.clone(), move || {
-            consumer
-                .clone()
-                .run(pipeline.clone(), loop_slots.clone(), stop.clone())
+            consumer.clone().run(
+                pipeline.clone(),
+                slots.clone(),
+                loop_tasks.clone(),
+                stop.clone(),
+            )
         })
         .await;
 
         let deadline = tokio::time::Instant::now() + grace;
-        let all = u32::try_from(self.concurrency).unwrap_or(u32::MAX);
-        match tokio::time::timeout_at(deadline, slots.acquire_many(all)).await {
+        tasks.close();
+        match tokio::time::timeout_at(deadline, tasks.wait()).await {
             Ok(_) => tracing::info!("in-flight messages finished"),
             Err(_) => tracing::warn!(
                 "grace period over; unfinished messages stay uncommitted and will be re-delivered"

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::deadletter::{DeadLetter, DeadLetterHandle, Stage};
@@ -69,6 +70,30 @@ pub struct Pipeline {
     pub shutdown: CancellationToken,
 }
 
+/// A place in the worker pool, held while a message is moderated and enriched and given
+/// back once the batch writer has queued it: the pool bounds NLP calls in flight, the
+/// writer's queue bounds rows waiting for Postgres. Counted in `active_workers`.
+pub struct PoolSlot {
+    _permit: OwnedSemaphorePermit,
+    active: prometheus::IntGauge,
+}
+
+impl PoolSlot {
+    pub fn new(permit: OwnedSemaphorePermit, active: prometheus::IntGauge) -> PoolSlot {
+        active.inc();
+        PoolSlot {
+            _permit: permit,
+            active,
+        }
+    }
+}
+
+impl Drop for PoolSlot {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
+}
+
 impl Pipeline {
     /// A Kafka record: undecodable ones and panics become dead letters.
     pub async fn process_record(
@@ -76,6 +101,7 @@ impl Pipeline {
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         source: SourcePosition,
+        slot: Option<PoolSlot>,
     ) -> Outcome {
         let envelope = match payload.map(Envelope::decode) {
             Some(Ok(envelope)) => envelope,
@@ -88,7 +114,12 @@ impl Pipeline {
                 return self.dead_letter(letter).await;
             }
         };
-        let outcome = self.process(envelope.message.clone(), envelope.received_at, Some(source));
+        let outcome = self.process(
+            envelope.message.clone(),
+            envelope.received_at,
+            Some(source),
+            slot,
+        );
         match catch_panic(outcome).await {
             Ok(outcome) => outcome,
             Err(panic) => {
@@ -112,6 +143,7 @@ impl Pipeline {
         message: ChatMessage,
         received_at: DateTime<Utc>,
         source: Option<SourcePosition>,
+        slot: Option<PoolSlot>,
     ) -> Outcome {
         let verdict = self.moderator.check(message.text.as_str());
         if verdict.flagged {
@@ -127,7 +159,9 @@ impl Pipeline {
             source,
         };
         let message = row.message.clone();
-        match self.writer.store(row).await {
+        let pending = self.writer.submit(row).await;
+        drop(slot);
+        match pending.outcome().await {
             StoreOutcome::Stored => Outcome::Stored,
             StoreOutcome::Duplicate => Outcome::Duplicate,
             StoreOutcome::Failed {

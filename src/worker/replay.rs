@@ -54,7 +54,7 @@ pub async fn replay_dead_letters(
     let outcomes: Vec<Outcome> = stream::iter(replayable)
         .map(|(message, received_at, source)| {
             let pipeline = pipeline.clone();
-            async move { pipeline.process(message, received_at, source).await }
+            async move { pipeline.process(message, received_at, source, None).await }
         })
         .buffer_unordered(REPLAY_CONCURRENCY)
         .collect()
