@@ -4,9 +4,14 @@
 # scenarios, the service's RSS and CPU sampled once a second, and a one-screen summary with
 # pass/fail against each target of SPEC.md. Everything lands in bench/results/<UTC time>/.
 #
+# The service runs as one `worker` process and as many `ingest` processes as it takes to hold
+# MANY_CONNECTIONS under this machine's open-file limit, sharing the API port (SO_REUSEPORT,
+# `api.reuse_port`); RSS and CPU are the sums over all of them.
+#
 # Knobs (environment): RATE (10000), DURATION (60 s), CONNECTIONS (2000, steady scenario),
 # MANY_CONNECTIONS (50000), MANY_RATE (2000), MANY_DURATION (30 s), SOURCE_IPS (4),
-# NLP_LATENCY_MS (200). Each run is bounded in time; only loopback addresses are used.
+# NLP_LATENCY_MS (200), NLP_HTTP2 (true), INGEST_PROCESSES (computed from the open-file limit). Each run is
+# bounded in time; only loopback addresses are used.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -50,7 +55,7 @@ wait_http() {
 
 say "infrastructure and release build"
 scripts/infra.sh up >&2
-cargo build --release >&2
+cargo build --release --bin chat-analytics --example ingest_ceiling >&2
 scripts/infra.sh kafka-topic "$TOPIC" 12 >&2
 # Each component's own ceiling, measured alone before the service starts.
 OUT="$OUT/ceilings" scripts/bench_ceilings.sh >"$OUT/ceilings.md"
@@ -68,6 +73,8 @@ export CHAT_ANALYTICS__KAFKA__TOPIC="$TOPIC"
 export CHAT_ANALYTICS__KAFKA__CONSUMER_GROUP="bench-$STAMP"
 export CHAT_ANALYTICS__POSTGRES__URL="$DB_URL"
 export CHAT_ANALYTICS__NLP__URL="http://127.0.0.1:$NLP_PORT/v1/analyze"
+# nlp-sim speaks h2c: one multiplexed connection instead of ~2,000 (NLP_HTTP2=false compares).
+export CHAT_ANALYTICS__NLP__HTTP2="${NLP_HTTP2:-true}"
 export CHAT_ANALYTICS__API__LISTEN="127.0.0.1:$API_PORT"
 export CHAT_ANALYTICS__ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT"
 export CHAT_ANALYTICS__DLQ__DIR="$OUT/dlq"
@@ -77,26 +84,52 @@ export CHAT_ANALYTICS__LOG__LEVEL=warn
 say "nlp-sim (mean latency $NLP_LATENCY_MS ms) and the service"
 "$BIN" nlp-sim --listen "127.0.0.1:$NLP_PORT" --latency-ms "$NLP_LATENCY_MS" 2>"$OUT/nlp-sim.log" &
 pids+=($!)
-# 50,000 connections need more descriptors than the default limit (root may raise it).
+# 50,000 connections need more descriptors than the default limit (root may raise it); what
+# one process cannot hold, more ingest processes on the same port do.
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-"$BIN" serve 2>"$OUT/service.log" &
-service=$!
-pids+=("$service")
-wait_http "http://127.0.0.1:$NLP_PORT/health"
-wait_http "http://127.0.0.1:$ADMIN_PORT/health"
+nofile="$(ulimit -n)"
+[ "$nofile" != unlimited ] || nofile=1048576
+# Headroom per process for Kafka, Postgres and NLP sockets and the kernel's uneven spread.
+per_process=$((nofile - 2000))
+INGEST_PROCESSES="${INGEST_PROCESSES:-$(((MANY_CONNECTIONS + per_process - 1) / per_process))}"
+say "service: 1 worker + $INGEST_PROCESSES ingest process(es) on port $API_PORT (open-file limit $nofile)"
 
-# RSS (kB) and CPU (% of one core) of the service, once a second, from /proc.
+service_pids=()
+admins=("127.0.0.1:$ADMIN_PORT")
+"$BIN" worker 2>"$OUT/worker.log" &
+service_pids+=($!)
+for i in $(seq 1 "$INGEST_PROCESSES"); do
+    admin="127.0.0.1:$((ADMIN_PORT + i))"
+    admins+=("$admin")
+    CHAT_ANALYTICS__API__REUSE_PORT=true CHAT_ANALYTICS__ADMIN__LISTEN="$admin" \
+        "$BIN" ingest 2>"$OUT/ingest-$i.log" &
+    service_pids+=($!)
+done
+pids+=("${service_pids[@]}")
+wait_http "http://127.0.0.1:$NLP_PORT/health"
+for admin in "${admins[@]}"; do wait_http "http://$admin/health"; done
+
+# RSS (kB) and CPU (% of one core) of the service, summed over its processes, once a second,
+# from /proc; the worker's and the ingest processes' shares in their own columns.
 sample_resources() {
-    local ticks prev=0 now rss
+    local ticks t=0 pid i rss ticks_now total_rss total_cpu worker_rss
+    local -A prev=()
     ticks="$(getconf CLK_TCK)"
-    echo "t_s,rss_kb,cpu_pct"
-    local t=0
-    while kill -0 "$service" 2>/dev/null; do
-        read -r -a stat <"/proc/$service/stat" || break
-        now=$((stat[13] + stat[14]))
-        rss="$(awk '/^VmRSS/ {print $2}' "/proc/$service/status" 2>/dev/null || echo 0)"
-        [ "$t" -eq 0 ] || echo "$t,$rss,$(( (now - prev) * 100 / ticks ))"
-        prev=$now
+    echo "t_s,rss_kb,cpu_pct,worker_rss_kb,worker_cpu_pct"
+    while kill -0 "${service_pids[0]}" 2>/dev/null; do
+        total_rss=0 total_cpu=0 worker_rss=0 worker_cpu=0
+        for i in "${!service_pids[@]}"; do
+            pid="${service_pids[$i]}"
+            read -r -a stat <"/proc/$pid/stat" 2>/dev/null || continue
+            ticks_now=$((stat[13] + stat[14]))
+            rss="$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)"
+            cpu=$(( (ticks_now - ${prev[$pid]:-$ticks_now}) * 100 / ticks ))
+            prev[$pid]=$ticks_now
+            total_rss=$((total_rss + rss))
+            total_cpu=$((total_cpu + cpu))
+            if [ "$i" -eq 0 ]; then worker_rss=$rss worker_cpu=$cpu; fi
+        done
+        [ "$t" -eq 0 ] || echo "$t,$total_rss,$total_cpu,$worker_rss,$worker_cpu"
         t=$((t + 1))
         sleep 1
     done
@@ -115,8 +148,10 @@ say "many connections: $MANY_CONNECTIONS connections, $MANY_RATE msg/s for $MANY
     --duration "$MANY_DURATION" --warmup 5 --source-ips "$SOURCE_IPS" --out "$OUT/connections" \
     | tee "$OUT/connections.txt" >&2
 
-curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics" >"$OUT/metrics.txt" || true
-kill -TERM "$service"
-wait "$service" || say "service exited with status $?"
+for i in "${!admins[@]}"; do
+    curl -fsS "http://${admins[$i]}/metrics" >"$OUT/metrics-$i.txt" || true
+done
+for pid in "${service_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+for pid in "${service_pids[@]}"; do wait "$pid" || say "service process $pid exited with status $?"; done
 
 python3 scripts/bench_summary.py "$OUT" | tee "$OUT/summary.md"

@@ -12,13 +12,19 @@
 #             RETURNING message_id per transaction, prepared. With 1 and 4 clients; rows/s =
 #             tps x 500. The rows are generated server-side (generate_series) instead of sent
 #             as UNNEST arrays, so client encoding and the parameter transfer are not counted.
+#   http      the ingest API with Kafka taken out (examples/ingest_ceiling.rs acknowledges every
+#             valid message at once), driven by `chat-analytics loadgen` over 2,000 keep-alive
+#             connections at an offered rate above what it can answer: accepted msg/s is the
+#             HTTP layer's own ceiling (request parsing, admission, envelope encoding, the 202),
+#             with the load generator on the same cores.
 #
 # Writes $OUT/ceilings.json (OUT defaults to bench/results/ceilings-<UTC time>) and prints a
 # Markdown table on stdout; progress goes to stderr. The scratch topic and the scratch
 # database chat_ceiling are deleted at the end. Loopback only; every step is time-bounded.
 #
 # Knobs (environment): KAFKA_RECORDS (1000000), KAFKA_RECORD_SIZE (300), PG_ROWS (200000),
-# PG_BATCH (500), PG_CLIENTS ("1 4"), STEP_TIMEOUT (300 s per benchmark step).
+# PG_BATCH (500), PG_CLIENTS ("1 4"), HTTP_RATE (80000), HTTP_SECONDS (15), STEP_TIMEOUT (300 s
+# per benchmark step). Expects the release build (target/release) to be current.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -29,6 +35,9 @@ KAFKA_RECORD_SIZE="${KAFKA_RECORD_SIZE:-300}"
 PG_ROWS="${PG_ROWS:-200000}"
 PG_BATCH="${PG_BATCH:-500}"
 PG_CLIENTS="${PG_CLIENTS:-1 4}"
+HTTP_RATE="${HTTP_RATE:-80000}"
+HTTP_SECONDS="${HTTP_SECONDS:-15}"
+HTTP_ADDR=127.0.0.1:18088
 STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
 
 BOOTSTRAP=127.0.0.1:9092
@@ -71,7 +80,9 @@ scripts/infra.sh is-up || die "Kafka or Postgres is not up (run: scripts/infra.s
 
 topic_created=
 db_created=
+http_pid=
 cleanup() {
+    if [ -n "$http_pid" ]; then kill -TERM "$http_pid" 2>/dev/null || true; wait "$http_pid" 2>/dev/null || true; fi
     if [ -n "$topic_created" ]; then
         timeout 60 "$JAVA" -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
             -Dlog4j2.configurationFile="$KAFKA_DIR/tools-log4j2.xml" -cp "$KAFKA_LIBS/*" \
@@ -183,6 +194,24 @@ for c in $PG_CLIENTS; do
 done
 
 # ---------------------------------------------------------------------------------------------
+# HTTP: the ingest API without Kafka
+
+say "http: ingest API without Kafka on $HTTP_ADDR, $HTTP_RATE msg/s offered for $HTTP_SECONDS s"
+target/release/examples/ingest_ceiling "$HTTP_ADDR" 2>"$OUT/ingest-ceiling.log" &
+http_pid=$!
+for _ in $(seq 100); do curl -fsS -o /dev/null "http://$HTTP_ADDR/livez" 2>/dev/null && break; sleep 0.1; done
+timeout "$STEP_TIMEOUT" target/release/chat-analytics loadgen --url "http://$HTTP_ADDR" \
+    --rate "$HTTP_RATE" --connections 2000 --duration "$HTTP_SECONDS" --warmup 3 \
+    --out "$OUT/http" >"$OUT/http-loadgen.txt" 2>&1 \
+    || { tail -n 20 "$OUT/http-loadgen.txt" >&2; die "loadgen against the HTTP ceiling server failed"; }
+kill -TERM "$http_pid"
+wait "$http_pid" || true
+http_pid=
+h_rps="$(jq '.results.accepted_msgs_per_s' "$OUT/http/report.json")"
+h_p99="$(jq '.results.latency_ms.p99' "$OUT/http/report.json")"
+say "http: $h_rps msg/s accepted (p99 $h_p99 ms at that saturation)"
+
+# ---------------------------------------------------------------------------------------------
 # Report
 
 mem_total_mb=$(($(awk '/^MemTotal:/ { print $2 }' /proc/meminfo) / 1024))
@@ -197,6 +226,7 @@ jq -n \
     --argjson k_max "$k_max" --argjson k_p50 "${k_p50:-null}" --argjson k_p99 "$k_p99" \
     --arg props "${PRODUCER_PROPS[*]}" --arg summary "$summary" \
     --argjson rows "$PG_ROWS" --argjson batch "$PG_BATCH" --argjson pg "$pg_json" \
+    --argjson h_rate "$HTTP_RATE" --argjson h_rps "$h_rps" --argjson h_p99 "$h_p99" \
     --argjson secs $((SECONDS - started)) \
     '{
        timestamp: $stamp, duration_secs: $secs,
@@ -210,7 +240,10 @@ jq -n \
        postgres: {version: $pg_version, synchronous_commit: $sync, table: "messages",
                   rows: $rows, batch: $batch,
                   statement: "INSERT ... SELECT ... FROM generate_series ON CONFLICT DO NOTHING RETURNING message_id (pgbench -M prepared)",
-                  runs: $pg}
+                  runs: $pg},
+       http: {server: "examples/ingest_ceiling (ingest API, publisher acknowledges at once)",
+              connections: 2000, offered_per_sec: $h_rate, accepted_per_sec: $h_rps,
+              latency_p99_ms: $h_p99}
      }' >"$OUT/ceilings.json"
 
 {
@@ -220,5 +253,7 @@ jq -n \
         "$KAFKA_RECORDS" "$KAFKA_RECORD_SIZE" "$k_rps" "${k_mbps:-?}" "$k_avg" "$k_p99" "$k_max"
     jq -r --argjson rows "$PG_ROWS" --argjson batch "$PG_BATCH" '.[] |
         "| Postgres insert into messages (\($rows) rows, batches of \($batch), \(.clients) client\(if .clients > 1 then "s" else "" end)) | \(.rows_per_sec) rows/s | avg \(.batch_latency_avg_ms) ms per batch |"' <<<"$pg_json"
+    printf '| HTTP ingest API without Kafka (2,000 connections, %s msg/s offered) | %.0f msg/s | p99 %s ms at saturation |\n' \
+        "$HTTP_RATE" "$h_rps" "$h_p99"
 }
 say "wrote $OUT/ceilings.json in $((SECONDS - started)) s"

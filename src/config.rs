@@ -74,6 +74,7 @@ pub struct ApiSettings {
     pub retry_after_unavailable_secs: u32,
     pub per_bot_rate_per_sec: u32,
     pub per_bot_burst: u32,
+    pub reuse_port: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -298,12 +299,11 @@ impl Settings {
             "postgres.connect_timeout_ms",
             self.postgres.connect_timeout_ms,
         )?;
-        self.nlp.validate().map_err(|e| match e {
-            crate::enrich::EnrichError::InvalidSetting { key, value, reason } => {
+        self.nlp.validate().map_err(
+            |crate::enrich::EnrichError::InvalidSetting { key, value, reason }| {
                 ConfigError::invalid(key, value, reason)
-            }
-            other => ConfigError::invalid("nlp", "", other.to_string()),
-        })?;
+            },
+        )?;
         if self.dlq.dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("dlq.dir", "", "must not be empty"));
         }

@@ -6,12 +6,13 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use chat_analytics::app::Role;
+use chat_analytics::app::{App, Role};
 use chat_analytics::config::ApiKeySettings;
 use chat_analytics::ingest::hash_key;
 use futures::future::join_all;
 use serde_json::json;
 use support::{by_message_id, create_topic, read_topic, test_settings, TestApp};
+use tokio_util::sync::CancellationToken;
 
 async fn spawn_default() -> TestApp {
     let topic = create_topic(3).await;
@@ -464,4 +465,75 @@ async fn unreachable_kafka_gets_503_with_retry_after_within_the_publish_timeout(
         .expect("sent");
     assert_eq!(health.status(), 503);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn ingest_processes_sharing_the_port_split_connections_and_lose_nothing() {
+    let topic = create_topic(3).await;
+    let mut settings = test_settings(&topic);
+    settings.api.listen = format!("127.0.0.1:{}", support::free_port());
+    settings.api.reuse_port = true;
+    let first = TestApp::spawn(Role::Ingest, settings.clone()).await;
+    let second = TestApp::spawn(Role::Ingest, settings.clone()).await;
+    assert_eq!(first.api, second.api, "both listen on the same address");
+
+    // Without the opt-in the address stays exclusive, with an error that names it.
+    let mut exclusive = settings.clone();
+    exclusive.api.reuse_port = false;
+    let refused = App::build(&exclusive, Role::Ingest, CancellationToken::new()).await;
+    let err = refused
+        .err()
+        .expect("a second listener without reuse_port is refused");
+    assert!(
+        err.to_string().contains(&settings.api.listen),
+        "the error names the address: {err}"
+    );
+
+    // One fresh connection per message, as a fleet of bots would connect.
+    let sent = 200;
+    let posts = (0..sent).map(|i| {
+        let url = format!("{}/v1/messages", first.api);
+        async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("client");
+            let response = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(json!({"bot_id": format!("bot-{i}"), "text": "hello"}).to_string())
+                .send()
+                .await
+                .expect("sent");
+            assert_eq!(response.status(), 202);
+            let body: serde_json::Value = response.json().await.expect("json");
+            body["message_id"].as_str().expect("id").to_owned()
+        }
+    });
+    let ids: HashSet<String> = join_all(posts).await.into_iter().collect();
+    assert_eq!(ids.len(), sent);
+
+    let accepted = |page: &str| {
+        support::metric_value(
+            page,
+            r#"http_requests_total{route="/v1/messages",status="202"}"#,
+        )
+    };
+    let first_count = accepted(&support::scrape(&first.admin).await);
+    let second_count = accepted(&support::scrape(&second.admin).await);
+    assert!(
+        first_count > 0.0 && second_count > 0.0,
+        "the kernel spread connections over both processes: {first_count} + {second_count}"
+    );
+    assert_eq!(first_count + second_count, sent as f64);
+
+    let records = read_topic(&topic, sent, Duration::from_secs(20)).await;
+    let in_topic: HashSet<String> = records
+        .iter()
+        .filter_map(|r| r.value["message"]["message_id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(in_topic, ids, "every 202 is in the topic exactly once");
+    assert_eq!(records.len(), sent);
+    first.stop().await;
+    second.stop().await;
 }

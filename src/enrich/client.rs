@@ -3,10 +3,22 @@
 //! This file knows HTTP and the wire format, nothing about retries or the
 //! breaker: it turns "what happened on the socket" into a typed result that
 //! the policy in `mod.rs` acts on.
+//!
+//! Built on hyper-util's pooled client rather than reqwest: over HTTP/2 every
+//! timed-out call resets its stream, and a server answer that arrives after
+//! the reset is refused by the client; h2 counts those refusals and tears the
+//! whole connection down (GOAWAY) after 1,024 of them unless the client keeps
+//! track of more reset streams, a limit reqwest does not expose.
 
-use std::error::Error as _;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::header::{CONTENT_TYPE, USER_AGENT};
+use hyper::{Method, Request, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -17,6 +29,12 @@ use super::outcome::{AttemptError, NlpAnalysis};
 const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Idle keep-alive connections are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Reset streams remembered per HTTP/2 connection (h2's default is 10), so an
+/// answer to a call that already timed out is dropped quietly instead of
+/// counting as a protocol error against the connection.
+const H2_REMEMBERED_RESETS: usize = 16_384;
+/// A ping on an idle HTTP/2 connection notices a dead peer before a call does.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// The request body of the NLP contract.
 #[derive(Serialize)]
@@ -25,11 +43,11 @@ struct AnalyzeRequest<'a> {
     lang_hint: &'a str,
 }
 
-/// A shared HTTP/1.1 client for the NLP API (connection pool inside).
+/// A shared HTTP/1.1 or HTTP/2 client for the NLP API (connection pool inside).
 #[derive(Debug, Clone)]
 pub(crate) struct NlpClient {
-    http: reqwest::Client,
-    url: reqwest::Url,
+    http: Client<HttpConnector, Full<Bytes>>,
+    url: Uri,
     lang_hint: String,
     timeout: Duration,
 }
@@ -37,26 +55,31 @@ pub(crate) struct NlpClient {
 impl NlpClient {
     /// Builds the pooled client.
     ///
-    /// * the idle pool keeps up to `max_connections` keep-alive sockets, so
-    ///   ~2,500 concurrent calls reuse connections instead of reconnecting;
-    /// * `tcp_nodelay`: small request/response pairs must not wait on Nagle;
-    /// * no proxy from the environment, no redirects, no reqwest-level
-    ///   retries: every retry decision is ours and counted by our budget.
+    /// * HTTP/1.1: the idle pool keeps up to `max_connections` keep-alive
+    ///   sockets, so ~2,500 concurrent calls reuse connections instead of
+    ///   reconnecting; HTTP/2 (`http2`): one connection carries every call;
+    /// * `TCP_NODELAY`: small request/response pairs must not wait on Nagle;
+    /// * no proxy, no redirects, no client-level retries: every retry decision
+    ///   is ours and counted by our budget.
     pub(crate) fn new(settings: &EnrichSettings) -> Result<NlpClient, EnrichError> {
         let url = settings.parsed_url()?;
-        let http = reqwest::Client::builder()
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(settings.max_connections)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .tcp_nodelay(true)
-            .http1_only()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .retry(reqwest::retry::never())
-            .user_agent("chat-analytics-enrich")
-            .build()
-            .map_err(EnrichError::Client)?;
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT);
+        if settings.http2 {
+            builder
+                .http2_only(true)
+                .http2_max_concurrent_reset_streams(H2_REMEMBERED_RESETS)
+                .http2_keep_alive_interval(H2_KEEP_ALIVE)
+                .http2_keep_alive_timeout(H2_KEEP_ALIVE);
+        }
         Ok(NlpClient {
-            http,
+            http: builder.build(connector),
             url,
             lang_hint: settings.lang_hint.clone(),
             timeout: settings.attempt_timeout(),
@@ -76,61 +99,45 @@ impl NlpClient {
             text,
             lang_hint: &self.lang_hint,
         };
+        let body = serde_json::to_vec(&body).map_err(|e| AttemptError::Decode(e.to_string()))?;
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(self.url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(USER_AGENT, "chat-analytics-enrich")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| AttemptError::Connect(e.to_string()))?;
         let response = self
             .http
-            .post(self.url.clone())
-            .json(&body)
-            .send()
+            .request(request)
             .await
-            .map_err(transport_error)?;
+            .map_err(|e| AttemptError::Connect(chain(&e)))?;
         let status = response.status();
+        // The whole body is read even for an error status, so an HTTP/1.1
+        // connection can go back to the pool.
+        let bytes = Limited::new(response.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    AttemptError::Invalid(format!("body larger than {MAX_BODY_BYTES} bytes"))
+                } else {
+                    AttemptError::Connect(chain(e.as_ref()))
+                }
+            })
+            .map(|collected| collected.to_bytes());
         if !status.is_success() {
-            // Read (and drop) the body so the connection can go back to the
-            // pool; its content and any error reading it do not matter.
-            let _ = read_body(response).await;
             return Err(AttemptError::Status(status.as_u16()));
         }
-        let bytes = read_body(response).await?;
         let raw: Value =
-            serde_json::from_slice(&bytes).map_err(|e| AttemptError::Decode(e.to_string()))?;
+            serde_json::from_slice(&bytes?).map_err(|e| AttemptError::Decode(e.to_string()))?;
         NlpAnalysis::from_json(raw)
     }
 }
 
-/// Reads the body up to [`MAX_BODY_BYTES`].
-async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, AttemptError> {
-    let declared = response.content_length().unwrap_or(0);
-    if declared > MAX_BODY_BYTES as u64 {
-        return Err(too_large());
-    }
-    let mut body = Vec::with_capacity(declared as usize);
-    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-fn too_large() -> AttemptError {
-    AttemptError::Invalid(format!("body larger than {MAX_BODY_BYTES} bytes"))
-}
-
-/// Classifies a reqwest failure. Anything that is not a decode problem is a
-/// transport failure (refused, reset, closed mid-body): the dependency's health.
-fn transport_error(e: reqwest::Error) -> AttemptError {
-    if e.is_timeout() {
-        AttemptError::Timeout
-    } else if e.is_decode() {
-        AttemptError::Decode(chain(&e))
-    } else {
-        AttemptError::Connect(chain(&e))
-    }
-}
-
-/// The error with its causes ("error sending request: connection refused").
-fn chain(e: &reqwest::Error) -> String {
+/// The error with its causes ("client error (Connect): tcp connect error:
+/// Connection refused").
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -54,6 +54,11 @@ pub struct EnrichSettings {
     /// Idle keep-alive connections kept to the API: sized to the worker's
     /// concurrency so a burst does not close and reopen sockets.
     pub max_connections: usize,
+    /// Speak HTTP/2 without negotiation (h2c "prior knowledge") to an API that
+    /// supports it, as nlp-sim does: every call shares one multiplexed
+    /// connection instead of one socket per call in flight, so there is no
+    /// storm of new connections when the pool is cold or the API restarts.
+    pub http2: bool,
 }
 
 impl Default for EnrichSettings {
@@ -76,6 +81,7 @@ impl Default for EnrichSettings {
             retry_budget_min_per_sec: 10,
             retry_budget_window_ms: 10_000,
             max_connections: 2_500,
+            http2: false,
         }
     }
 }
@@ -93,9 +99,6 @@ pub enum EnrichError {
         /// What a valid value looks like.
         reason: &'static str,
     },
-    /// The HTTP client could not be created (e.g. no usable resolver).
-    #[error("cannot build the NLP HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
 }
 
 fn invalid(key: &'static str, value: impl ToString, reason: &'static str) -> EnrichError {
@@ -213,12 +216,14 @@ impl EnrichSettings {
         )
     }
 
-    /// The endpoint as a URL, if it is a plain-HTTP URL.
-    pub(crate) fn parsed_url(&self) -> Result<reqwest::Url, EnrichError> {
-        let url = reqwest::Url::parse(&self.url)
+    /// The endpoint as a URI, if it is a plain-HTTP URL.
+    pub(crate) fn parsed_url(&self) -> Result<hyper::Uri, EnrichError> {
+        let url: hyper::Uri = self
+            .url
+            .parse()
             .map_err(|_| invalid("nlp.url", &self.url, "must be an absolute http:// URL"))?;
         check(
-            url.scheme() == "http" && url.host().is_some(),
+            url.scheme_str() == Some("http") && url.host().is_some_and(|h| !h.is_empty()),
             "nlp.url",
             &self.url,
             "must be an http:// URL with a host (this client has no TLS)",

@@ -104,6 +104,7 @@ mod tests {
             retry_after_unavailable_secs: 5,
             per_bot_rate_per_sec: rate,
             per_bot_burst: burst,
+            reuse_port: false,
         }
     }
 

@@ -1,4 +1,5 @@
-//! The HTTP/1 server: accept loop, per-connection service and routes.
+//! The HTTP server (HTTP/1.1, and HTTP/2 with prior knowledge on the same
+//! port): accept loop, per-connection service and routes.
 //!
 //! | route                | does |
 //! |----------------------|------|
@@ -28,10 +29,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
-use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Pause after an accept error such as running out of file descriptors, so
 /// the loop does not spin while the condition lasts.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// Streams one HTTP/2 client may have open at once. A worker multiplexes all
+/// its calls (≈2,500 in flight) over one connection; hyper's default of 200
+/// would queue the rest on the client.
+const MAX_CONCURRENT_STREAMS: u32 = 10_000;
 
 type HttpResponse = Response<Full<Bytes>>;
 
@@ -156,10 +161,12 @@ async fn serve_connection(
     if let Err(error) = stream.set_nodelay(true) {
         debug!(%error, "nlp-sim: could not disable Nagle's algorithm");
     }
-    let connection = http1::Builder::new()
-        .keep_alive(true)
-        .pipeline_flush(true)
-        .serve_connection(TokioIo::new(stream), service);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(true).pipeline_flush(true);
+    builder
+        .http2()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
     let mut connection = pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
@@ -203,9 +210,9 @@ impl RngSource {
     }
 }
 
-/// The hyper service of one connection. HTTP/1 handles one request at a
-/// time per connection, so the generator needs no lock, only a `RefCell`
-/// borrowed synchronously in `call`.
+/// The hyper service of one connection. `call` runs on the connection's own
+/// task (HTTP/2 included: only the returned futures are spawned), so the
+/// generator needs no lock, only a `RefCell` borrowed synchronously in `call`.
 struct ConnectionService {
     app: Arc<App>,
     rng: RefCell<SmallRng>,

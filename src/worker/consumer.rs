@@ -158,8 +158,10 @@ impl MessageConsumer {
             .set("statistics.interval.ms", "5000")
             .set("fetch.min.bytes", kafka.fetch_min_bytes.to_string())
             .set("fetch.wait.max.ms", kafka.fetch_max_wait_ms.to_string())
-            // Bounds the prefetch buffer: memory stays flat when the pool is full.
-            .set("queued.max.messages.kbytes", "16384")
+            // Bounds the prefetch buffer, which librdkafka keeps per partition (12 x 16 MB
+            // by default would dwarf the rest of the worker): 2 MB holds seconds of traffic.
+            .set("queued.max.messages.kbytes", "2048")
+            .set("queued.min.messages", "10000")
             .create_with_context(context)
             .map_err(|source| ConsumerError::Create {
                 brokers: kafka.brokers.clone(),
