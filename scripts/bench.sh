@@ -10,7 +10,8 @@
 #
 # Knobs (environment): RATE (10000), DURATION (60 s), CONNECTIONS (2000, steady scenario),
 # MANY_CONNECTIONS (50000), MANY_RATE (2000), MANY_DURATION (30 s), SOURCE_IPS (4),
-# NLP_LATENCY_MS (200), NLP_HTTP2 (true), INGEST_PROCESSES (computed from the open-file limit). Each run is
+# NLP_LATENCY_MS (200), NLP_HTTP2 (true), INGEST_PROCESSES (computed from the open-file limit),
+# INGEST_THREADS (1 when there are several ingest processes). Each run is
 # bounded in time; only loopback addresses are used.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -92,6 +93,7 @@ nofile="$(ulimit -n)"
 # Headroom per process for Kafka, Postgres and NLP sockets and the kernel's uneven spread.
 per_process=$((nofile - 2000))
 INGEST_PROCESSES="${INGEST_PROCESSES:-$(((MANY_CONNECTIONS + per_process - 1) / per_process))}"
+INGEST_THREADS="${INGEST_THREADS:-$([ "$INGEST_PROCESSES" -gt 1 ] && echo 1 || nproc)}"
 say "service: 1 worker + $INGEST_PROCESSES ingest process(es) on port $API_PORT (open-file limit $nofile)"
 
 service_pids=()
@@ -101,8 +103,10 @@ service_pids+=($!)
 for i in $(seq 1 "$INGEST_PROCESSES"); do
     admin="127.0.0.1:$((ADMIN_PORT + i))"
     admins+=("$admin")
+    # Several processes on two cores: one runtime thread each (tokio's TOKIO_WORKER_THREADS)
+    # instead of two, so they do not crowd the scheduler.
     CHAT_ANALYTICS__API__REUSE_PORT=true CHAT_ANALYTICS__ADMIN__LISTEN="$admin" \
-        "$BIN" ingest 2>"$OUT/ingest-$i.log" &
+        TOKIO_WORKER_THREADS="$INGEST_THREADS" "$BIN" ingest 2>"$OUT/ingest-$i.log" &
     service_pids+=($!)
 done
 pids+=("${service_pids[@]}")
@@ -110,12 +114,14 @@ wait_http "http://127.0.0.1:$NLP_PORT/health"
 for admin in "${admins[@]}"; do wait_http "http://$admin/health"; done
 
 # RSS (kB) and CPU (% of one core) of the service, summed over its processes, once a second,
-# from /proc; the worker's and the ingest processes' shares in their own columns.
+# from /proc; the worker's share in its own columns, and the whole machine's busy CPU (% of
+# one core, everything included: Kafka, Postgres, nlp-sim, the load generator).
 sample_resources() {
-    local ticks t=0 pid i rss ticks_now total_rss total_cpu worker_rss
+    local ticks t=0 pid i rss ticks_now cpu total_rss total_cpu worker_rss worker_cpu
+    local busy idle prev_busy=0 prev_idle=0 machine
     local -A prev=()
     ticks="$(getconf CLK_TCK)"
-    echo "t_s,rss_kb,cpu_pct,worker_rss_kb,worker_cpu_pct"
+    echo "t_s,rss_kb,cpu_pct,worker_rss_kb,worker_cpu_pct,machine_cpu_pct"
     while kill -0 "${service_pids[0]}" 2>/dev/null; do
         total_rss=0 total_cpu=0 worker_rss=0 worker_cpu=0
         for i in "${!service_pids[@]}"; do
@@ -129,7 +135,10 @@ sample_resources() {
             total_cpu=$((total_cpu + cpu))
             if [ "$i" -eq 0 ]; then worker_rss=$rss worker_cpu=$cpu; fi
         done
-        [ "$t" -eq 0 ] || echo "$t,$total_rss,$total_cpu,$worker_rss,$worker_cpu"
+        read -r busy idle < <(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat)
+        machine=$(( (busy - prev_busy) * 100 / ticks ))
+        prev_busy=$busy prev_idle=$idle
+        [ "$t" -eq 0 ] || echo "$t,$total_rss,$total_cpu,$worker_rss,$worker_cpu,$machine"
         t=$((t + 1))
         sleep 1
     done

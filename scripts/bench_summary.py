@@ -37,16 +37,40 @@ def machine():
     return f"{os.cpu_count()} CPU ({model}), {mem_kb / 1048576:.1f} GiB RAM, {platform.system()} {platform.release()}; Kafka, Postgres, nlp-sim and the load generator on the same machine"
 
 
+def median(values):
+    return sorted(values)[len(values) // 2] if values else None
+
+
+def fractions(steady, ceilings, e2e):
+    """Each stage's rate in the steady run next to the ceiling of its component alone."""
+    rate = steady.get("accepted_msgs_per_s")
+    if not rate or "_error" in ceilings:
+        return []
+    rows = []
+    http = ceilings.get("http", {}).get("accepted_per_sec")
+    if http:
+        rows.append(("HTTP ingest (202 without Kafka)", rate, http))
+    kafka = ceilings.get("kafka", {}).get("records_per_sec")
+    if kafka:
+        rows.append(("Kafka produce", rate, kafka))
+    pg = max((r.get("rows_per_sec", 0) for r in ceilings.get("postgres", {}).get("runs", [])), default=0)
+    if pg and e2e.get("found"):
+        rows.append(("Postgres insert (rows stored)", rate, pg))
+    return [{"stage": name, "rate": round(r), "ceiling": round(c), "fraction": round(r / c, 3)} for name, r, c in rows]
+
+
 def main(out):
     steady = load(os.path.join(out, "steady", "report.json"))
     many = load(os.path.join(out, "connections", "report.json"))
     ceilings = load(os.path.join(out, "ceilings", "ceilings.json"))
-    rss, cpu = [], []
+    rss, cpu, machine_cpu = [], [], []
     try:
         with open(os.path.join(out, "resources.csv")) as f:
             for row in csv.DictReader(f):
                 rss.append(int(row["rss_kb"]) / 1024)
                 cpu.append(int(row["cpu_pct"]))
+                if row.get("machine_cpu_pct"):
+                    machine_cpu.append(int(row["machine_cpu_pct"]))
     except (OSError, ValueError, KeyError):
         pass
 
@@ -65,7 +89,9 @@ def main(out):
     summary = {
         "machine": machine(),
         "steady": {"offered_rate": TARGET_RATE, "statuses": statuses, "e2e_found": e2e.get("found"), "e2e_missing": e2e.get("missing")},
-        "cpu_pct_median": sorted(cpu)[len(cpu) // 2] if cpu else None,
+        "cpu_pct_median": median(cpu),
+        "machine_cpu_pct_median": median(machine_cpu),
+        "fractions_of_ceilings": fractions(s, ceilings, e2e),
         "checks": [{"what": w, "value": v, "target": t, "pass": bool(p)} for w, v, t, p in checks],
         "errors": [d["_error"] for d in (steady, many) if "_error" in d],
     }
@@ -77,12 +103,14 @@ def main(out):
     print("|---|---|---|---|")
     for w, v, t, p in checks:
         print(f"| {w} | {v} | {t} | {'PASS' if p else 'FAIL'} |")
-    if "_error" not in ceilings:
-        print("\nComponent ceilings, each measured alone:\n")
-        print("```")
-        print(json.dumps({k: ceilings[k] for k in ("kafka", "postgres") if k in ceilings}, indent=1))
-        print("```")
-    print(f"\nService CPU median: {summary['cpu_pct_median']}% of one core; statuses (steady): {statuses}")
+    if summary["fractions_of_ceilings"]:
+        print("\nEach stage at the steady rate, as a fraction of its component's ceiling measured alone:\n")
+        print("| stage | steady rate (/s) | ceiling alone (/s) | fraction |")
+        print("|---|---:|---:|---:|")
+        for row in summary["fractions_of_ceilings"]:
+            print(f"| {row['stage']} | {row['rate']} | {row['ceiling']} | {row['fraction']:.1%} |")
+    print(f"\nService CPU median: {summary['cpu_pct_median']}% of one core; whole machine: "
+          f"{summary['machine_cpu_pct_median']}% of one core (of {100 * (os.cpu_count() or 1)}); statuses (steady): {statuses}")
     for err in summary["errors"]:
         print(f"\nmissing report: {err}")
     return 0 if all(p for *_, p in checks) else 1
