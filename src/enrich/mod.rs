@@ -24,7 +24,7 @@
 //! * `config.rs`: [`EnrichSettings`] (serde, defaults, validation), [`EnrichError`];
 //! * `outcome.rs`: [`Enrichment`], [`NlpStatus`], [`NlpAnalysis`] (parsed
 //!   and range-checked answer), [`AttemptError`] (retry / breaker classification);
-//! * `client.rs`: one HTTP attempt with the shared pooled `reqwest` client;
+//! * `client.rs`: one HTTP attempt with the shared pooled hyper client (HTTP/1.1 or h2c);
 //! * `retry.rs`: `Backoff` (exponential, jittered) and `RetryBudget`;
 //! * `breaker.rs`: the circuit breaker and [`BreakerState`];
 //! * `window.rs`: the sliding bucketed counters both of those use;
@@ -32,7 +32,8 @@
 //!   `nlp_api_errors_total{kind}`, `circuit_breaker_state`).
 //!
 //! All time goes through `tokio::time`, so tests pause and advance the clock.
-//! The folder depends on nothing else in the project.
+//! Apart from its tests (which also run against the real nlp-sim), the folder
+//! depends on nothing else in the project.
 
 mod breaker;
 mod client;
