@@ -145,6 +145,17 @@ sample_resources >"$OUT/resources.csv" &
 pids+=($!)
 
 API="http://127.0.0.1:$API_PORT"
+# Measure a running pipeline, not its start-up: wait until one message has gone all the way
+# to Postgres (the worker has joined its group and has partitions, nlp-sim answers).
+probe_id="$(cat /proc/sys/kernel/random/uuid)"
+curl -fsS -o /dev/null -XPOST "$API/v1/messages" -H 'content-type: application/json' \
+    -d "{\"message_id\":\"$probe_id\",\"bot_id\":\"bench-probe\",\"text\":\"ready?\"}"
+deadline=$((SECONDS + 60))
+until [ "$(PGPASSWORD=chat psql -X -A -t -h 127.0.0.1 -U chat -d "$DB" \
+    -c "SELECT count(*) FROM messages WHERE message_id = '$probe_id'")" = 1 ]; do
+    [ "$SECONDS" -lt "$deadline" ] || { say "the probe message was not stored within 60 s"; exit 1; }
+    sleep 0.5
+done
 say "steady: $RATE msg/s over $CONNECTIONS connections for $DURATION s"
 "$BIN" loadgen --url "$API" --rate "$RATE" --connections "$CONNECTIONS" --duration "$DURATION" \
     --warmup 5 --source-ips "$SOURCE_IPS" --postgres-url "$DB_URL" --out "$OUT/steady" \

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::supervisor::catch_panic;
 
 pub type HttpResponse = Response<Full<Bytes>>;
+
+type InFlight = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
 
 /// One request in, one complete response out.
 pub trait HttpHandler: Send + Sync + 'static {
@@ -58,7 +61,10 @@ pub async fn serve<H: HttpHandler>(
         let handler = handler.clone();
         let service = service_fn(move |req| {
             let handler = handler.clone();
-            async move {
+            // Boxed: hyper keeps room for one in-flight future in every connection for
+            // as long as it is open, so an unboxed handler future would cost its whole
+            // size on each idle keep-alive connection (docs/BENCHMARKS.md).
+            let in_flight: InFlight = Box::pin(async move {
                 // A bug in one request's handling answers 500 instead of dropping the
                 // connection without a word.
                 let response = catch_panic(handler.handle(req))
@@ -68,7 +74,8 @@ pub async fn serve<H: HttpHandler>(
                         internal_error()
                     });
                 Ok::<_, Infallible>(response)
-            }
+            });
+            in_flight
         });
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
