@@ -121,12 +121,12 @@ impl App {
                     settings.api.clone(),
                     shutdown.clone(),
                 ),
-                listener: Arc::new(bind_api(settings.api_addr(), settings.api.reuse_port)?),
+                listener: Arc::new(bind("api", settings.api_addr(), settings.api.reuse_port)?),
                 publisher,
             }),
             None => None,
         };
-        let admin_listener = Arc::new(bind("admin", settings.admin_addr()).await?);
+        let admin_listener = Arc::new(bind("admin", settings.admin_addr(), false)?);
         let restarts = metrics.component_restarts.clone();
         Ok(App {
             api,
@@ -231,38 +231,16 @@ async fn serve_api(
     housekeeping.abort();
 }
 
-/// Pending connections the kernel queues per listener (capped by net.core.somaxconn): a
-/// fleet of bots reconnecting at once should not see refused connections.
-const API_BACKLOG: u32 = 4096;
-
-/// The API listener. With `reuse_port`, several `ingest` processes of the same user share
-/// the address and the kernel spreads new connections over them (SO_REUSEPORT): the way
-/// past one process's open-file limit.
-fn bind_api(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, StartupError> {
-    let bind = || -> std::io::Result<TcpListener> {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        if reuse_port {
-            socket.set_reuseport(true)?;
-        }
-        socket.bind(addr)?;
-        socket.listen(API_BACKLOG)
-    };
-    bind().map_err(|source| StartupError::Bind {
-        what: "api",
+fn bind(
+    what: &'static str,
+    addr: SocketAddr,
+    reuse_port: bool,
+) -> Result<TcpListener, StartupError> {
+    http_server::listen(addr, reuse_port).map_err(|source| StartupError::Bind {
+        what,
         addr,
         source,
     })
-}
-
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartupError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartupError::Bind { what, addr, source })
 }
 
 /// Trims the per-bot rate limiter's memory once a minute.

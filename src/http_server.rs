@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::supervisor::catch_panic;
@@ -28,6 +29,28 @@ type InFlight = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + 
 /// One request in, one complete response out.
 pub trait HttpHandler: Send + Sync + 'static {
     fn handle(&self, req: Request<Incoming>) -> impl Future<Output = HttpResponse> + Send;
+}
+
+/// Pending-connection queue of every listener (capped by net.core.somaxconn). Fleets of
+/// bots or load generators open thousands of connections at once; the usual 128 or 1024
+/// would drop SYNs and show up as connect latency that is not the server's.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with a deep backlog. With `reuse_port`, several processes of the
+/// same user share the address and the kernel spreads new connections over them
+/// (SO_REUSEPORT): the way past one process's open-file limit.
+pub fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves `handler` on `listener` until `shutdown` fires, then drains for at most `grace`.

@@ -34,17 +34,12 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tracing::info;
 
 pub use analysis::{analyze, Analysis, Sentiment, SentimentLabel};
 pub use faults::{FaultError, FaultSettings, Faults, Outcome, Plan};
 pub use lexicon::{Lexicon, LexiconError};
-
-/// Pending-connection queue for the listening socket. Load generators open
-/// thousands of connections at once; the usual 128 or 1024 would drop SYNs
-/// and show up as connect latency that is not the server's.
-const LISTEN_BACKLOG: u32 = 4096;
 
 /// Flags of the `chat-analytics nlp-sim` subcommand.
 ///
@@ -102,10 +97,11 @@ pub async fn run(
 ) -> Result<(), NlpSimError> {
     let settings = FaultSettings::new(args.latency_ms, args.error_rate, args.hang_rate)?;
     let faults = Faults::new(settings, args.latency_cv)?;
-    let listener = bind(args.listen).map_err(|source| NlpSimError::Bind {
-        addr: args.listen,
-        source,
-    })?;
+    let listener =
+        crate::http_server::listen(args.listen, false).map_err(|source| NlpSimError::Bind {
+            addr: args.listen,
+            source,
+        })?;
     info!(
         listen = %args.listen,
         latency_ms = settings.latency_ms(),
@@ -132,16 +128,4 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NlpSimError> {
     server::run(listener, faults, seed, shutdown).await
-}
-
-/// Binds with a deep accept backlog (see [`LISTEN_BACKLOG`]).
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
 }

@@ -79,10 +79,6 @@ impl BatchWriterHandle {
             Err(_) => PendingStore(None),
         }
     }
-
-    pub async fn store(&self, row: ProcessedMessage) -> StoreOutcome {
-        self.submit(row).await.outcome().await
-    }
 }
 
 /// A queued row's answer to come.
