@@ -304,6 +304,9 @@ impl Settings {
                 ConfigError::invalid(key, value, reason)
             },
         )?;
+        self.partitions
+            .validate()
+            .map_err(|e| ConfigError::invalid(e.key, e.value, e.reason))?;
         if self.dlq.dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("dlq.dir", "", "must not be empty"));
         }
@@ -502,6 +505,19 @@ mod tests {
         assert!(
             msg.contains("api.listen") && msg.contains("localhost"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_retention_that_would_drop_live_partitions_is_refused() {
+        let err = Settings::load_from(
+            None,
+            env(&[("CHAT_ANALYTICS__PARTITIONS__RETENTION_DAYS", "0")]),
+        )
+        .expect_err("must fail");
+        assert!(
+            err.to_string().contains("partitions.retention_days"),
+            "{err}"
         );
     }
 
