@@ -5,16 +5,14 @@
 //! Usage: `ingest_ceiling [ADDR]` (default 127.0.0.1:18088); stops on SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use chat_analytics::config::Settings;
-use chat_analytics::http_server::serve;
+use chat_analytics::http_server::{self, serve};
 use chat_analytics::ingest::{Admission, ApiKeys, IngestApi};
 use chat_analytics::queue::{Delivery, PublishError, Publisher};
 use chat_analytics::telemetry::{HealthChecks, Metrics};
-use tokio::net::TcpListener;
 
 /// Acknowledges without sending anything anywhere.
 struct InstantAck;
@@ -46,12 +44,11 @@ async fn main() -> anyhow::Result<()> {
         settings.api.clone(),
         shutdown.clone(),
     );
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener =
+        http_server::listen(addr, false).with_context(|| format!("cannot listen on {addr}"))?;
     serve(
         "ingest-ceiling",
-        Arc::new(listener),
+        listener,
         api,
         shutdown,
         Duration::from_secs(2),

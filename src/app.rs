@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -180,7 +181,9 @@ impl App {
     }
 }
 
-/// An HTTP server restarted (on the same socket) if its accept loop panics.
+/// An HTTP server whose accept loop is restarted (on the same socket) if it panics. The
+/// socket is closed once the loop has stopped for good, before open connections drain:
+/// with `api.reuse_port` the kernel then sends new connections to the other processes.
 async fn supervised_server<H: http_server::HttpHandler>(
     component: &'static str,
     listener: Arc<TcpListener>,
@@ -189,17 +192,21 @@ async fn supervised_server<H: http_server::HttpHandler>(
     shutdown: CancellationToken,
     grace: Duration,
 ) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let watcher = graceful.clone();
     let stop = shutdown.clone();
+    // `supervise` owns (and drops on return) the only other handle on the listener.
     supervise(component, restarts, shutdown, move || {
-        http_server::serve(
+        http_server::accept(
             component,
             listener.clone(),
             handler.clone(),
+            watcher.clone(),
             stop.clone(),
-            grace,
         )
     })
     .await;
+    http_server::drain(component, graceful, grace).await;
 }
 
 async fn serve_api(

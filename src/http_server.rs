@@ -53,16 +53,37 @@ pub fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Serves `handler` on `listener` until `shutdown` fires, then drains for at most `grace`.
-/// The listener is shared so a supervisor can restart the loop on the same socket.
+/// Serves `handler` on `listener` until `shutdown` fires, then closes the listener and
+/// drains open connections for at most `grace`.
 pub async fn serve<H: HttpHandler>(
     name: &'static str,
-    listener: Arc<TcpListener>,
+    listener: TcpListener,
     handler: Arc<H>,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
+    let graceful = Arc::new(GracefulShutdown::new());
+    accept(
+        name,
+        Arc::new(listener),
+        handler,
+        graceful.clone(),
+        shutdown,
+    )
+    .await;
+    drain(name, graceful, grace).await;
+}
+
+/// Accepts connections and serves them until `shutdown` fires. The listener and the
+/// drain's watcher are shared so a supervisor can restart this loop on the same socket
+/// without losing track of the connections the earlier run opened.
+pub async fn accept<H: HttpHandler>(
+    name: &'static str,
+    listener: Arc<TcpListener>,
+    handler: Arc<H>,
+    graceful: Arc<GracefulShutdown>,
+    shutdown: CancellationToken,
+) {
     let mut builder = http1::Builder::new();
     builder.keep_alive(true);
     loop {
@@ -107,6 +128,19 @@ pub async fn serve<H: HttpHandler>(
             }
         });
     }
+}
+
+/// Waits, for at most `grace`, until every connection `accept` opened has finished its
+/// request in progress. Call it once the listener is closed (every `accept` has returned
+/// and its socket is dropped), so no new connection lands on a server that is going away.
+pub async fn drain(name: &'static str, graceful: Arc<GracefulShutdown>, grace: Duration) {
+    let Ok(graceful) = Arc::try_unwrap(graceful) else {
+        tracing::warn!(
+            server = name,
+            "an accept loop is still running; not draining"
+        );
+        return;
+    };
     tracing::info!(server = name, "stopped accepting; draining connections");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!(server = name, "all connections drained"),

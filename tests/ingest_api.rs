@@ -537,3 +537,37 @@ async fn ingest_processes_sharing_the_port_split_connections_and_lose_nothing() 
     first.stop().await;
     second.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_closes_the_listener_while_requests_in_flight_finish() {
+    let topic = create_topic(3).await;
+    let mut settings = test_settings(&topic);
+    // A long linger keeps the publish, and so the request, in flight through the drain.
+    settings.kafka.linger_ms = 1_500;
+    let app = TestApp::spawn(Role::Ingest, settings).await;
+    let addr = app.api.trim_start_matches("http://").to_owned();
+
+    let in_flight = tokio::spawn({
+        let url = format!("{}/v1/messages", app.api);
+        let http = app.http.clone();
+        async move {
+            http.post(url)
+                .header("content-type", "application/json")
+                .body(json!({"bot_id": "drain", "text": "finish me"}).to_string())
+                .send()
+                .await
+                .expect("sent")
+                .status()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        "a new connection during the drain must be refused, not left to be reset"
+    );
+    assert_eq!(in_flight.await.expect("task"), 202);
+    app.stop().await;
+}
