@@ -24,17 +24,17 @@ WORKDIR /build
 # Dependency layer: build every dependency against placeholder sources, so that editing
 # src/ reuses this layer and only the crate itself is recompiled.
 COPY Cargo.toml Cargo.lock ./
-# (Cargo.toml names a bench target, so its file must exist for the manifest to load.)
+# (Cargo.toml names a bench target, so its file must exist for the manifest to load; the
+# placeholder stays, since the release build never compiles benches.)
 RUN mkdir src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
     && echo 'fn main() {}' > benches/hot_paths.rs \
     && cargo build --release --locked \
-    && rm -rf src benches
+    && rm -rf src
 
 # The real sources. config/default.toml and sql/*.sql are compiled in (include_str!).
 COPY src ./src
-COPY benches ./benches
 COPY config ./config
 COPY sql ./sql
 # Cargo decides what to rebuild by mtime: make sure the placeholder build is stale. The

@@ -46,26 +46,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_http() {
-    local url="$1" deadline=$((SECONDS + 60))
-    until curl -fsS -o /dev/null "$url" 2>/dev/null; do
-        [ "$SECONDS" -lt "$deadline" ] || { say "$url did not answer within 60 s"; return 1; }
-        sleep 0.2
-    done
-}
+# shellcheck source=scripts/bench_lib.sh
+source scripts/bench_lib.sh
 
 say "infrastructure and release build"
 scripts/infra.sh up >&2
 cargo build --release --bin chat-analytics --example ingest_ceiling >&2
 scripts/infra.sh kafka-topic "$TOPIC" 12 >&2
 
-# An autovacuum worker can hold the old database for a moment (a non-superuser's FORCE
-# cannot end it): retry the drop.
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-    PGPASSWORD=chat psql -q -h 127.0.0.1 -U chat -d postgres \
-        -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >&2 && break
-    sleep 1
-done
+drop_db "$DB"
 PGPASSWORD=chat psql -q -h 127.0.0.1 -U chat -d postgres -c "CREATE DATABASE $DB" >&2
 
 export CHAT_ANALYTICS__KAFKA__TOPIC="$TOPIC"
@@ -91,7 +80,7 @@ nofile="$(ulimit -n)"
 # Headroom per process for Kafka, Postgres and NLP sockets and the kernel's uneven spread.
 per_process=$((nofile - 2000))
 INGEST_PROCESSES="${INGEST_PROCESSES:-$(((MANY_CONNECTIONS + per_process - 1) / per_process))}"
-INGEST_THREADS="${INGEST_THREADS:-$([ "$INGEST_PROCESSES" -gt 1 ] && echo 1 || nproc)}"
+if [ "$INGEST_PROCESSES" -gt 1 ]; then INGEST_THREADS="${INGEST_THREADS:-1}"; else INGEST_THREADS="${INGEST_THREADS:-$(nproc)}"; fi
 say "service: 1 worker + $INGEST_PROCESSES ingest process(es) on port $API_PORT (open-file limit $nofile)"
 
 service_pids=()
@@ -115,8 +104,8 @@ for admin in "${admins[@]}"; do wait_http "http://$admin/health"; done
 # from /proc; the worker's share in its own columns, and the whole machine's busy CPU (% of
 # one core, everything included: Kafka, Postgres, nlp-sim, the load generator).
 sample_resources() {
-    local ticks t=0 pid i rss ticks_now cpu total_rss total_cpu worker_rss worker_cpu
-    local busy idle prev_busy=0 prev_idle=0 machine
+    local ticks t=0 pid i rss ticks_now cpu total_rss total_cpu worker_rss worker_cpu stat
+    local busy prev_busy=0 machine
     local -A prev=()
     ticks="$(getconf CLK_TCK)"
     echo "t_s,rss_kb,cpu_pct,worker_rss_kb,worker_cpu_pct,machine_cpu_pct"
@@ -126,16 +115,18 @@ sample_resources() {
             pid="${service_pids[$i]}"
             read -r -a stat <"/proc/$pid/stat" 2>/dev/null || continue
             ticks_now=$((stat[13] + stat[14]))
-            rss="$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)"
+            # An exiting process has no VmRSS line any more.
+            rss="$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)"
+            rss="${rss:-0}"
             cpu=$(( (ticks_now - ${prev[$pid]:-$ticks_now}) * 100 / ticks ))
             prev[$pid]=$ticks_now
             total_rss=$((total_rss + rss))
             total_cpu=$((total_cpu + cpu))
             if [ "$i" -eq 0 ]; then worker_rss=$rss worker_cpu=$cpu; fi
         done
-        read -r busy idle < <(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat)
+        busy="$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)"
         machine=$(( (busy - prev_busy) * 100 / ticks ))
-        prev_busy=$busy prev_idle=$idle
+        prev_busy=$busy
         [ "$t" -eq 0 ] || echo "$t,$total_rss,$total_cpu,$worker_rss,$worker_cpu,$machine"
         t=$((t + 1))
         sleep 1
@@ -175,6 +166,7 @@ for pid in "${service_pids[@]}"; do wait "$pid" || say "service process $pid exi
 # Each component's ceiling, measured alone once the service has stopped. Run first, the
 # ceilings' own aftermath (a million records for the broker to clean up, Postgres
 # checkpointing 400,000 rows) took CPU from the steady run.
-OUT="$OUT/ceilings" scripts/bench_ceilings.sh >"$OUT/ceilings.md"
+OUT="$OUT/ceilings" scripts/bench_ceilings.sh >"$OUT/ceilings.md" \
+    || say "component ceilings failed; the summary goes without them"
 
-python3 scripts/bench_summary.py "$OUT" | tee "$OUT/summary.md"
+RATE="$RATE" MANY_CONNECTIONS="$MANY_CONNECTIONS" python3 scripts/bench_summary.py "$OUT" | tee "$OUT/summary.md"

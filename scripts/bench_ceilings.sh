@@ -42,8 +42,8 @@ STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
 
 BOOTSTRAP=127.0.0.1:9092
 TOPIC="ceiling.$STAMP"
-KAFKA_LIBS=.cache/kafka/libs
-KAFKA_DIR=var/infra/kafka
+KAFKA_LIBS="${CHAT_ANALYTICS_CACHE_DIR:-.cache}/kafka/libs"
+KAFKA_DIR="${CHAT_ANALYTICS_INFRA_DIR:-var/infra}/kafka"
 PRODUCER_PROPS=(bootstrap.servers="$BOOTSTRAP" acks=all enable.idempotence=true compression.type=lz4 linger.ms=5)
 PG_DB=chat_ceiling
 export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=chat PGPASSWORD=chat PGDATABASE=postgres PGCONNECT_TIMEOUT=5
@@ -59,17 +59,8 @@ KAFKA_JAVA=("$JAVA" -Xms512m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true
 
 psql_q() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 
-# Plain DROP DATABASE cancels an autovacuum worker on it (likely right after the inserts), which
-# WITH (FORCE) refuses to do for a non-superuser; FORCE is the fallback for stray sessions.
-drop_db() {
-    local attempt
-    for attempt in 1 2 3; do
-        psql_q -d postgres -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 && return 0
-        psql_q -d postgres -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 && return 0
-        sleep "$attempt"
-    done
-    psql_q -d postgres -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null
-}
+# shellcheck source=scripts/bench_lib.sh
+source scripts/bench_lib.sh
 
 [ $((PG_ROWS % PG_BATCH)) -eq 0 ] || die "PG_ROWS ($PG_ROWS) must be a multiple of PG_BATCH ($PG_BATCH)"
 for c in $PG_CLIENTS; do
@@ -91,7 +82,7 @@ cleanup() {
         rm -f "$KAFKA_DIR/topics/$TOPIC"
     fi
     if [ -n "$db_created" ]; then
-        drop_db 2>/dev/null || say "could not drop database $PG_DB"
+        drop_db "$PG_DB" 2>/dev/null || say "could not drop database $PG_DB"
     fi
 }
 trap cleanup EXIT
@@ -135,7 +126,7 @@ day_epoch="$(date -u -d "$day" +%s)"
 partition="messages_p$(date -u -d "$day" +%Y%m%d)"
 
 say "postgres: scratch database $PG_DB, sql/0001_messages.sql, partition $partition"
-drop_db
+drop_db "$PG_DB"
 psql_q -d postgres -c "CREATE DATABASE $PG_DB" >/dev/null
 db_created=1
 psql_q -d "$PG_DB" -f sql/0001_messages.sql >/dev/null
@@ -199,7 +190,7 @@ done
 say "http: ingest API without Kafka on $HTTP_ADDR, $HTTP_RATE msg/s offered for $HTTP_SECONDS s"
 target/release/examples/ingest_ceiling "$HTTP_ADDR" 2>"$OUT/ingest-ceiling.log" &
 http_pid=$!
-for _ in $(seq 100); do curl -fsS -o /dev/null "http://$HTTP_ADDR/livez" 2>/dev/null && break; sleep 0.1; done
+wait_http "http://$HTTP_ADDR/livez" || die "the HTTP ceiling server did not start"
 timeout "$STEP_TIMEOUT" target/release/chat-analytics loadgen --url "http://$HTTP_ADDR" \
     --rate "$HTTP_RATE" --connections 2000 --duration "$HTTP_SECONDS" --warmup 3 \
     --out "$OUT/http" >"$OUT/http-loadgen.txt" 2>&1 \

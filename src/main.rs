@@ -10,7 +10,7 @@ use chat_analytics::app::{App, Role};
 use chat_analytics::cli::{Cli, Command, DlqCommand};
 use chat_analytics::config::Settings;
 use chat_analytics::deadletter::{read_dead_letters, DeadLetterStats};
-use chat_analytics::enrich::Enricher;
+use chat_analytics::enrich::{EnrichMetrics, Enricher};
 use chat_analytics::ingest::hash_key;
 use chat_analytics::storage::partitions::PartitionMaintainer;
 use chat_analytics::telemetry::Metrics;
@@ -107,9 +107,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Reenrich { limit } => {
-            let metrics = Metrics::new()?;
             let pool = storage::connect_pool(&settings.postgres)?;
-            let enricher = Enricher::new(settings.nlp.clone(), metrics.enrich.clone())?;
+            let enricher = Enricher::new(settings.nlp.clone(), EnrichMetrics::unregistered()?)?;
             let report = reenrich(&pool, &enricher, limit).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())

@@ -427,10 +427,9 @@ async fn reenrich_fills_in_nlp_data_for_rows_stored_without_it() {
     );
 
     nlp.set_faults(json!({"error_rate": 0.0})).await;
-    let metrics = chat_analytics::telemetry::Metrics::new().expect("metrics");
+    let metrics = chat_analytics::enrich::EnrichMetrics::unregistered().expect("metrics");
     let enricher =
-        chat_analytics::enrich::Enricher::new(settings.nlp.clone(), metrics.enrich.clone())
-            .expect("enricher");
+        chat_analytics::enrich::Enricher::new(settings.nlp.clone(), metrics).expect("enricher");
     let report = chat_analytics::worker::reenrich(&db.pool, &enricher, None)
         .await
         .expect("reenrich runs");

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::header::{CONTENT_TYPE, USER_AGENT};
+use hyper::header::{HeaderValue, CONTENT_TYPE, USER_AGENT};
 use hyper::{Method, Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -33,7 +33,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// answer to a call that already timed out is dropped quietly instead of
 /// counting as a protocol error against the connection.
 const H2_REMEMBERED_RESETS: usize = 16_384;
-/// A ping on an idle HTTP/2 connection notices a dead peer before a call does.
+/// While calls are in flight, a ping this often notices a dead HTTP/2 peer.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// The request body of the NLP contract.
@@ -100,13 +100,15 @@ impl NlpClient {
             lang_hint: &self.lang_hint,
         };
         let body = serde_json::to_vec(&body).map_err(|e| AttemptError::Decode(e.to_string()))?;
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(self.url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .header(USER_AGENT, "chat-analytics-enrich")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| AttemptError::Connect(e.to_string()))?;
+        let mut request = Request::new(Full::new(Bytes::from(body)));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.url.clone();
+        let headers = request.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static("chat-analytics-enrich"),
+        );
         let response = self
             .http
             .request(request)

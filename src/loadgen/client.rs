@@ -591,7 +591,7 @@ pub async fn run_connection(
             started,
             completed: Instant::now(),
             outcome,
-            ids: if ctx.collect_ids { ids } else { Vec::new() },
+            ids,
             open: slot.is_some(),
             reconnected,
         };
@@ -604,23 +604,24 @@ pub async fn run_connection(
     }
 }
 
-/// The request bytes for `job` from `bot`, and the message ids inside.
+/// The request bytes for `job` from `bot`, and the message ids inside
+/// (empty unless `ctx.collect_ids`).
 fn build_request(ctx: &ConnContext, bot: u32, job: Job) -> (Vec<u8>, Vec<Uuid>) {
     let count = ctx.batch.max(1) as usize;
     let mut body = Vec::with_capacity(256 * count);
-    let mut ids = Vec::with_capacity(count);
     let specs: Vec<MessageSpec> = (0..count)
-        .map(|i| {
-            let id = Uuid::now_v7();
-            ids.push(id);
-            MessageSpec {
-                id,
-                bot,
-                seq: job.seq * count as u64 + i as u64,
-                sent_at: job.sent_at,
-            }
+        .map(|i| MessageSpec {
+            id: Uuid::now_v7(),
+            bot,
+            seq: job.seq * count as u64 + i as u64,
+            sent_at: job.sent_at,
         })
         .collect();
+    let ids = if ctx.collect_ids {
+        specs.iter().map(|s| s.id).collect()
+    } else {
+        Vec::new()
+    };
     if ctx.batch == 0 {
         payload::write_message(&mut body, &specs[0]);
     } else {

@@ -280,7 +280,7 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
         processes, duration_s = args.duration, "load run starting"
     );
 
-    let (parts, wall_start) = if processes > 1 {
+    let (mut parts, wall_start) = if processes > 1 {
         drop(target);
         let ramp = Duration::from_secs_f64(
             f64::from(args.connections) / f64::from(args.connect_rate.max(1)),
@@ -315,7 +315,11 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
             failures: format!("{:?}", connections.failed),
         });
     }
-    let raws: Vec<_> = parts.iter().map(|p| p.raw.clone()).collect();
+    // Nothing reads `p.raw` after this: move the figures rather than copy.
+    let raws: Vec<_> = parts
+        .iter_mut()
+        .map(|p| std::mem::take(&mut p.raw))
+        .collect();
     let results = report::summarize(&raws, args.duration);
     let (e2e, e2e_error) = match &args.postgres_url {
         Some(url) => {

@@ -111,24 +111,15 @@ impl SecondBucket {
     }
 
     fn stats(&self, second: u32) -> SecondStats {
-        let q = |q: f64| {
-            if self.latency.is_empty() {
-                0.0
-            } else {
-                self.latency.value_at_quantile(q) as f64 / 1000.0
-            }
-        };
+        // Same quantiles, units and zeros-when-empty as the old inline code.
+        let p = Percentiles::of_micros(&self.latency);
         SecondStats {
             second,
             completed: self.completed,
             accepted_messages: self.accepted_messages,
-            p50_ms: q(0.5),
-            p99_ms: q(0.99),
-            max_ms: if self.latency.is_empty() {
-                0.0
-            } else {
-                self.latency.max() as f64 / 1000.0
-            },
+            p50_ms: p.p50,
+            p99_ms: p.p99,
+            max_ms: p.max,
             throttled: self.throttled,
             errors: self.errors,
         }
@@ -182,11 +173,6 @@ impl Recorder {
         }
     }
 
-    /// The schedule this recorder measures against.
-    pub fn schedule(&self) -> &Schedule {
-        &self.schedule
-    }
-
     /// Records one finished request. Warm-up requests are counted apart and
     /// otherwise ignored.
     pub fn record(&mut self, done: Completion) {
@@ -203,7 +189,10 @@ impl Recorder {
             .saturating_duration_since(self.measured_start);
         let second = since_start.as_secs() as usize;
         let in_window = since_start <= self.window;
-        let bucket = self.bucket(second);
+        if self.seconds.len() <= second {
+            self.seconds.resize_with(second + 1, SecondBucket::new);
+        }
+        let bucket = &mut self.seconds[second];
         bucket.completed += 1;
         match done.outcome {
             Outcome::Answered(r) => {
@@ -214,7 +203,6 @@ impl Recorder {
                         if in_window {
                             self.accepted_in_window += messages;
                         }
-                        let bucket = self.bucket(second);
                         bucket.accepted_messages += messages;
                         bucket.latency.saturating_record(latency_us);
                         self.latency.saturating_record(latency_us);
@@ -223,33 +211,26 @@ impl Recorder {
                             self.accepted_ids.extend_from_slice(&done.ids);
                         }
                     }
-                    THROTTLED => {
-                        self.bucket(second).throttled += 1;
+                    THROTTLED | 503 => {
+                        // A 429 is throttling, a 503 an error; both promise
+                        // a Retry-After.
+                        if r.status == THROTTLED {
+                            bucket.throttled += 1;
+                        } else {
+                            bucket.errors += 1;
+                        }
                         if !r.retry_after {
                             self.retry_after_missing += 1;
                         }
                     }
-                    503 => {
-                        self.bucket(second).errors += 1;
-                        if !r.retry_after {
-                            self.retry_after_missing += 1;
-                        }
-                    }
-                    _ => self.bucket(second).errors += 1,
+                    _ => bucket.errors += 1,
                 }
             }
             Outcome::Failed(kind) => {
                 *self.failures.entry(kind.label()).or_insert(0) += 1;
-                self.bucket(second).errors += 1;
+                bucket.errors += 1;
             }
         }
-    }
-
-    fn bucket(&mut self, second: usize) -> &mut SecondBucket {
-        if self.seconds.len() <= second {
-            self.seconds.resize_with(second + 1, SecondBucket::new);
-        }
-        &mut self.seconds[second]
     }
 
     /// Number of measured requests recorded so far.

@@ -64,11 +64,6 @@ impl Schedule {
         self.start
     }
 
-    /// Requests per second.
-    pub fn rate(&self) -> f64 {
-        self.rate
-    }
-
     /// Number of requests in the whole schedule, warm-up included.
     pub fn total(&self) -> u64 {
         self.total

@@ -345,13 +345,7 @@ impl Faults {
 
     /// Replaces the settings; requests that start afterwards see them.
     pub fn set(&self, settings: FaultSettings) {
-        // The guarded data is `()`, so a poisoned lock protects nothing broken.
-        let _writer = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        self.store(settings);
+        let _ = self.update(|_| Ok::<_, std::convert::Infallible>(settings));
     }
 
     /// Read-modify-write under the writer lock, so two concurrent partial
@@ -360,6 +354,7 @@ impl Faults {
         &self,
         change: impl FnOnce(FaultSettings) -> Result<FaultSettings, E>,
     ) -> Result<FaultSettings, E> {
+        // The guarded data is `()`, so a poisoned lock protects nothing broken.
         let _writer = self
             .inner
             .writer

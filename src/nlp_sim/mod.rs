@@ -7,8 +7,8 @@
 //! slow, failing or silent on demand, at start-up (flags) or at run time
 //! (`POST /admin/faults`).
 //!
-//! It is its own small world: it imports nothing from the rest of the crate,
-//! so the folder can be copied into another project as it is.
+//! It shares only the listener binder and the JSON response helper of
+//! `http_server` with the rest of the crate.
 //!
 //! # Layout
 //!
@@ -17,7 +17,7 @@
 //! - [`lexicon`]: the word lists under `data/`, embedded in the binary.
 //! - [`faults`]: the knobs ([`FaultSettings`], shared as [`Faults`]) and the
 //!   per-request [`Plan`] drawn from them.
-//! - [`server`]: hyper HTTP/1 accept loop, connections, routes.
+//! - [`server`]: hyper accept loop (HTTP/1.1 and h2c), connections, routes.
 //!
 //! A request flows `server` → `faults` (delay, then hang / 500 / go on) →
 //! `analysis` (which reads `lexicon`) → JSON back out.

@@ -26,11 +26,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW};
 use hyper::service::Service;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use rand::rngs::SmallRng;
@@ -45,6 +45,7 @@ use super::analysis::analyze;
 use super::faults::{Faults, Outcome, Plan};
 use super::lexicon::Lexicon;
 use super::NlpSimError;
+use crate::http_server::{json_response, HttpResponse};
 
 /// Largest request body accepted. Chat messages are at most 4,096
 /// characters; this leaves room for escapes and multi-byte text while
@@ -60,8 +61,6 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// its calls (≈2,500 in flight) over one connection; hyper's default of 200
 /// would queue the rest on the client.
 const MAX_CONCURRENT_STREAMS: u32 = 10_000;
-
-type HttpResponse = Response<Full<Bytes>>;
 
 /// An injected hang was released by shutdown. Returned as the service error
 /// so hyper drops the connection without ever answering, as a hang should.
@@ -486,30 +485,12 @@ fn error_response(
     )
 }
 
-fn json_response<T: Serialize>(status: StatusCode, value: &T) -> HttpResponse {
-    let (status, body) = match serde_json::to_vec(value) {
-        Ok(body) => (status, Bytes::from(body)),
-        // Our types always serialise; answer honestly if that ever changes.
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Bytes::from_static(
-                br#"{"error":{"code":"internal","message":"could not encode the response"}}"#,
-            ),
-        ),
-    };
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
 /// Lets the tests call `App::handle` directly with in-memory bodies, to
 /// test routing and fault plans without sockets.
 #[cfg(test)]
 pub(super) mod testing {
     use super::*;
+    use http_body_util::Full;
 
     /// An `App` with the embedded lexicon; `stop` plays the server's
     /// shutdown signal.

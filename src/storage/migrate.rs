@@ -69,9 +69,18 @@ pub async fn prepare_database(
     partitions: &super::partitions::PartitionSettings,
 ) -> Result<PreparedDatabase, StorageError> {
     let applied = migrate(pool).await?;
-    let maintainer = super::partitions::PartitionMaintainer::new(pool.clone(), partitions.clone());
-    let created = maintainer.ensure(chrono::Utc::now().date_naive()).await?;
-    let mut client = pool.get().await?;
+    // One connection for both steps; a pool failure is reported as the partition step's,
+    // as it was when that step checked out its own.
+    let mut client = pool
+        .get()
+        .await
+        .map_err(super::partitions::PartitionError::Pool)?;
+    let created = super::partitions::ensure_partitions(
+        &mut client,
+        chrono::Utc::now().date_naive(),
+        partitions.ahead_days,
+    )
+    .await?;
     super::partitions::set_full_text_search(&mut client, storage.full_text_search).await?;
     Ok(PreparedDatabase {
         migrations_applied: applied,

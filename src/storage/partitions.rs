@@ -41,13 +41,8 @@ use tokio_postgres::{Client, GenericClient, Transaction};
 
 /// The partitioned table the partitions belong to (created by `sql/0001_messages.sql`).
 pub const PARENT_TABLE: &str = "messages";
-/// Catch-all partition for rows whose day has no partition.
-pub const DEFAULT_PARTITION: &str = "messages_default";
 /// The full-text-search index on `messages.text`; see [`set_full_text_search`].
 pub const FTS_INDEX: &str = "messages_text_fts_idx";
-/// How often [`PartitionMaintainer::run_until`] runs when the caller has no opinion:
-/// partitions exist `ahead_days` in advance, so an hourly pass has days of slack.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
 
 const PARTITION_PREFIX: &str = "messages_p";
 
@@ -265,6 +260,21 @@ fn db(partition: &str, step: Step) -> impl FnOnce(tokio_postgres::Error) -> Part
     move |source| PartitionError::Db {
         partition: partition.to_owned(),
         step,
+        source,
+    }
+}
+
+/// Builds the `map_err` closure for a file-system step of archiving `partition` at
+/// `path`.
+fn archive_err<'a>(
+    partition: &'a str,
+    step: ArchiveStep,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> PartitionError + 'a {
+    move |source| PartitionError::Archive {
+        partition: partition.to_owned(),
+        step,
+        path: path.to_owned(),
         source,
     }
 }
@@ -761,21 +771,16 @@ fn create_temp_file(
     dir: &Path,
     temp_path: &Path,
 ) -> Result<std::fs::File, PartitionError> {
-    let archive_error = |step, path: &Path| {
-        let (partition, path) = (partition.to_owned(), path.to_owned());
-        move |source| PartitionError::Archive {
-            partition,
-            step,
-            path,
-            source,
-        }
-    };
-    std::fs::create_dir_all(dir).map_err(archive_error(ArchiveStep::CreateDir, dir))?;
+    std::fs::create_dir_all(dir).map_err(archive_err(partition, ArchiveStep::CreateDir, dir))?;
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(temp_path)
-        .map_err(archive_error(ArchiveStep::CreateTempFile, temp_path))
+        .map_err(archive_err(
+            partition,
+            ArchiveStep::CreateTempFile,
+            temp_path,
+        ))
 }
 
 /// Reads the COPY stream and hands it to the writer in chunks of ~64 KiB (Postgres sends
@@ -825,14 +830,7 @@ fn write_gzip(
     file: std::fs::File,
     mut receiver: mpsc::Receiver<Vec<u8>>,
 ) -> Result<(u64, u64), PartitionError> {
-    let archive_error = |step| {
-        move |source| PartitionError::Archive {
-            partition: partition.to_owned(),
-            step,
-            path: temp_path.to_owned(),
-            source,
-        }
-    };
+    let archive_error = |step| archive_err(partition, step, temp_path);
     let mut counter = CsvRecordCounter::default();
     let mut gzip = GzEncoder::new(
         BufWriter::with_capacity(EXPORT_CHUNK_BYTES, file),
@@ -872,19 +870,14 @@ async fn publish(
         dir.to_owned(),
     );
     let result = run_blocking(partition, move || {
-        let archive_error = |step, path: &Path| {
-            let (partition, path) = (owned_partition.clone(), path.to_owned());
-            move |source| PartitionError::Archive {
-                partition,
-                step,
-                path,
-                source,
-            }
-        };
-        std::fs::rename(&temp, &dest).map_err(archive_error(ArchiveStep::Rename, &dest))?;
+        std::fs::rename(&temp, &dest).map_err(archive_err(
+            &owned_partition,
+            ArchiveStep::Rename,
+            &dest,
+        ))?;
         std::fs::File::open(&dir)
             .and_then(|d| d.sync_all())
-            .map_err(archive_error(ArchiveStep::SyncDir, &dir))
+            .map_err(archive_err(&owned_partition, ArchiveStep::SyncDir, &dir))
     })
     .await
     .and_then(|result| result);
@@ -1044,11 +1037,6 @@ impl PartitionMaintainer {
     /// A maintainer on `pool`; call [`PartitionSettings::validate`] first (config load).
     pub fn new(pool: Pool, settings: PartitionSettings) -> Self {
         PartitionMaintainer { pool, settings }
-    }
-
-    /// The settings it runs with (for the `partitions` command's report).
-    pub fn settings(&self) -> &PartitionSettings {
-        &self.settings
     }
 
     /// Creates the partitions ahead only (what `migrate` needs before writes start).

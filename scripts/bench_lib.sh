@@ -1,0 +1,27 @@
+# shellcheck shell=bash
+# Shared by scripts/bench.sh and scripts/bench_ceilings.sh (sourced; they set `say`).
+
+# Drops database $1 as user chat. A plain DROP cancels an autovacuum worker on it (likely
+# right after heavy inserts), which WITH (FORCE) refuses to do for a non-superuser; FORCE
+# is the fallback for stray sessions. Fails, with the server's message, if nothing worked.
+drop_db() {
+    local db="$1" attempt
+    for attempt in 1 2 3; do
+        PGPASSWORD=chat psql -X -q -h 127.0.0.1 -U chat -d postgres \
+            -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 && return 0
+        PGPASSWORD=chat psql -X -q -h 127.0.0.1 -U chat -d postgres \
+            -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 && return 0
+        sleep "$attempt"
+    done
+    PGPASSWORD=chat psql -X -q -h 127.0.0.1 -U chat -d postgres \
+        -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+}
+
+# Waits up to 60 s for $1 to answer 2xx.
+wait_http() {
+    local url="$1" deadline=$((SECONDS + 60))
+    until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+        [ "$SECONDS" -lt "$deadline" ] || { say "$url did not answer within 60 s"; return 1; }
+        sleep 0.2
+    done
+}
