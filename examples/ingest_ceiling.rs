@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chat_analytics::config::Settings;
-use chat_analytics::http_server::{self, serve};
+use chat_analytics::http_server::{self, serve, Connections};
 use chat_analytics::ingest::{Admission, ApiKeys, IngestApi};
 use chat_analytics::queue::{Delivery, PublishError, Publisher};
 use chat_analytics::telemetry::{HealthChecks, Metrics};
@@ -50,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
         "ingest-ceiling",
         listener,
         api,
+        Connections::unmetered(),
         shutdown,
         Duration::from_secs(2),
     )

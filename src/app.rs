@@ -5,12 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::http_server;
+use crate::http_server::{self, Connections};
 use crate::ingest::{Admission, ApiKeys, AuthConfigError, IngestApi};
 use crate::queue::{KafkaPublisher, ProducerError};
 use crate::storage::{connect_pool, PostgresProbe, StorageError};
@@ -63,6 +62,7 @@ pub enum StartupError {
 struct Api {
     handler: Arc<IngestApi<KafkaPublisher>>,
     listener: Arc<TcpListener>,
+    connections: Connections,
     publisher: KafkaPublisher,
 }
 
@@ -73,6 +73,7 @@ pub struct App {
     admin: Arc<AdminHandler>,
     admin_listener: Arc<TcpListener>,
     restarts: prometheus::IntCounterVec,
+    admin_connections: Connections,
     shutdown: CancellationToken,
     grace: Duration,
 }
@@ -123,18 +124,21 @@ impl App {
                     shutdown.clone(),
                 ),
                 listener: Arc::new(bind("api", settings.api_addr(), settings.api.reuse_port)?),
+                connections: metrics.connections("api_server"),
                 publisher,
             }),
             None => None,
         };
         let admin_listener = Arc::new(bind("admin", settings.admin_addr(), false)?);
         let restarts = metrics.component_restarts.clone();
+        let admin_connections = metrics.connections("admin_server");
         Ok(App {
             api,
             worker,
             admin: AdminHandler::new(metrics, health),
             admin_listener,
             restarts,
+            admin_connections,
             shutdown,
             grace: Duration::from_millis(settings.shutdown.grace_ms),
         })
@@ -156,6 +160,7 @@ impl App {
             "admin_server",
             self.admin_listener,
             self.admin,
+            self.admin_connections,
             self.restarts.clone(),
             self.shutdown.clone(),
             self.grace,
@@ -188,12 +193,12 @@ async fn supervised_server<H: http_server::HttpHandler>(
     component: &'static str,
     listener: Arc<TcpListener>,
     handler: Arc<H>,
+    connections: Connections,
     restarts: prometheus::IntCounterVec,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    let graceful = Arc::new(GracefulShutdown::new());
-    let watcher = graceful.clone();
+    let watched = connections.clone();
     let stop = shutdown.clone();
     // `supervise` owns (and drops on return) the only other handle on the listener.
     supervise(component, restarts, shutdown, move || {
@@ -201,12 +206,12 @@ async fn supervised_server<H: http_server::HttpHandler>(
             component,
             listener.clone(),
             handler.clone(),
-            watcher.clone(),
+            watched.clone(),
             stop.clone(),
         )
     })
     .await;
-    http_server::drain(component, graceful, grace).await;
+    http_server::drain(component, connections, grace).await;
 }
 
 async fn serve_api(
@@ -221,6 +226,7 @@ async fn serve_api(
         "api_server",
         api.listener,
         api.handler,
+        api.connections,
         restarts,
         shutdown,
         grace,

@@ -11,7 +11,9 @@ use chat_analytics::config::ApiKeySettings;
 use chat_analytics::ingest::hash_key;
 use futures::future::join_all;
 use serde_json::json;
-use support::{by_message_id, create_topic, read_topic, test_settings, TestApp};
+use support::{
+    by_message_id, create_topic, metric_value, read_topic, scrape, test_settings, TestApp,
+};
 use tokio_util::sync::CancellationToken;
 
 async fn spawn_default() -> TestApp {
@@ -569,5 +571,40 @@ async fn shutdown_closes_the_listener_while_requests_in_flight_finish() {
         "a new connection during the drain must be refused, not left to be reset"
     );
     assert_eq!(in_flight.await.expect("task"), 202);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_bot_connection_is_parked_reused_and_closed_at_shutdown() {
+    let app = spawn_default().await;
+    let series =
+        |state: &str| format!(r#"http_connections{{server="api_server",state="{state}"}}"#);
+    for n in 0..3 {
+        let response = app
+            .post(
+                "/v1/messages",
+                &json!({"bot_id": "keeper", "text": format!("message {n}")}),
+            )
+            .await;
+        assert_eq!(response.status(), 202);
+        // The keep-alive connection is handed back from hyper once the answer is out.
+        let mut counts = (0.0, 0.0);
+        for _ in 0..100 {
+            let page = scrape(&app.admin).await;
+            counts = (
+                metric_value(&page, &series("parked")),
+                metric_value(&page, &series("active")),
+            );
+            if counts == (1.0, 0.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // One parked connection after each message: the client reused it every time.
+        assert_eq!(counts, (1.0, 0.0), "after message {n}");
+    }
+    let records = read_topic(&app.topic, 3, Duration::from_secs(20)).await;
+    assert_eq!(records.len(), 3);
+    // The client still holds its idle connection; stopping must not wait for it.
     app.stop().await;
 }

@@ -2,11 +2,12 @@
 //! fixed contract with dashboards and alert rules).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::enrich::EnrichMetrics;
+use crate::http_server::Connections;
 
 /// Latency buckets for request and produce paths: 1 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -35,6 +36,7 @@ pub struct Metrics {
     pub component_restarts: IntCounterVec,
     pub end_to_end_latency: Histogram,
     pub consumer_paused: IntGauge,
+    pub http_connections: IntGaugeVec,
 }
 
 impl Metrics {
@@ -124,7 +126,15 @@ impl Metrics {
         registry.register(Box::new(moderation_hits.clone()))?;
         registry.register(Box::new(component_restarts.clone()))?;
         registry.register(Box::new(end_to_end_latency.clone()))?;
+        let http_connections = IntGaugeVec::new(
+            Opts::new(
+                "http_connections",
+                "Open client connections, by server and state (active: served by hyper; parked: idle, holding no buffers)",
+            ),
+            &["server", "state"],
+        )?;
         registry.register(Box::new(consumer_paused.clone()))?;
+        registry.register(Box::new(http_connections.clone()))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
@@ -144,7 +154,16 @@ impl Metrics {
             component_restarts,
             end_to_end_latency,
             consumer_paused,
+            http_connections,
         })
+    }
+
+    /// The connection gauges of one HTTP server.
+    pub fn connections(&self, server: &str) -> Connections {
+        Connections::new(
+            self.http_connections.with_label_values(&[server, "active"]),
+            self.http_connections.with_label_values(&[server, "parked"]),
+        )
     }
 
     pub fn registry(&self) -> &Registry {

@@ -1,30 +1,26 @@
-//! The HTTP/1.1 accept loop shared by the ingest API and the admin listener: keep-alive
-//! connections, and on shutdown no new connections while in-flight requests finish
-//! within the grace period.
+//! The HTTP/1.1 server shared by the ingest API and the admin listener: keep-alive
+//! connections that hold no buffers while idle, and on shutdown no new connections
+//! while in-flight requests finish within the grace period.
 
-use std::convert::Infallible;
+mod connection;
+mod framing;
+mod parking;
+
+pub use connection::Connections;
+
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
-use crate::supervisor::catch_panic;
-
 pub type HttpResponse = Response<Full<Bytes>>;
-
-type InFlight = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
 
 /// One request in, one complete response out.
 pub trait HttpHandler: Send + Sync + 'static {
@@ -59,33 +55,31 @@ pub async fn serve<H: HttpHandler>(
     name: &'static str,
     listener: TcpListener,
     handler: Arc<H>,
+    connections: Connections,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    let graceful = Arc::new(GracefulShutdown::new());
     accept(
         name,
         Arc::new(listener),
         handler,
-        graceful.clone(),
+        connections.clone(),
         shutdown,
     )
     .await;
-    drain(name, graceful, grace).await;
+    drain(name, connections, grace).await;
 }
 
 /// Accepts connections and serves them until `shutdown` fires. The listener and the
-/// drain's watcher are shared so a supervisor can restart this loop on the same socket
+/// connection set are shared so a supervisor can restart this loop on the same socket
 /// without losing track of the connections the earlier run opened.
 pub async fn accept<H: HttpHandler>(
     name: &'static str,
     listener: Arc<TcpListener>,
     handler: Arc<H>,
-    graceful: Arc<GracefulShutdown>,
+    connections: Connections,
     shutdown: CancellationToken,
 ) {
-    let mut builder = http1::Builder::new();
-    builder.keep_alive(true);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -102,48 +96,18 @@ pub async fn accept<H: HttpHandler>(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(server = name, error = %err, "set_nodelay failed");
         }
-        let handler = handler.clone();
-        let service = service_fn(move |req| {
-            let handler = handler.clone();
-            // Boxed: hyper keeps room for one in-flight future in every connection for
-            // as long as it is open, so an unboxed handler future would cost its whole
-            // size on each idle keep-alive connection (docs/BENCHMARKS.md).
-            let in_flight: InFlight = Box::pin(async move {
-                // A bug in one request's handling answers 500 instead of dropping the
-                // connection without a word.
-                let response = catch_panic(handler.handle(req))
-                    .await
-                    .unwrap_or_else(|panic| {
-                        tracing::error!(server = name, %panic, "request handler panicked");
-                        internal_error()
-                    });
-                Ok::<_, Infallible>(response)
-            });
-            in_flight
-        });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(server = name, error = %err, "connection ended with an error");
-            }
-        });
+        connections.open(name, stream, handler.clone());
     }
 }
 
-/// Waits, for at most `grace`, until every connection `accept` opened has finished its
-/// request in progress. Call it once the listener is closed (every `accept` has returned
-/// and its socket is dropped), so no new connection lands on a server that is going away.
-pub async fn drain(name: &'static str, graceful: Arc<GracefulShutdown>, grace: Duration) {
-    let Ok(graceful) = Arc::try_unwrap(graceful) else {
-        tracing::warn!(
-            server = name,
-            "an accept loop is still running; not draining"
-        );
-        return;
-    };
+/// Closes every connection `accept` opened: idle ones at once, busy ones once their
+/// request in progress is answered, waiting at most `grace`. Call it once the listener
+/// is closed (every `accept` has returned and its socket is dropped), so no new
+/// connection lands on a server that is going away.
+pub async fn drain(name: &'static str, connections: Connections, grace: Duration) {
     tracing::info!(server = name, "stopped accepting; draining connections");
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!(server = name, "all connections drained"),
+        () = connections.close_all() => tracing::info!(server = name, "all connections drained"),
         () = tokio::time::sleep(grace) => {
             tracing::warn!(server = name, ?grace, "grace period over with connections still open");
         }
@@ -168,3 +132,6 @@ fn internal_error() -> HttpResponse {
         &serde_json::json!({"error": {"code": "internal_error", "message": "the server failed to handle this request", "field": null}}),
     )
 }
+
+#[cfg(test)]
+mod tests;
