@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
-use crate::http_server::{self, Connections};
+use crate::config::{ApiSettings, Settings};
+use crate::http_server::{self, ConnectionTimeouts, Connections};
 use crate::ingest::{Admission, ApiKeys, AuthConfigError, IngestApi};
 use crate::queue::{KafkaPublisher, ProducerError};
 use crate::storage::{connect_pool, PostgresProbe, StorageError};
@@ -124,7 +124,9 @@ impl App {
                     shutdown.clone(),
                 ),
                 listener: Arc::new(bind("api", settings.api_addr(), settings.api.reuse_port)?),
-                connections: metrics.connections("api_server"),
+                connections: metrics
+                    .connections("api_server")
+                    .with_timeouts(connection_timeouts(&settings.api)),
                 publisher,
             }),
             None => None,
@@ -242,6 +244,13 @@ async fn serve_api(
         Err(err) => tracing::error!(error = %err, "producer flush incomplete"),
     }
     housekeeping.abort();
+}
+
+fn connection_timeouts(api: &ApiSettings) -> ConnectionTimeouts {
+    ConnectionTimeouts {
+        idle: (api.idle_timeout_secs > 0).then(|| Duration::from_secs(api.idle_timeout_secs)),
+        header_read: Duration::from_secs(api.header_read_timeout_secs),
+    }
 }
 
 fn bind(

@@ -75,6 +75,8 @@ pub struct ApiSettings {
     pub per_bot_rate_per_sec: u32,
     pub per_bot_burst: u32,
     pub reuse_port: bool,
+    pub idle_timeout_secs: u64,
+    pub header_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -225,6 +227,20 @@ impl Settings {
         parse_listen("api.listen", &self.api.listen)?;
         parse_listen("admin.listen", &self.admin.listen)?;
         positive("api.max_body_bytes", self.api.max_body_bytes)?;
+        if !(1..=3_600).contains(&self.api.header_read_timeout_secs) {
+            return Err(ConfigError::invalid(
+                "api.header_read_timeout_secs",
+                self.api.header_read_timeout_secs,
+                "must be from 1 to 3600",
+            ));
+        }
+        if self.api.idle_timeout_secs > 604_800 {
+            return Err(ConfigError::invalid(
+                "api.idle_timeout_secs",
+                self.api.idle_timeout_secs,
+                "must be at most 604800 (a week); 0 keeps idle connections forever",
+            ));
+        }
         if !(1..=10_000).contains(&self.api.max_batch_messages) {
             return Err(ConfigError::invalid(
                 "api.max_batch_messages",
@@ -519,6 +535,30 @@ mod tests {
             err.to_string().contains("partitions.retention_days"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn connection_timeouts_are_bounded() {
+        for (key, value) in [
+            ("CHAT_ANALYTICS__API__HEADER_READ_TIMEOUT_SECS", "0"),
+            ("CHAT_ANALYTICS__API__HEADER_READ_TIMEOUT_SECS", "86400"),
+            (
+                "CHAT_ANALYTICS__API__IDLE_TIMEOUT_SECS",
+                "18446744073709551615",
+            ),
+        ] {
+            let err = Settings::load_from(None, env(&[(key, value)])).expect_err("must fail");
+            let name = key
+                .trim_start_matches("CHAT_ANALYTICS__API__")
+                .to_lowercase();
+            assert!(err.to_string().contains(&format!("api.{name}")), "{err}");
+        }
+        let never = Settings::load_from(
+            None,
+            env(&[("CHAT_ANALYTICS__API__IDLE_TIMEOUT_SECS", "0")]),
+        )
+        .expect("0 keeps idle connections");
+        assert_eq!(never.api.idle_timeout_secs, 0);
     }
 
     #[test]

@@ -33,7 +33,7 @@ const FIXED_METRICS: &[&str] = &[
 ];
 
 /// Metrics the service exports beyond the fixed set.
-const EXTRA_METRICS: &[&str] = &["consumer_paused"];
+const EXTRA_METRICS: &[&str] = &["consumer_paused", "http_connections"];
 
 /// The fixed metrics that are histograms, queried through their `_bucket`, `_count` and
 /// `_sum` series.

@@ -6,10 +6,11 @@ use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::IntGauge;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -21,12 +22,33 @@ use crate::supervisor::catch_panic;
 
 type InFlight = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
 
+/// How long a client may keep a connection without using it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionTimeouts {
+    /// An idle keep-alive connection is closed after this long without a request
+    /// (`None`: never).
+    pub idle: Option<Duration>,
+    /// A request head must arrive in full within this long of its first byte, so a
+    /// client trickling bytes cannot hold a connection (and hyper's buffers) forever.
+    pub header_read: Duration,
+}
+
+impl Default for ConnectionTimeouts {
+    fn default() -> Self {
+        ConnectionTimeouts {
+            idle: Some(Duration::from_secs(300)),
+            header_read: Duration::from_secs(30),
+        }
+    }
+}
+
 /// The connections a server has open: tracked for the drain, told when to close, and
 /// counted (served by hyper, or parked) for the operators.
 #[derive(Clone)]
 pub struct Connections {
     tasks: TaskTracker,
     closing: CancellationToken,
+    timeouts: ConnectionTimeouts,
     active: IntGauge,
     parked: IntGauge,
 }
@@ -36,9 +58,15 @@ impl Connections {
         Connections {
             tasks: TaskTracker::new(),
             closing: CancellationToken::new(),
+            timeouts: ConnectionTimeouts::default(),
             active,
             parked,
         }
+    }
+
+    pub fn with_timeouts(mut self, timeouts: ConnectionTimeouts) -> Connections {
+        self.timeouts = timeouts;
+        self
     }
 
     /// For servers nobody monitors (tests, examples).
@@ -81,6 +109,7 @@ impl Connections {
             self.parked.inc();
             let woken = tokio::select! {
                 readable = io.readable() => readable.is_ok(),
+                () = idle_expiry(self.timeouts.idle) => false,
                 () = self.closing.cancelled() => false,
             };
             self.parked.dec();
@@ -121,6 +150,8 @@ impl Connections {
         });
         let mut conn = http1::Builder::new()
             .keep_alive(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.timeouts.header_read)
             .serve_connection(TokioIo::new(io), service);
         let closing = self.closing.cancelled();
         tokio::pin!(closing);
@@ -152,5 +183,13 @@ impl Connections {
             return None;
         }
         Some(io)
+    }
+}
+
+/// Resolves when a parked connection has been idle too long; never without a limit.
+async fn idle_expiry(limit: Option<Duration>) {
+    match limit {
+        Some(limit) => tokio::time::sleep(limit).await,
+        None => std::future::pending().await,
     }
 }

@@ -6,7 +6,7 @@ mod connection;
 mod framing;
 mod parking;
 
-pub use connection::Connections;
+pub use connection::{ConnectionTimeouts, Connections};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -42,6 +42,10 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(ConnectionTimeouts::default()).await
+}
+
+async fn start_with(timeouts: ConnectionTimeouts) -> Server {
     let listener = listen("127.0.0.1:0".parse().expect("address"), false).expect("listens");
     let addr = listener.local_addr().expect("bound");
     let active = IntGauge::new("active", "test").expect("gauge");
@@ -51,7 +55,7 @@ async fn start() -> Server {
         "test",
         listener,
         Arc::new(Echo),
-        Connections::new(active.clone(), parked.clone()),
+        Connections::new(active.clone(), parked.clone()).with_timeouts(timeouts),
         shutdown.clone(),
         Duration::from_secs(30),
     ));
@@ -259,4 +263,32 @@ async fn shutdown_closes_parked_connections_and_finishes_busy_ones() {
         .expect("the drain ends well before the grace period")
         .expect("the server task ends cleanly");
     assert_eq!((server.active.get(), server.parked.get()), (0, 0));
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let server = start_with(ConnectionTimeouts {
+        idle: Some(Duration::from_millis(200)),
+        header_read: Duration::from_secs(30),
+    })
+    .await;
+    let mut client = RawClient::connect(server.addr).await;
+    client.send(&post("/echo", "{}")).await;
+    assert_eq!(client.response().await.0, 200);
+    assert!(client.closed().await);
+    assert!(settles(&server.parked, 0).await);
+    assert_eq!(server.active.get(), 0);
+}
+
+#[tokio::test]
+async fn a_head_trickling_in_past_the_header_timeout_is_cut_off() {
+    let server = start_with(ConnectionTimeouts {
+        idle: None,
+        header_read: Duration::from_millis(200),
+    })
+    .await;
+    let mut client = RawClient::connect(server.addr).await;
+    client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\n").await;
+    assert!(client.closed().await);
+    assert!(settles(&server.active, 0).await);
 }

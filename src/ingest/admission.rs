@@ -105,6 +105,8 @@ mod tests {
             per_bot_rate_per_sec: rate,
             per_bot_burst: burst,
             reuse_port: false,
+            idle_timeout_secs: 300,
+            header_read_timeout_secs: 30,
         }
     }
 
