@@ -2,6 +2,8 @@
 
 mod envelope;
 mod producer;
+mod topic_check;
 
 pub use envelope::{encode_message, Envelope, EnvelopeError, ENVELOPE_VERSION};
 pub use producer::{Delivery, KafkaPublisher, ProducerError, PublishError, Publisher};
+pub use topic_check::check_topic;

@@ -11,6 +11,7 @@ use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
 use tokio::time::Instant;
 
+use super::check_topic;
 use crate::config::KafkaSettings;
 
 /// Where the broker stored a record.
@@ -103,19 +104,12 @@ impl KafkaPublisher {
     pub async fn check(&self, within: Duration) -> Result<(), String> {
         let producer = self.producer.clone();
         let topic = self.topic.clone();
-        let metadata = tokio::task::spawn_blocking(move || {
+        check_topic(&self.topic, move || {
             producer
                 .client()
                 .fetch_metadata(Some(&topic), Timeout::After(within))
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        match metadata.topics().first() {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
-            Some(t) => Err(format!("topic {} unavailable: {:?}", t.name(), t.error())),
-            None => Err(format!("topic {} not found", self.topic)),
-        }
     }
 }
 

@@ -21,6 +21,7 @@ use super::offsets::OffsetTracker;
 use super::pipeline::{Pipeline, PoolSlot};
 use crate::config::KafkaSettings;
 use crate::domain::SourcePosition;
+use crate::queue::check_topic;
 
 /// `[worker]` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -270,17 +271,11 @@ impl MessageConsumer {
     /// Health: the broker answers a metadata request for our topic.
     pub async fn check(self: Arc<Self>, within: Duration) -> Result<(), String> {
         let me = self.clone();
-        let metadata = tokio::task::spawn_blocking(move || {
+        check_topic(&self.topic, move || {
             me.consumer
                 .fetch_metadata(Some(&me.topic), rdkafka::util::Timeout::After(within))
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        match metadata.topics().first() {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
-            _ => Err(format!("topic {} not available", self.topic)),
-        }
     }
 
     /// Commits on a timer until `stop` fires.
