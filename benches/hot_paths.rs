@@ -7,7 +7,9 @@
 //!   maximum-size (4 KiB) message;
 //! - `worker`: the per-record envelope decode, and the JSON column values the batch
 //!   INSERT builds (`flagged_terms`, `metadata`). The INSERT itself needs a database
-//!   and is measured by `make bench`, not here.
+//!   and is measured by `make bench`, not here;
+//! - `nlp_sim`: the reference NLP server's analysis (sentiment, toxicity, language,
+//!   keywords) of the load generator's chat lines: it shares the bench machine's cores.
 //!
 //! Run with `cargo bench --bench hot_paths`. Timings are kept short (1 s warm-up, 3 s
 //! measurement, 30 samples) so the whole run takes about a minute.
@@ -18,7 +20,9 @@ use std::time::Duration;
 
 use chat_analytics::domain::{ChatMessage, NlpFields, ProcessedMessage, SourcePosition};
 use chat_analytics::ingest::{parse_batch, parse_single};
+use chat_analytics::loadgen::payload::chat_text;
 use chat_analytics::moderation::Moderator;
+use chat_analytics::nlp_sim::{analyze, Lexicon};
 use chat_analytics::queue::{encode_message, Envelope};
 use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -295,6 +299,22 @@ fn bench_worker(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_nlp_sim(c: &mut Criterion) {
+    let lexicon = Lexicon::embedded().expect("embedded word lists parse");
+    let texts: Vec<String> = (0..1_000).map(chat_text).collect();
+    let mut group = c.benchmark_group("nlp_sim");
+    group.throughput(Throughput::Elements(texts.len() as u64));
+    group.bench_function("analyze/1000_loadgen_lines", |b| {
+        b.iter(|| {
+            texts
+                .iter()
+                .map(|t| analyze(&lexicon, black_box(t), None))
+                .collect::<Vec<_>>()
+        })
+    });
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -305,6 +325,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = hot_paths;
     config = config();
-    targets = bench_ingest, bench_moderation, bench_worker
+    targets = bench_ingest, bench_moderation, bench_worker, bench_nlp_sim
 }
 criterion_main!(hot_paths);

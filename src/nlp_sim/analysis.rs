@@ -546,16 +546,16 @@ struct StopwordVotes {
 
 impl StopwordVotes {
     fn count(lexicon: &Lexicon, tokens: &[Token<'_>]) -> Self {
-        let mut hits: Vec<(&'static str, usize)> = lexicon
-            .stopword_languages()
-            .map(|language| {
-                let count = tokens
-                    .iter()
-                    .filter(|t| lexicon.is_stopword_in(language, &t.lower))
-                    .count();
-                (language, count)
-            })
-            .collect();
+        let mut hits: Vec<(&'static str, usize)> =
+            lexicon.stopword_languages().map(|l| (l, 0)).collect();
+        for token in tokens {
+            for language in lexicon.stopword_languages_of(&token.lower).iter() {
+                if let Some(hit) = hits.iter_mut().find(|(l, _)| *l == language) {
+                    hit.1 += 1;
+                }
+            }
+        }
+        // Stable: equal counts keep list order.
         hits.sort_by_key(|&(_, count)| std::cmp::Reverse(count));
         let words = tokens.iter().filter(|t| t.has_letter).count();
         Self { hits, words }

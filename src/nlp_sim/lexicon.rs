@@ -101,7 +101,32 @@ pub struct Lexicon {
     /// Keyed by first token; each list is sorted longest phrase first so the
     /// most specific match wins.
     toxic_phrases: HashMap<Box<str>, Vec<ToxicPhrase>>,
-    stopwords: HashMap<&'static str, HashSet<Box<str>>>,
+    /// Each stopword with the languages listing it, so one lookup per token
+    /// answers for every language.
+    stopwords: HashMap<Box<str>, Languages>,
+}
+
+/// A set of the languages with a stopword list, as bits in list order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Languages(u8);
+
+impl Languages {
+    pub fn contains(self, language: &str) -> bool {
+        stopword_index(language).is_some_and(|index| self.0 & (1 << index) != 0)
+    }
+
+    /// The languages in the set, in list order.
+    pub fn iter(self) -> impl Iterator<Item = &'static str> {
+        STOPWORDS
+            .iter()
+            .enumerate()
+            .filter(move |(index, _)| self.0 & (1 << index) != 0)
+            .map(|(_, (lang, _, _))| *lang)
+    }
+}
+
+fn stopword_index(language: &str) -> Option<usize> {
+    STOPWORDS.iter().position(|(lang, _, _)| *lang == language)
 }
 
 impl Lexicon {
@@ -111,9 +136,11 @@ impl Lexicon {
         let modifiers = parse_scored(MODIFIERS, -MAX_MODIFIER..=MAX_MODIFIER)?;
         let negators = parse_words(NEGATORS)?;
         let (toxic_words, toxic_phrases) = parse_toxicity(TOXICITY)?;
-        let mut stopwords = HashMap::new();
-        for (lang, file, text) in STOPWORDS {
-            stopwords.insert(lang, parse_words((file, text))?);
+        let mut stopwords: HashMap<Box<str>, Languages> = HashMap::new();
+        for (index, (_, file, text)) in STOPWORDS.into_iter().enumerate() {
+            for word in parse_words((file, text))? {
+                stopwords.entry(word).or_default().0 |= 1 << index;
+            }
         }
         Ok(Self {
             sentiment,
@@ -154,20 +181,14 @@ impl Lexicon {
     /// Whether a lowercased token is a stopword in English (always checked:
     /// chat in any language borrows English fillers) or in `language`.
     pub fn is_stopword(&self, language: &str, token: &str) -> bool {
-        let in_list = |lang: &str| {
-            self.stopwords
-                .get(lang)
-                .is_some_and(|list| list.contains(token))
-        };
-        in_list("en") || (language != "en" && in_list(language))
+        let languages = self.stopword_languages_of(token);
+        languages.contains("en") || languages.contains(language)
     }
 
-    /// Whether a lowercased token is a stopword of exactly `language`; used
-    /// to vote on the language of short texts.
-    pub fn is_stopword_in(&self, language: &str, token: &str) -> bool {
-        self.stopwords
-            .get(language)
-            .is_some_and(|list| list.contains(token))
+    /// The languages whose stopword list has this lowercased token; used to
+    /// vote on the language of short texts.
+    pub fn stopword_languages_of(&self, token: &str) -> Languages {
+        self.stopwords.get(token).copied().unwrap_or_default()
     }
 
     /// The ISO 639-1 codes that have a stopword list.
@@ -339,6 +360,11 @@ mod tests {
             "English fillers count everywhere"
         );
         assert!(!lexicon.is_stopword("en", "und"));
+        let de = lexicon.stopword_languages_of("und");
+        assert!(de.contains("de") && !de.contains("en"));
+        assert_eq!(lexicon.stopword_languages_of("zzyzx"), Languages::default());
+        let shared: Vec<_> = lexicon.stopword_languages_of("de").iter().collect();
+        assert!(shared.len() >= 2 && shared.contains(&"es"), "{shared:?}");
     }
 
     #[test]
