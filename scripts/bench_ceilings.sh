@@ -75,11 +75,8 @@ http_pid=
 cleanup() {
     if [ -n "$http_pid" ]; then kill -TERM "$http_pid" 2>/dev/null || true; wait "$http_pid" 2>/dev/null || true; fi
     if [ -n "$topic_created" ]; then
-        timeout 60 "$JAVA" -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
-            -Dlog4j2.configurationFile="$KAFKA_DIR/tools-log4j2.xml" -cp "$KAFKA_LIBS/*" \
-            org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --delete --topic "$TOPIC" \
-            >/dev/null 2>&1 || say "could not delete topic $TOPIC"
-        rm -f "$KAFKA_DIR/topics/$TOPIC"
+        timeout 60 scripts/infra.sh kafka-topic-delete "$TOPIC" >/dev/null 2>&1 \
+            || say "could not delete topic $TOPIC"
     fi
     if [ -n "$db_created" ]; then
         drop_db "$PG_DB" 2>/dev/null || say "could not drop database $PG_DB"

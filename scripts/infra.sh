@@ -11,6 +11,7 @@
 #   status                    one line per component: state, version, address
 #   is-up [kafka|postgres]    exit 0 when the component(s) answer clients, 1 otherwise
 #   kafka-topic NAME PARTS    create a topic (replication factor 1) if it does not exist
+#   kafka-topic-delete NAME   delete a topic if it exists
 #   kafka-stop [--kill]       stop the broker started here (SIGTERM, or SIGKILL with --kill)
 #   kafka-start               start it again and wait until it accepts clients
 #   postgres-stop [--immediate]  stop the cluster (fast shutdown, or crash-like with --immediate)
@@ -777,6 +778,22 @@ cmd_clean() {
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
+delete_topic() {
+    local topic="$1"
+    mkdir -p "$KAFKA_DIR/logs"
+    find_java
+    [ -n "$JAVA" ] || ensure_java
+    ensure_kafka_jars
+    [ -f "$KAFKA_DIR/tools-log4j2.xml" ] || write_kafka_config
+    if ! kafka_tool "$KAFKA_TOPIC_COMMAND" --bootstrap-server "$KAFKA_BOOTSTRAP" --delete --if-exists \
+            --topic "$topic" >"$KAFKA_DIR/logs/topic.log" 2>&1; then
+        cat "$KAFKA_DIR/logs/topic.log" >&2
+        die "could not delete topic $topic"
+    fi
+    rm -f "$KAFKA_DIR/topics/$topic"
+    say "topic $topic deleted"
+}
+
 main() {
     local cmd="${1:-}"
     [ $# -gt 0 ] && shift
@@ -790,6 +807,12 @@ main() {
             take_lock
             kafka_answers || die "Kafka does not answer on $KAFKA_BOOTSTRAP (run: $0 up kafka)"
             create_topic "$1" "$2"
+            ;;
+        kafka-topic-delete)
+            [ $# -eq 1 ] || die "usage: $0 kafka-topic-delete NAME"
+            take_lock
+            kafka_answers || die "Kafka does not answer on $KAFKA_BOOTSTRAP (run: $0 up kafka)"
+            delete_topic "$1"
             ;;
         kafka-stop)
             take_lock
