@@ -48,9 +48,21 @@ impl TestServer {
     }
 
     async fn analyze(&self, body: Value) -> reqwest::Response {
+        self.post_json("/v1/analyze", &body).await
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
         self.client
-            .post(self.url("/v1/analyze"))
-            .json(&body)
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request reaches the server")
+    }
+
+    async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
             .send()
             .await
             .expect("request reaches the server")
@@ -161,28 +173,13 @@ async fn a_missing_or_mistyped_field_is_named_in_the_400() {
 #[tokio::test]
 async fn health_is_200_and_unknown_routes_are_404() {
     let server = TestServer::start(0, 0.0, 0.0).await;
-    let health = server
-        .client
-        .get(server.url("/health"))
-        .send()
-        .await
-        .expect("health answers");
+    let health = server.get("/health").await;
     assert_eq!(health.status(), StatusCode::OK);
-    let missing = server
-        .client
-        .get(server.url("/v2/nothing"))
-        .send()
-        .await
-        .expect("404 answers");
+    let missing = server.get("/v2/nothing").await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let body: Value = missing.json().await.expect("JSON error body");
     assert!(is_error_body(&body, "not_found"));
-    let wrong_method = server
-        .client
-        .get(server.url("/v1/analyze"))
-        .send()
-        .await
-        .expect("405 answers");
+    let wrong_method = server.get("/v1/analyze").await;
     assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(wrong_method.headers()["allow"], "POST");
     server.stop().await;
@@ -191,13 +188,9 @@ async fn health_is_200_and_unknown_routes_are_404() {
 #[tokio::test]
 async fn admin_faults_reads_and_partially_updates_the_settings() {
     let server = TestServer::start(200, 0.0, 0.0).await;
-    let url = server.url("/admin/faults");
     let current: Value = server
-        .client
-        .get(&url)
-        .send()
+        .get("/admin/faults")
         .await
-        .expect("GET answers")
         .json()
         .await
         .expect("JSON settings");
@@ -207,12 +200,8 @@ async fn admin_faults_reads_and_partially_updates_the_settings() {
     );
 
     let response = server
-        .client
-        .post(&url)
-        .json(&json!({"error_rate": 0.25}))
-        .send()
-        .await
-        .expect("POST answers");
+        .post_json("/admin/faults", &json!({"error_rate": 0.25}))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let updated: Value = response.json().await.expect("JSON settings");
     assert_eq!(
@@ -226,20 +215,13 @@ async fn admin_faults_reads_and_partially_updates_the_settings() {
 #[tokio::test]
 async fn admin_faults_rejects_out_of_range_rates_naming_the_field() {
     let server = TestServer::start(200, 0.0, 0.0).await;
-    let url = server.url("/admin/faults");
     for (update, field) in [
         (json!({"hang_rate": 1.5}), "hang_rate"),
         (json!({"error_rate": -0.1, "latency_ms": 10}), "error_rate"),
         (json!({"latency_ms": "fast"}), "latency_ms"),
         (json!({"eror_rate": 0.1}), "eror_rate"),
     ] {
-        let response = server
-            .client
-            .post(&url)
-            .json(&update)
-            .send()
-            .await
-            .expect("POST answers");
+        let response = server.post_json("/admin/faults", &update).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{update}");
         let body: Value = response.json().await.expect("JSON error body");
         assert_eq!(body["error"]["field"], field, "{update}");
@@ -263,12 +245,7 @@ async fn at_error_rate_one_every_analysis_is_a_500() {
         let body: Value = response.json().await.expect("JSON error body");
         assert!(is_error_body(&body, "injected_fault"));
     }
-    let health = server
-        .client
-        .get(server.url("/health"))
-        .send()
-        .await
-        .expect("health answers");
+    let health = server.get("/health").await;
     assert_eq!(
         health.status(),
         StatusCode::OK,
@@ -283,12 +260,8 @@ async fn fault_changes_apply_to_the_next_request() {
     let ok = server.analyze(json!({"text": "fine"})).await;
     assert_eq!(ok.status(), StatusCode::OK);
     let response = server
-        .client
-        .post(server.url("/admin/faults"))
-        .json(&json!({"error_rate": 1.0}))
-        .send()
-        .await
-        .expect("POST answers");
+        .post_json("/admin/faults", &json!({"error_rate": 1.0}))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let failed = server.analyze(json!({"text": "fine"})).await;
     assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
