@@ -14,7 +14,8 @@
 //! - [`storage`]: Postgres pool and migrations.
 //! - [`nlp_sim`]: the reference NLP API server; [`loadgen`]: the load generator.
 //! - [`telemetry`]: metrics registry, health probes, the admin listener, logging.
-//! - [`http_server`]: the accept loop and graceful drain shared by both listeners.
+//! - [`http_server`]: the HTTP/1.1 server both listeners share: accept loop, idle
+//!   connections parked without buffers, timeouts, graceful drain.
 //! - [`config`]: the typed settings tree; [`cli`]: the command line;
 //!   [`app`]: assembles a role from settings; [`shutdown`]: the signal;
 //!   [`supervisor`]: restarts long-lived tasks that panic.
