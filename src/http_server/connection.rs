@@ -48,24 +48,30 @@ impl Default for ConnectionTimeouts {
 pub struct Connections {
     tasks: TaskTracker,
     closing: CancellationToken,
-    timeouts: ConnectionTimeouts,
+    idle_timeout: Option<Duration>,
+    /// Built once (every request burst starts a hyper connection); shared, since each
+    /// connection's task holds a copy of this struct.
+    http1: Arc<http1::Builder>,
     active: IntGauge,
     parked: IntGauge,
 }
 
 impl Connections {
     pub fn new(active: IntGauge, parked: IntGauge) -> Connections {
+        let timeouts = ConnectionTimeouts::default();
         Connections {
             tasks: TaskTracker::new(),
             closing: CancellationToken::new(),
-            timeouts: ConnectionTimeouts::default(),
+            idle_timeout: timeouts.idle,
+            http1: http1_builder(timeouts.header_read),
             active,
             parked,
         }
     }
 
     pub fn with_timeouts(mut self, timeouts: ConnectionTimeouts) -> Connections {
-        self.timeouts = timeouts;
+        self.idle_timeout = timeouts.idle;
+        self.http1 = http1_builder(timeouts.header_read);
         self
     }
 
@@ -109,7 +115,7 @@ impl Connections {
             self.parked.inc();
             let woken = tokio::select! {
                 readable = io.readable() => readable.is_ok(),
-                () = idle_expiry(self.timeouts.idle) => false,
+                () = idle_expiry(self.idle_timeout) => false,
                 () = self.closing.cancelled() => false,
             };
             self.parked.dec();
@@ -148,11 +154,7 @@ impl Connections {
             });
             in_flight
         });
-        let mut conn = http1::Builder::new()
-            .keep_alive(true)
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.timeouts.header_read)
-            .serve_connection(TokioIo::new(io), service);
+        let mut conn = self.http1.serve_connection(TokioIo::new(io), service);
         let closing = self.closing.cancelled();
         tokio::pin!(closing);
         let mut draining = false;
@@ -184,6 +186,15 @@ impl Connections {
         }
         Some(io)
     }
+}
+
+fn http1_builder(header_read: Duration) -> Arc<http1::Builder> {
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read);
+    Arc::new(builder)
 }
 
 /// Resolves when a parked connection has been idle too long; never without a limit.

@@ -56,11 +56,9 @@ impl RequestFraming {
             bytes = match self.state {
                 State::Untracked => return,
                 State::Body { left } => {
-                    let taken = left.min(bytes.len() as u64);
-                    self.expect_body(left - taken);
-                    bytes
-                        .get(usize::try_from(taken).unwrap_or(usize::MAX)..)
-                        .unwrap_or(&[])
+                    let taken = usize::try_from(left).map_or(bytes.len(), |l| l.min(bytes.len()));
+                    self.expect_body(left - taken as u64);
+                    &bytes[taken..]
                 }
                 State::Head => self.read_head(bytes),
             };

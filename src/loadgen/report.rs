@@ -111,7 +111,6 @@ impl SecondBucket {
     }
 
     fn stats(&self, second: u32) -> SecondStats {
-        // Same quantiles, units and zeros-when-empty as the old inline code.
         let p = Percentiles::of_micros(&self.latency);
         SecondStats {
             second,
