@@ -61,6 +61,11 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// its calls (≈2,500 in flight) over one connection; hyper's default of 200
 /// would queue the rest on the client.
 const MAX_CONCURRENT_STREAMS: u32 = 10_000;
+/// Streams a client may reset before the server has taken them up. A worker
+/// whose calls time out resets them; h2's default of 20 (a guard against
+/// rapid-reset floods) would end the connection, and with it every call in
+/// flight, the first time a busy server fell behind by 20 timed-out calls.
+const MAX_PENDING_ACCEPT_RESETS: usize = MAX_CONCURRENT_STREAMS as usize;
 
 /// An injected hang was released by shutdown. Returned as the service error
 /// so hyper drops the connection without ever answering, as a hang should.
@@ -164,7 +169,8 @@ async fn serve_connection(
     builder.http1().keep_alive(true).pipeline_flush(true);
     builder
         .http2()
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     let mut connection = pin!(connection);
     let result = tokio::select! {

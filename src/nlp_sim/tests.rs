@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use hyper::{Method, StatusCode};
+use bytes::Bytes;
+use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -41,6 +42,11 @@ impl TestServer {
             task,
             client: reqwest::Client::new(),
         }
+    }
+
+    /// The server's `host:port`.
+    fn address(&self) -> &str {
+        self.base.trim_start_matches("http://")
     }
 
     fn url(&self, path: &str) -> String {
@@ -375,4 +381,40 @@ async fn oversized_bodies_get_a_413() {
         .expect("answered");
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(is_error_body(&body_json(response).await, "body_too_large"));
+}
+
+/// A worker resets the HTTP/2 streams of calls that timed out, and on a busy
+/// server that can happen before the server has taken them up. h2's default
+/// guard against rapid-reset floods ends the connection after 20 such
+/// streams, which would fail every call in flight on it at once.
+#[tokio::test]
+async fn streams_reset_before_they_are_served_do_not_end_an_h2_connection() {
+    const RESET_STREAMS: usize = 500;
+    let server = TestServer::start(0, 0.0, 0.0).await;
+    let tcp = TcpStream::connect(server.address()).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.expect("connection ready");
+    let url = server.url("/v1/analyze");
+    // No await in the loop: every stream's HEADERS and its RST_STREAM leave in
+    // one write, so the server reads the resets before it can serve a stream.
+    for _ in 0..RESET_STREAMS {
+        let request = Request::post(url.as_str()).body(()).expect("request");
+        let (response, body) = client.send_request(request, false).expect("stream opened");
+        drop((response, body));
+    }
+    let request = Request::post(url.as_str())
+        .header("content-type", "application/json")
+        .body(())
+        .expect("request");
+    let (response, mut body) = client.send_request(request, false).expect("stream opened");
+    body.send_data(Bytes::from_static(br#"{"text": "still here"}"#), true)
+        .expect("body sent");
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("answered within 5 s")
+        .expect("the connection is still open");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!connection.is_finished(), "the connection ended");
+    server.stop().await;
 }
