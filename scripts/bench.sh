@@ -11,7 +11,7 @@
 # Knobs (environment): RATE (10000), DURATION (60 s), CONNECTIONS (2000, steady scenario),
 # MANY_CONNECTIONS (50000), MANY_RATE (2000), MANY_DURATION (30 s), SOURCE_IPS (4),
 # NLP_LATENCY_MS (200), NLP_HTTP2 (true), INGEST_PROCESSES (computed from the open-file limit),
-# INGEST_THREADS (1 when there are several ingest processes). Each run is
+# RUNTIME_THREADS (1: runtime threads of every process, `runtime.worker_threads`). Each run is
 # bounded in time; only loopback addresses are used.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -67,6 +67,9 @@ export CHAT_ANALYTICS__API__LISTEN="127.0.0.1:$API_PORT"
 export CHAT_ANALYTICS__ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT"
 export CHAT_ANALYTICS__DLQ__DIR="$OUT/dlq"
 export CHAT_ANALYTICS__LOG__LEVEL=warn
+# Seven processes on two cores: one runtime thread each spends less CPU on cross-thread
+# wake-ups and work-stealing than one per core (docs/BENCHMARKS.md, tuning log).
+export CHAT_ANALYTICS__RUNTIME__WORKER_THREADS="${RUNTIME_THREADS:-1}"
 "$BIN" migrate >"$OUT/migrate.json"
 
 say "nlp-sim (mean latency $NLP_LATENCY_MS ms) and the service"
@@ -80,7 +83,6 @@ nofile="$(ulimit -n)"
 # Headroom per process for Kafka, Postgres and NLP sockets and the kernel's uneven spread.
 per_process=$((nofile - 2000))
 INGEST_PROCESSES="${INGEST_PROCESSES:-$(((MANY_CONNECTIONS + per_process - 1) / per_process))}"
-if [ "$INGEST_PROCESSES" -gt 1 ]; then INGEST_THREADS="${INGEST_THREADS:-1}"; else INGEST_THREADS="${INGEST_THREADS:-$(nproc)}"; fi
 say "service: 1 worker + $INGEST_PROCESSES ingest process(es) on port $API_PORT (open-file limit $nofile)"
 
 service_pids=()
@@ -90,10 +92,8 @@ service_pids+=($!)
 for i in $(seq 1 "$INGEST_PROCESSES"); do
     admin="127.0.0.1:$((ADMIN_PORT + i))"
     admins+=("$admin")
-    # Several processes on two cores: one runtime thread each (tokio's TOKIO_WORKER_THREADS)
-    # instead of two, so they do not crowd the scheduler.
     CHAT_ANALYTICS__API__REUSE_PORT=true CHAT_ANALYTICS__ADMIN__LISTEN="$admin" \
-        TOKIO_WORKER_THREADS="$INGEST_THREADS" "$BIN" ingest 2>"$OUT/ingest-$i.log" &
+        "$BIN" ingest 2>"$OUT/ingest-$i.log" &
     service_pids+=($!)
 done
 pids+=("${service_pids[@]}")

@@ -18,6 +18,8 @@ use crate::worker::WorkerSettings;
 const DEFAULTS: &str = include_str!("../config/default.toml");
 const ENV_PREFIX: &str = "CHAT_ANALYTICS";
 const ENV_SEPARATOR: &str = "__";
+/// More runtime threads than this is a typo, not a machine.
+const MAX_RUNTIME_THREADS: usize = 1_024;
 
 /// A configuration that cannot be used; the message names the key and the value.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,7 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub partitions: PartitionSettings,
     pub shutdown: ShutdownSettings,
+    pub runtime: RuntimeSettings,
     pub log: LogSettings,
 }
 
@@ -169,6 +172,13 @@ pub struct DlqSettings {
 #[serde(deny_unknown_fields)]
 pub struct ShutdownSettings {
     pub grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// 0 leaves the choice to tokio.
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -365,6 +375,13 @@ impl Settings {
                 "must not exceed postgres.pool_size",
             ));
         }
+        if self.runtime.worker_threads > MAX_RUNTIME_THREADS {
+            return Err(ConfigError::invalid(
+                "runtime.worker_threads",
+                self.runtime.worker_threads,
+                format!("must be at most {MAX_RUNTIME_THREADS}; 0 picks one per CPU core"),
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(ConfigError::invalid(
                 "log.level",
@@ -559,6 +576,24 @@ mod tests {
         )
         .expect("0 keeps idle connections");
         assert_eq!(never.api.idle_timeout_secs, 0);
+    }
+
+    #[test]
+    fn runtime_threads_default_to_tokio_and_are_bounded() {
+        let defaults = Settings::load_from(None, env(&[])).expect("defaults load");
+        assert_eq!(defaults.runtime.worker_threads, 0);
+        let one = Settings::load_from(
+            None,
+            env(&[("CHAT_ANALYTICS__RUNTIME__WORKER_THREADS", "1")]),
+        )
+        .expect("1 thread is valid");
+        assert_eq!(one.runtime.worker_threads, 1);
+        let err = Settings::load_from(
+            None,
+            env(&[("CHAT_ANALYTICS__RUNTIME__WORKER_THREADS", "100000")]),
+        )
+        .expect_err("must fail");
+        assert!(err.to_string().contains("runtime.worker_threads"), "{err}");
     }
 
     #[test]

@@ -35,10 +35,12 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init_logging(&settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if settings.runtime.worker_threads > 0 {
+        runtime.worker_threads(settings.runtime.worker_threads);
+    }
+    let runtime = match runtime.build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("chat-analytics: cannot start the async runtime: {err}");

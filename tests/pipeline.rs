@@ -448,3 +448,29 @@ async fn reenrich_fills_in_nlp_data_for_rows_stored_without_it() {
     assert_eq!(again.examined, 0, "nothing left to enrich");
     db.drop_db().await;
 }
+
+/// Threads of the process named `tokio-rt-worker` (tokio's name for runtime threads).
+fn runtime_threads(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process's threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "tokio-rt-worker")
+        .count()
+}
+
+#[tokio::test]
+async fn runtime_worker_threads_sets_how_many_runtime_threads_a_process_runs() {
+    for threads in [1_usize, 3] {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let process = ChildProcess::spawn(
+            "nlp-sim",
+            &["nlp-sim", "--listen", &listen],
+            &[(
+                "CHAT_ANALYTICS__RUNTIME__WORKER_THREADS".to_owned(),
+                threads.to_string(),
+            )],
+        );
+        wait_until_ready(&format!("http://{listen}/health"), Duration::from_secs(20)).await;
+        assert_eq!(runtime_threads(process.pid()), threads);
+    }
+}
