@@ -67,7 +67,7 @@ use client::{ConnContext, Target};
 use driver::{DriveSettings, Fleet};
 use payload::BotPlan;
 use report::{FdLimit, HostInfo, RunConfig};
-use schedule::Schedule;
+use schedule::{Schedule, WarmUp};
 use shard::ShardData;
 
 /// Largest batch the API accepts on `/v1/messages/batch`.
@@ -113,6 +113,13 @@ pub struct LoadgenArgs {
     /// recorded (lets caches, JITs of the stack, and connection pools settle).
     #[arg(long, default_value_t = 5.0)]
     pub warmup: f64,
+
+    /// Raise the rate linearly from zero over the first half of the warm-up,
+    /// then hold it, instead of starting at full rate (k6's ramping arrival
+    /// rate): the measured part starts on a stack that has run at the rate for
+    /// a while, not one absorbing a step from idle.
+    #[arg(long)]
+    pub warmup_ramp: bool,
 
     /// 0: one message per request to /v1/messages; N: N messages per request
     /// to /v1/messages/batch (at most 500).
@@ -197,6 +204,7 @@ pub enum LoadgenError {
 struct Plan {
     bots: u32,
     warmup: Duration,
+    warm_up: WarmUp,
     duration: Duration,
     timeout: Duration,
     e2e_wait: Duration,
@@ -245,6 +253,11 @@ impl Plan {
         Ok(Plan {
             bots,
             warmup: secs("warmup", args.warmup, false)?,
+            warm_up: if args.warmup_ramp {
+                WarmUp::Ramp
+            } else {
+                WarmUp::FullRate
+            },
             duration: secs("duration", args.duration, true)?,
             timeout: secs("timeout", args.timeout, true)?,
             e2e_wait: secs("e2e-wait", args.e2e_wait, false)?,
@@ -355,6 +368,7 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
             bots: plan.bots,
             duration_s: args.duration,
             warmup_s: args.warmup,
+            warmup_ramp: args.warmup_ramp,
             batch: args.batch,
             source_ips: sources.len() as u32,
             connect_rate: args.connect_rate,
@@ -439,6 +453,7 @@ where
         plan.request_rate / count,
         plan.warmup,
         plan.duration,
+        plan.warm_up,
     );
     let outcome = fleet.run(schedule, clock).await;
     let (raw, ids) = outcome.recorder.finish();

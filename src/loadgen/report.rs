@@ -458,6 +458,9 @@ pub struct RunConfig {
     pub bots: u32,
     pub duration_s: f64,
     pub warmup_s: f64,
+    /// Whether the warm-up rose from zero to the rate instead of starting at it.
+    #[serde(default)]
+    pub warmup_ramp: bool,
     /// 0: single messages; N: batches of N.
     pub batch: u32,
     /// Source addresses used (0: the kernel's choice).
@@ -613,7 +616,14 @@ impl LoadReport {
             ("mode", mode),
             ("connections", c.connections.to_string()),
             ("distinct bots", c.bots.to_string()),
-            ("warm-up (not recorded)", format!("{} s", c.warmup_s)),
+            (
+                "warm-up (not recorded)",
+                if c.warmup_ramp {
+                    format!("{} s, the first half rising from 0 to the rate", c.warmup_s)
+                } else {
+                    format!("{} s at the rate", c.warmup_s)
+                },
+            ),
             ("measured duration", format!("{} s", c.duration_s)),
             (
                 "source addresses",
@@ -763,6 +773,7 @@ fn percentile_row(md: &mut String, name: &str, p: &Percentiles) {
 #[cfg(test)]
 mod tests {
     use super::super::client::{FailureKind, Response};
+    use super::super::schedule::WarmUp;
     use super::*;
     use std::time::Duration;
 
@@ -790,7 +801,13 @@ mod tests {
 
     fn sample_report() -> LoadReport {
         let start = Instant::now();
-        let s = Schedule::new(start, 100.0, Duration::from_secs(1), Duration::from_secs(2));
+        let s = Schedule::new(
+            start,
+            100.0,
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            WarmUp::FullRate,
+        );
         let mut rec = Recorder::new(s.clone(), 1, true);
         // Warm-up: ignored.
         rec.record(done(&s, 5, 1, answered(ACCEPTED, false)));
@@ -863,7 +880,13 @@ mod tests {
     #[test]
     fn figures_from_several_processes_add_up_exactly() {
         let start = Instant::now();
-        let s = Schedule::new(start, 100.0, Duration::ZERO, Duration::from_secs(2));
+        let s = Schedule::new(
+            start,
+            100.0,
+            Duration::ZERO,
+            Duration::from_secs(2),
+            WarmUp::FullRate,
+        );
         let mut whole = Recorder::new(s.clone(), 1, false);
         let mut halves = [
             Recorder::new(s.clone(), 1, false),

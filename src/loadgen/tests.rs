@@ -177,6 +177,37 @@ async fn two_seconds_at_500_per_second_over_20_connections() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ramped_warm_up_sends_fewer_unrecorded_requests_then_the_full_rate() {
+    let (addr, _seen) = fake_api(0, None).await;
+    let out = scratch_dir("ramp");
+    let a = args(
+        addr,
+        &out,
+        &[
+            "--rate",
+            "400",
+            "--connections",
+            "8",
+            "--duration",
+            "1",
+            "--warmup",
+            "1",
+            "--warmup-ramp",
+        ],
+    );
+    let report = run(a).await.expect("run");
+    let r = &report.results;
+    // 0.5 s rising to 400/s sends 100, then 0.5 s at 400/s another 200.
+    assert_eq!(r.warmup_completed, 300);
+    assert_eq!(r.measured_requests, 400);
+    assert_eq!(r.completed, 400);
+    assert!(report.config.warmup_ramp);
+    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert!(md.contains("rising from 0 to the rate"), "{md}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// One connection, a server that stalls 200 ms once: the requests scheduled
 /// during the stall wait for the connection, and that wait is in their
 /// latency. A closed-loop client would have recorded one slow request; here
@@ -235,6 +266,7 @@ fn flags_have_the_documented_defaults() {
     assert_eq!(a.bots, None);
     assert_eq!(a.duration, 30.0);
     assert_eq!(a.warmup, 5.0);
+    assert!(!a.warmup_ramp);
     assert_eq!(a.batch, 0);
     assert_eq!(a.source_ips, 0);
     assert_eq!(a.processes, 0);
