@@ -39,10 +39,17 @@ mkdir -p "$OUT"
 say() { printf 'bench: %s\n' "$*" >&2; }
 
 pids=()
+topic_created=false
 cleanup() {
     local pid
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # A run's topic holds its ~700,000 records; left behind, every run would add 12 partitions
+    # for the broker to carry. (The database stays until the next run, for queries.)
+    if $topic_created; then
+        timeout 60 scripts/infra.sh kafka-topic-delete "$TOPIC" >/dev/null 2>&1 \
+            || say "could not delete topic $TOPIC"
+    fi
 }
 trap cleanup EXIT
 
@@ -53,6 +60,7 @@ say "infrastructure and release build"
 scripts/infra.sh up >&2
 cargo build --release --bin chat-analytics --example ingest_ceiling >&2
 scripts/infra.sh kafka-topic "$TOPIC" 12 >&2
+topic_created=true
 
 drop_db "$DB"
 PGPASSWORD=chat psql -q -h 127.0.0.1 -U chat -d postgres -c "CREATE DATABASE $DB" >&2

@@ -424,6 +424,7 @@ start_kafka() {
         exec "$@"' "$KAFKA_PID_FILE" \
         "$JAVA" $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
         -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
+        "-Xlog:gc*:file=$KAFKA_DIR/logs/gc.log:time,uptime,level,tags:filecount=5,filesize=20M" \
         -Djava.awt.headless=true -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.xml" \
         -Dkafka.logs.dir="$KAFKA_DIR/logs" -cp "$KAFKA_LIBS/*" \
         "$KAFKA_MAIN" "$KAFKA_DIR/server.properties" \
