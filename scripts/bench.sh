@@ -11,8 +11,9 @@
 # Knobs (environment): RATE (10000), DURATION (60 s), CONNECTIONS (2000, steady scenario),
 # MANY_CONNECTIONS (50000), MANY_RATE (2000), MANY_DURATION (30 s), SOURCE_IPS (4),
 # NLP_LATENCY_MS (200), NLP_HTTP2 (true), INGEST_PROCESSES (computed from the open-file limit),
-# RUNTIME_THREADS (1: runtime threads of every process but the worker, `runtime.worker_threads`),
-# WORKER_THREADS (0: one per core). Each run is bounded in time; only loopback addresses are used.
+# RUNTIME_THREADS (1: runtime threads of the ingest processes and the load generator,
+# `runtime.worker_threads`), WORKER_THREADS and NLP_THREADS (0: one per core). Each run is
+# bounded in time; only loopback addresses are used.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -77,13 +78,13 @@ export CHAT_ANALYTICS__DLQ__DIR="$OUT/dlq"
 export CHAT_ANALYTICS__LOG__LEVEL=warn
 # Seven processes on two cores: one runtime thread each spends less CPU on cross-thread
 # wake-ups and work-stealing than one per core (docs/BENCHMARKS.md, tuning log). The worker
-# keeps one per core: on one thread its timers fired late whenever that thread was held up,
-# so NLP calls overran their 300 ms timeout and the breaker opened.
+# and nlp-sim keep one per core: on one thread, answers and timers queued behind bursts of
+# work, NLP calls overran their 300 ms timeout four times as often and a backlog built up.
 export CHAT_ANALYTICS__RUNTIME__WORKER_THREADS="${RUNTIME_THREADS:-1}"
 "$BIN" migrate >"$OUT/migrate.json"
 
 say "nlp-sim (mean latency $NLP_LATENCY_MS ms) and the service"
-"$BIN" nlp-sim --listen "127.0.0.1:$NLP_PORT" --latency-ms "$NLP_LATENCY_MS" 2>"$OUT/nlp-sim.log" &
+CHAT_ANALYTICS__RUNTIME__WORKER_THREADS="${NLP_THREADS:-0}" "$BIN" nlp-sim --listen "127.0.0.1:$NLP_PORT" --latency-ms "$NLP_LATENCY_MS" 2>"$OUT/nlp-sim.log" &
 pids+=($!)
 # 50,000 connections need more descriptors than the default limit (root may raise it); what
 # one process cannot hold, more ingest processes on the same port do.
