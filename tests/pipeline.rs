@@ -339,7 +339,11 @@ async fn sigterm_drains_in_flight_work_commits_and_a_restart_reprocesses_nothing
 
 #[tokio::test]
 async fn a_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing() {
-    let fx = ProcessFixture::start(6, 2).await;
+    // At most 100 calls of 20 ms in flight: at most 5,000 msg/s, so the kill lands while
+    // most of the 20,000 are still to do, however fast the rest of the pipeline is.
+    let mut fx = ProcessFixture::start(6, 20).await;
+    fx.env
+        .push(("CHAT_ANALYTICS__WORKER__CONCURRENCY".into(), "100".into()));
     let mut worker = fx.spawn_worker("worker").await;
     let accepted = post_many(&fx.ingest, 20_000, "kill").await;
     let before_kill = fx
