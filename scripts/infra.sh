@@ -455,6 +455,15 @@ wait_kafka() {
 }
 
 # Create TOPIC with PARTS partitions unless it exists (replication factor 1).
+# What kafka_tool needs: Java, the jars, the tools' logging config and a log directory.
+prepare_kafka_tools() {
+    mkdir -p "$KAFKA_DIR/logs"
+    find_java
+    [ -n "$JAVA" ] || ensure_java
+    ensure_kafka_jars
+    [ -f "$KAFKA_DIR/tools-log4j2.xml" ] || write_kafka_config
+}
+
 create_topic() {
     local topic="$1" parts="$2" have_parts attempt
     mkdir -p "$KAFKA_DIR/logs"
@@ -463,10 +472,7 @@ create_topic() {
         [ "$have_parts" = "$parts" ] || warn "topic $topic exists with $have_parts partitions, not $parts"
         return 0
     fi
-    find_java
-    [ -n "$JAVA" ] || ensure_java
-    ensure_kafka_jars
-    [ -f "$KAFKA_DIR/tools-log4j2.xml" ] || write_kafka_config
+    prepare_kafka_tools
     # Right after start-up the controller may still be settling: retry a few times.
     for attempt in 1 2 3 4 5; do
         if kafka_tool "$KAFKA_TOPIC_COMMAND" --bootstrap-server "$KAFKA_BOOTSTRAP" --create --if-not-exists \
@@ -781,11 +787,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
 delete_topic() {
     local topic="$1"
-    mkdir -p "$KAFKA_DIR/logs"
-    find_java
-    [ -n "$JAVA" ] || ensure_java
-    ensure_kafka_jars
-    [ -f "$KAFKA_DIR/tools-log4j2.xml" ] || write_kafka_config
+    prepare_kafka_tools
     if ! kafka_tool "$KAFKA_TOPIC_COMMAND" --bootstrap-server "$KAFKA_BOOTSTRAP" --delete --if-exists \
             --topic "$topic" >"$KAFKA_DIR/logs/topic.log" 2>&1; then
         cat "$KAFKA_DIR/logs/topic.log" >&2

@@ -74,19 +74,19 @@ impl Schedule {
             total: 0,
             measured_from: 0,
         };
-        let count_within = |span: Duration| -> u64 {
-            let n = (schedule.sent_by(span.as_secs_f64()) - EPSILON).ceil();
-            if n > 0.0 {
-                n as u64
-            } else {
-                0
-            }
-        };
-        let total = count_within(warmup + measured);
-        let measured_from = count_within(warmup);
-        schedule.total = total;
-        schedule.measured_from = measured_from;
+        schedule.total = schedule.count_within(warmup + measured);
+        schedule.measured_from = schedule.count_within(warmup);
         schedule
+    }
+
+    /// How many requests have their intended time within `span` of the start.
+    fn count_within(&self, span: Duration) -> u64 {
+        let n = (self.sent_by(span.as_secs_f64()) - EPSILON).ceil();
+        if n > 0.0 {
+            n as u64
+        } else {
+            0
+        }
     }
 
     /// Requests the ramp sends in all (its rate rises linearly, so half the
