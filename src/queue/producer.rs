@@ -78,6 +78,9 @@ impl KafkaPublisher {
             )
             .set("queue.buffering.max.messages", "200000")
             .set("socket.keepalive.enable", "true")
+            // Reconnect attempts back off to at most 1 s (librdkafka: 10 s), so ingest stops
+            // answering 503 within a second of the broker's return, not up to ten.
+            .set("reconnect.backoff.max.ms", "1000")
             .create()
             .map_err(|source| ProducerError::Create {
                 brokers: settings.brokers.clone(),
