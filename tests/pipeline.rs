@@ -227,6 +227,59 @@ async fn nlp_failures_store_rows_without_nlp_and_the_breaker_opens_then_closes()
     db.drop_db().await;
 }
 
+#[tokio::test]
+async fn a_message_waiting_out_an_nlp_backoff_lends_its_pool_slot_to_the_next() {
+    let (topic, db, nlp) = (
+        create_topic(1).await,
+        TestDb::create().await,
+        NlpSim::start(5).await,
+    );
+    let mut settings = pipeline_settings(&topic, &db, &nlp);
+    settings.worker.concurrency = 1;
+    settings.nlp.max_attempts = 2;
+    settings.nlp.backoff_base_ms = 5_000;
+    settings.nlp.backoff_max_ms = 5_000;
+    settings.nlp.backoff_jitter_ratio = 0.0;
+    let app = TestApp::spawn(Role::Serve, settings).await;
+    nlp.set_faults(json!({"error_rate": 1.0})).await;
+
+    let accepted = post_many(&app, 4, "lent").await;
+    // With one slot held through each 5 s back-off, the fourth message's first attempt
+    // would come after three messages had finished; lent out, all four first attempts
+    // fail before any message is finished.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let page = loop {
+        let page = scrape(&app.admin).await;
+        if metric_value(&page, r#"nlp_api_errors_total{kind="status_5xx"}"#) >= 4.0 {
+            break page;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "four first attempts made"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        metric_value(&page, r#"messages_processed_total{outcome="stored"}"#),
+        0.0,
+        "every first attempt was made while the earlier messages waited out their back-off"
+    );
+    assert_eq!(
+        metric_value(&page, "active_workers"),
+        0.0,
+        "no slot held in back-off"
+    );
+
+    db.wait_for_messages(4, Duration::from_secs(60)).await;
+    assert_exactly_once(&db, &accepted).await;
+    let retried = db
+        .count("SELECT count(*) FROM messages WHERE nlp_status = 'failed_after_retries'")
+        .await;
+    assert_eq!(retried, 4, "each message was retried after its back-off");
+    app.stop().await;
+    db.drop_db().await;
+}
+
 /// Sum over partitions of the group's committed offsets (= messages committed, on a
 /// fresh topic).
 fn committed_total(topic: &str, group: &str, partitions: i32) -> i64 {

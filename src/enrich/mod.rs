@@ -46,6 +46,7 @@ mod window;
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +59,24 @@ pub use config::{EnrichError, EnrichSettings};
 pub use metrics::{EnrichMetrics, DURATION_BUCKETS, ERROR_KINDS};
 pub use outcome::{AttemptError, Enrichment, NlpAnalysis, NlpStatus};
 use retry::{Backoff, RetryBudget};
+
+/// How a call waits out a retry back-off. A caller that holds something
+/// worth lending out meanwhile (the worker's pool slot) gives it back for the
+/// wait; [`Sleep`] only sleeps.
+pub trait BackoffWait: Send {
+    /// Returns once `delay` has passed and the caller may attempt again.
+    fn wait(&mut self, delay: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// Waits out a back-off holding nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sleep;
+
+impl BackoffWait for Sleep {
+    async fn wait(&mut self, delay: Duration) {
+        tokio::time::sleep(delay).await;
+    }
+}
 
 /// The NLP enrichment stage with its whole failure policy.
 ///
@@ -123,18 +142,23 @@ impl Enricher {
     /// Cancel-safe: dropping the future mid-call leaves the breaker untouched
     /// (an unfinished call is neither a success nor a failure).
     pub async fn enrich(&self, text: &str) -> Enrichment {
+        self.enrich_with(text, &mut Sleep).await
+    }
+
+    /// [`Enricher::enrich`], with each retry back-off waited out by `backoff`.
+    pub async fn enrich_with<W: BackoffWait>(&self, text: &str, backoff: &mut W) -> Enrichment {
         let this = &*self.inner;
         let mut attempts = 0;
         loop {
             if attempts > 0 {
-                // Ask the budget before sleeping: a retry that will not be
-                // allowed should not hold a worker slot through the backoff.
+                // Ask the budget before waiting: a retry that will not be
+                // allowed should not wait (or hold anything) through the backoff.
                 if !this.budget.try_withdraw() {
                     this.metrics.error("budget_exhausted");
                     tracing::debug!(attempts, "NLP retry refused by the retry budget");
                     return Enrichment::fallback(NlpStatus::Failed, attempts);
                 }
-                tokio::time::sleep(this.backoff.jittered(attempts)).await;
+                backoff.wait(this.backoff.jittered(attempts)).await;
             }
             let Some(permit) = this.breaker.try_acquire() else {
                 this.metrics.error("breaker_open");

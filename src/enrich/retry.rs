@@ -1,10 +1,11 @@
 //! When to retry: exponential backoff with jitter, and a retry budget.
 //!
 //! The worker pool is a fixed ≈2,500 slots sized for first attempts with 25%
-//! headroom (spec, "Sizing"); a wave of retries (each holding its slot through
-//! a backoff sleep and another timeout) would consume that headroom and starve
-//! new messages. The [`RetryBudget`] caps retries to a share of first attempts
-//! over a sliding window, the way Finagle's and linkerd's retry budgets do:
+//! headroom (spec, "Sizing"); a wave of retries (each holding a slot through
+//! another timeout, and waiting in memory through its backoff) would consume
+//! that headroom and starve new messages. The [`RetryBudget`] caps retries to
+//! a share of first attempts over a sliding window, the way Finagle's and
+//! linkerd's retry budgets do:
 //! when the API fails broadly, most messages fall back after one attempt
 //! instead of three, and latency stays bounded.
 

@@ -411,6 +411,43 @@ async fn the_retry_budget_stops_retries() {
     assert_eq!(errors(&metrics, "budget_exhausted"), 1);
 }
 
+/// Records each back-off it is asked to wait out, and waits none of it.
+#[derive(Default)]
+struct RecordedWaits(Vec<Duration>);
+
+impl BackoffWait for RecordedWaits {
+    async fn wait(&mut self, delay: Duration) {
+        self.0.push(delay);
+    }
+}
+
+#[tokio::test]
+async fn each_backoff_is_waited_out_by_the_callers_wait() {
+    let api = FakeApi::start(Mode::Status(500)).await;
+    let (enricher, _metrics) = enricher(settings_for(&api));
+    let mut waits = RecordedWaits::default();
+
+    let result = enricher.enrich_with("hello", &mut waits).await;
+
+    assert_eq!(result.status, NlpStatus::Failed);
+    assert_eq!(api.requests(), 3);
+    assert_eq!(
+        waits.0.len(),
+        2,
+        "one wait before each retry: {:?}",
+        waits.0
+    );
+    let (first, second) = (waits.0[0], waits.0[1]);
+    assert!(
+        (Duration::from_millis(100)..=Duration::from_millis(150)).contains(&first),
+        "{first:?}"
+    );
+    assert!(
+        (Duration::from_millis(200)..=Duration::from_millis(300)).contains(&second),
+        "{second:?}"
+    );
+}
+
 #[tokio::test]
 async fn invalid_settings_are_refused_by_new() {
     let metrics = EnrichMetrics::unregistered().expect("metrics");
@@ -479,6 +516,9 @@ async fn http2_multiplexes_every_call_over_one_connection_to_nlp_sim() {
     let (enricher, metrics) = enricher(EnrichSettings {
         url: sim.url.clone(),
         http2: true,
+        // 500 analyses on this test's one thread, unoptimised, take about as long as
+        // the default 300 ms: what is tested here is the connection count, not speed.
+        attempt_timeout_ms: 10_000,
         ..EnrichSettings::default()
     });
     let tasks: Vec<_> = (0..500)

@@ -27,7 +27,8 @@ use crate::queue::check_topic;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
-    /// Most messages in flight at once (a ceiling, not a target).
+    /// Most messages being moderated and enriched at once (a ceiling, not a target); one
+    /// waiting out an NLP retry backoff does not count.
     pub concurrency: usize,
     /// How often finished offsets are committed.
     pub commit_interval_ms: u64,
@@ -189,7 +190,7 @@ impl MessageConsumer {
     }
 
     /// Consumes until `stop` fires. Each record takes a slot of the pool; the loop waits
-    /// for a free slot before reading more, so back-pressure reaches Kafka. Every
+    /// for a free slot before reading the next, so back-pressure reaches Kafka. Every
     /// message's task is spawned on `tasks`, so shutdown can wait for all of them.
     pub async fn run(
         self: Arc<Self>,
@@ -208,13 +209,6 @@ impl MessageConsumer {
                 }
             }
             metrics.consumer_paused.set(0);
-            let permit = tokio::select! {
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                () = stop.cancelled() => break,
-            };
             let record = tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -232,6 +226,17 @@ impl MessageConsumer {
                 offset: record.offset(),
             };
             let ticket = lock(&self.tracker).track(source.partition, source.offset);
+            // The record first, then its slot: a loop holding a slot while it waits for
+            // records would keep it from a message coming back from an NLP back-off.
+            // Tracked before the wait, so a revoke meanwhile makes its ticket stale, and
+            // stopped here it stays unfinished: uncommitted, re-delivered.
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                () = stop.cancelled() => break,
+            };
             let pipeline = pipeline.clone();
             let tracker = self.tracker.clone();
             let slot = PoolSlot::new(permit, metrics.active_workers.clone());

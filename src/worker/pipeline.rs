@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::deadletter::{DeadLetter, DeadLetterHandle, Stage};
 use crate::domain::{ChatMessage, NlpFields, ProcessedMessage, SourcePosition};
-use crate::enrich::{Enricher, Enrichment};
+use crate::enrich::{BackoffWait, Enricher, Enrichment};
 use crate::moderation::Moderator;
 use crate::queue::Envelope;
 use crate::storage::{BatchWriterHandle, StoreOutcome};
@@ -73,8 +73,12 @@ pub struct Pipeline {
 /// A place in the worker pool, held while a message is moderated and enriched and given
 /// back once the batch writer has queued it: the pool bounds NLP calls in flight, the
 /// writer's queue bounds rows waiting for Postgres. Counted in `active_workers`.
+///
+/// A message waiting out an NLP retry back-off gives its place back meanwhile and queues
+/// for one again after it (FIFO with the consumer), so a wave of retries cannot shrink
+/// the pool that first attempts need; the retry budget bounds how many wait at once.
 pub struct PoolSlot {
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
     active: prometheus::IntGauge,
 }
 
@@ -82,15 +86,35 @@ impl PoolSlot {
     pub fn new(permit: OwnedSemaphorePermit, active: prometheus::IntGauge) -> PoolSlot {
         active.inc();
         PoolSlot {
-            _permit: permit,
+            permit: Some(permit),
             active,
+        }
+    }
+}
+
+impl BackoffWait for PoolSlot {
+    async fn wait(&mut self, delay: Duration) {
+        let Some(permit) = self.permit.take() else {
+            tokio::time::sleep(delay).await;
+            return;
+        };
+        let pool = permit.semaphore().clone();
+        drop(permit);
+        self.active.dec();
+        tokio::time::sleep(delay).await;
+        // The pool is never closed; were it, the message would go on without a place.
+        if let Ok(permit) = pool.acquire_owned().await {
+            self.active.inc();
+            self.permit = Some(permit);
         }
     }
 }
 
 impl Drop for PoolSlot {
     fn drop(&mut self) {
-        self.active.dec();
+        if self.permit.is_some() {
+            self.active.dec();
+        }
     }
 }
 
@@ -143,13 +167,17 @@ impl Pipeline {
         message: ChatMessage,
         received_at: DateTime<Utc>,
         source: Option<SourcePosition>,
-        slot: Option<PoolSlot>,
+        mut slot: Option<PoolSlot>,
     ) -> Outcome {
         let verdict = self.moderator.check(message.text.as_str());
         if verdict.flagged {
             self.metrics.moderation_hits.inc();
         }
-        let enrichment = self.enricher.enrich(message.text.as_str()).await;
+        let text = message.text.as_str();
+        let enrichment = match slot.as_mut() {
+            Some(slot) => self.enricher.enrich_with(text, slot).await,
+            None => self.enricher.enrich(text).await,
+        };
         let row = ProcessedMessage {
             message,
             received_at,
@@ -233,5 +261,51 @@ fn nlp_fields(enrichment: Enrichment) -> NlpFields {
             status,
             ..NlpFields::default()
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::Semaphore;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_is_lent_to_the_pool_during_a_backoff_and_taken_back_after_it() {
+        let pool = Arc::new(Semaphore::new(1));
+        let active = prometheus::IntGauge::new("active_workers", "test").expect("gauge");
+        let permit = pool.clone().acquire_owned().await.expect("permit");
+        let mut slot = PoolSlot::new(permit, active.clone());
+        assert_eq!((pool.available_permits(), active.get()), (0, 1));
+
+        let waiting = tokio::spawn(async move {
+            slot.wait(Duration::from_millis(100)).await;
+            slot
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(
+            (pool.available_permits(), active.get()),
+            (1, 0),
+            "given back for the wait"
+        );
+        let other = pool
+            .clone()
+            .try_acquire_owned()
+            .expect("another message takes it");
+
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !waiting.is_finished(),
+            "after the back-off the message queues for a place"
+        );
+
+        drop(other);
+        let slot = waiting.await.expect("wait finished");
+        assert_eq!(
+            (pool.available_permits(), active.get()),
+            (0, 1),
+            "held again"
+        );
+        drop(slot);
+        assert_eq!((pool.available_permits(), active.get()), (1, 0));
     }
 }

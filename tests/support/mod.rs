@@ -431,7 +431,8 @@ pub fn worker_env(
     ]
 }
 
-/// Reads one un-labelled sample (or the sum of a labelled family) from a /metrics page.
+/// Reads one sample from a /metrics page, named exactly as it appears there, labels and
+/// all (`name{label="value"}`); 0 when the page has no such line.
 pub fn metric_value(page: &str, series: &str) -> f64 {
     page.lines()
         .filter(|l| !l.starts_with('#'))
