@@ -12,7 +12,7 @@ use chat_analytics::config::SecretUrl;
 use futures::future::join_all;
 use serde_json::json;
 use support::{
-    by_message_id, create_topic, metric_value, read_topic, scrape, temp_dir, test_settings,
+    by_message_id, create_topic, read_topic, temp_dir, test_settings, wait_for_metric,
     ChildProcess, NlpSim, TestApp, TestDb,
 };
 use uuid::Uuid;
@@ -151,18 +151,14 @@ async fn with_postgres_stopped_messages_are_dead_lettered_and_replay_stores_each
     infra(&["postgres-stop"]);
     let during = post_batch("during", 200).await;
     accepted.extend(during.iter().cloned());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let page = scrape(&app.admin).await;
-        if metric_value(&page, r#"dead_letters_total{stage="storage"}"#) >= 200.0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "messages reach the dead-letter file"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_metric(
+        &app.admin,
+        r#"dead_letters_total{stage="storage"}"#,
+        200.0,
+        Duration::from_secs(60),
+        "messages reach the dead-letter file",
+    )
+    .await;
     drop(restart);
     app.stop().await;
 

@@ -12,8 +12,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde_json::json;
 use support::{
-    create_topic, free_port, metric_value, scrape, temp_dir, test_settings, wait_until_ready,
-    worker_env, ChildProcess, NlpSim, TestApp, TestDb, BROKERS,
+    create_topic, free_port, metric_value, scrape, temp_dir, test_settings, wait_for_metric,
+    wait_until_ready, worker_env, ChildProcess, NlpSim, TestApp, TestDb, BROKERS,
 };
 use uuid::Uuid;
 
@@ -247,18 +247,14 @@ async fn a_message_waiting_out_an_nlp_backoff_lends_its_pool_slot_to_the_next() 
     // With one slot held through each 5 s back-off, the fourth message's first attempt
     // would come after three messages had finished; lent out, all four first attempts
     // fail before any message is finished.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let page = loop {
-        let page = scrape(&app.admin).await;
-        if metric_value(&page, r#"nlp_api_errors_total{kind="status_5xx"}"#) >= 4.0 {
-            break page;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "four first attempts made"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let page = wait_for_metric(
+        &app.admin,
+        r#"nlp_api_errors_total{kind="status_5xx"}"#,
+        4.0,
+        Duration::from_secs(30),
+        "four first attempts made",
+    )
+    .await;
     assert_eq!(
         metric_value(&page, r#"messages_processed_total{outcome="stored"}"#),
         0.0,

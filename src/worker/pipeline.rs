@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::deadletter::{DeadLetter, DeadLetterHandle, Stage};
@@ -78,43 +78,51 @@ pub struct Pipeline {
 /// for one again after it (FIFO with the consumer), so a wave of retries cannot shrink
 /// the pool that first attempts need; the retry budget bounds how many wait at once.
 pub struct PoolSlot {
-    permit: Option<OwnedSemaphorePermit>,
-    active: prometheus::IntGauge,
+    held: Option<CountedPermit>,
 }
 
 impl PoolSlot {
     pub fn new(permit: OwnedSemaphorePermit, active: prometheus::IntGauge) -> PoolSlot {
-        active.inc();
         PoolSlot {
-            permit: Some(permit),
-            active,
+            held: Some(CountedPermit::new(permit, active)),
         }
     }
 }
 
 impl BackoffWait for PoolSlot {
     async fn wait(&mut self, delay: Duration) {
-        let Some(permit) = self.permit.take() else {
-            tokio::time::sleep(delay).await;
-            return;
-        };
-        let pool = permit.semaphore().clone();
-        drop(permit);
-        self.active.dec();
+        let lent = self.held.take().map(CountedPermit::give_back);
         tokio::time::sleep(delay).await;
         // The pool is never closed; were it, the message would go on without a place.
-        if let Ok(permit) = pool.acquire_owned().await {
-            self.active.inc();
-            self.permit = Some(permit);
+        if let Some((pool, active)) = lent {
+            if let Ok(permit) = pool.acquire_owned().await {
+                self.held = Some(CountedPermit::new(permit, active));
+            }
         }
     }
 }
 
-impl Drop for PoolSlot {
+/// A permit of the pool, counted in `active_workers` for exactly as long as it is held.
+struct CountedPermit {
+    permit: OwnedSemaphorePermit,
+    active: prometheus::IntGauge,
+}
+
+impl CountedPermit {
+    fn new(permit: OwnedSemaphorePermit, active: prometheus::IntGauge) -> CountedPermit {
+        active.inc();
+        CountedPermit { permit, active }
+    }
+
+    /// Returns the permit to its pool; what it takes to ask for one again.
+    fn give_back(self) -> (Arc<Semaphore>, prometheus::IntGauge) {
+        (self.permit.semaphore().clone(), self.active.clone())
+    }
+}
+
+impl Drop for CountedPermit {
     fn drop(&mut self) {
-        if self.permit.is_some() {
-            self.active.dec();
-        }
+        self.active.dec();
     }
 }
 
@@ -267,7 +275,6 @@ fn nlp_fields(enrichment: Enrichment) -> NlpFields {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::Semaphore;
 
     #[tokio::test(start_paused = true)]
     async fn a_slot_is_lent_to_the_pool_during_a_backoff_and_taken_back_after_it() {

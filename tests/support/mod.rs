@@ -451,6 +451,26 @@ pub async fn scrape(admin_base: &str) -> String {
         .expect("metrics text")
 }
 
+/// Scrapes `admin_base` until `series` reaches `at_least`; returns that page. Panics with
+/// `what` if it has not within `within`.
+pub async fn wait_for_metric(
+    admin_base: &str,
+    series: &str,
+    at_least: f64,
+    within: Duration,
+    what: &str,
+) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let page = scrape(admin_base).await;
+        if metric_value(&page, series) >= at_least {
+            return page;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A fresh directory for dead letters.
 pub fn temp_dir(label: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
