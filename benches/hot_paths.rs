@@ -122,10 +122,10 @@ fn batch_body() -> Vec<u8> {
 fn bench_ingest(c: &mut Criterion) {
     let now = received_at();
     let single = serde_json::to_vec(&message_json(0, SINGLE_TEXT)).expect("serialisable");
-    let parsed = parse_single(&single, now).expect("valid single message");
+    let parsed = parse_single(&single).expect("valid single message");
     let batch = batch_body();
     assert_eq!(
-        parse_batch(&batch, now, MAX_BATCH_MESSAGES)
+        parse_batch(&batch, MAX_BATCH_MESSAGES)
             .expect("valid batch")
             .len(),
         BATCH
@@ -134,21 +134,21 @@ fn bench_ingest(c: &mut Criterion) {
     let mut group = c.benchmark_group("ingest");
     group.throughput(Throughput::Elements(1));
     group.bench_function("single/parse", |b| {
-        b.iter(|| parse_single(black_box(&single), now))
+        b.iter(|| parse_single(black_box(&single)))
     });
     group.bench_function("single/encode", |b| {
         b.iter(|| encode_message(black_box(&parsed), now))
     });
     group.bench_function("single/parse+encode", |b| {
         b.iter(|| {
-            let message = parse_single(black_box(&single), now).expect("valid");
+            let message = parse_single(black_box(&single)).expect("valid");
             encode_message(&message, now)
         })
     });
     group.throughput(Throughput::Elements(BATCH as u64));
     group.bench_function("batch100/parse+encode", |b| {
         b.iter(|| {
-            let messages = parse_batch(black_box(&batch), now, MAX_BATCH_MESSAGES).expect("valid");
+            let messages = parse_batch(black_box(&batch), MAX_BATCH_MESSAGES).expect("valid");
             messages
                 .iter()
                 .map(|m| encode_message(m, now))
@@ -257,7 +257,7 @@ fn bench_worker(c: &mut Criterion) {
     let now = received_at();
     let moderator =
         Moderator::from_dir(&project_path("config/moderation")).expect("shipped word lists load");
-    let messages = parse_batch(&batch_body(), now, MAX_BATCH_MESSAGES).expect("valid batch");
+    let messages = parse_batch(&batch_body(), MAX_BATCH_MESSAGES).expect("valid batch");
     let records: Vec<Vec<u8>> = messages.iter().map(|m| encode_message(m, now)).collect();
     let rows: Vec<ProcessedMessage> = messages
         .into_iter()

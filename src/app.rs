@@ -105,6 +105,7 @@ impl App {
                     .await?;
             }
             let worker = Worker::build(settings, &metrics, pool, shutdown.clone())?;
+            health = health.with("consumer", worker.intake_probe());
             if publisher.is_none() {
                 health = health.with("kafka", worker.kafka_probe());
             }

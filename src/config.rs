@@ -166,6 +166,10 @@ pub struct PostgresSettings {
 #[serde(deny_unknown_fields)]
 pub struct DlqSettings {
     pub dir: PathBuf,
+    /// Replay outage dead letters by themselves once the database is back.
+    pub auto_replay: bool,
+    pub replay_interval_secs: u64,
+    pub replay_rate_per_sec: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -368,6 +372,15 @@ impl Settings {
             self.storage.concurrent_batches,
         )?;
         positive("storage.write_attempts", self.storage.write_attempts)?;
+        positive("dlq.replay_interval_secs", self.dlq.replay_interval_secs)?;
+        positive("dlq.replay_rate_per_sec", self.dlq.replay_rate_per_sec)?;
+        if self.storage.outage_retry_max_ms < self.storage.write_backoff_ms {
+            return Err(ConfigError::invalid(
+                "storage.outage_retry_max_ms",
+                self.storage.outage_retry_max_ms,
+                "must be at least storage.write_backoff_ms",
+            ));
+        }
         if self.storage.concurrent_batches > self.postgres.pool_size {
             return Err(ConfigError::invalid(
                 "storage.concurrent_batches",

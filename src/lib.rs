@@ -21,6 +21,7 @@
 //!   [`supervisor`]: restarts long-lived tasks that panic.
 
 pub mod app;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod deadletter;

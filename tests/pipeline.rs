@@ -7,26 +7,14 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chat_analytics::app::Role;
-use chat_analytics::config::{SecretUrl, Settings};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde_json::json;
 use support::{
-    create_topic, free_port, metric_value, scrape, temp_dir, test_settings, wait_for_metric,
-    wait_until_ready, worker_env, ChildProcess, NlpSim, TestApp, TestDb, BROKERS,
+    create_topic, free_port, metric_value, pipeline_settings, scrape, temp_dir, test_settings,
+    wait_for_metric, wait_until_ready, worker_env, ChildProcess, NlpSim, TestApp, TestDb, BROKERS,
 };
 use uuid::Uuid;
-
-/// Settings for an in-process app using this test's topic, database, group and nlp-sim.
-fn pipeline_settings(topic: &str, db: &TestDb, nlp: &NlpSim) -> Settings {
-    let mut s = test_settings(topic);
-    s.postgres.url = SecretUrl::new(db.url.clone());
-    s.kafka.consumer_group = format!("test-group-{}", Uuid::new_v4().simple());
-    s.nlp.url = nlp.analyze_url();
-    s.dlq.dir = temp_dir("dlq");
-    s.worker.session_timeout_ms = 6_000;
-    s
-}
 
 /// Posts `n` messages in batches of up to 500; returns the accepted ids.
 async fn post_many(app: &TestApp, n: usize, bot_prefix: &str) -> Vec<String> {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::progress::dead_letter_files;
 use super::record::DeadLetter;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,22 +35,11 @@ pub struct DeadLetterFile {
 
 /// Reads `path`: one `.jsonl` file, or every `dead-letters-*.jsonl` in a directory.
 pub fn read_dead_letters(path: &Path) -> Result<DeadLetterFile, ReadError> {
-    let io = |source| ReadError::Io {
-        path: path.to_owned(),
-        source,
-    };
     let files = if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(io)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("dead-letters-") && n.ends_with(".jsonl"))
-            })
-            .collect();
-        files.sort();
-        files
+        dead_letter_files(path).map_err(|e| ReadError::Io {
+            path: e.path,
+            source: e.source,
+        })?
     } else {
         vec![path.to_owned()]
     };

@@ -121,7 +121,7 @@ mod tests {
             conversation_id: None,
             user_id: None,
             text: MessageText::parse("hi".into()).expect("valid"),
-            sent_at: Utc::now(),
+            sent_at: Some(Utc::now()),
             metadata: None,
         };
         let dl = DeadLetter::for_message(

@@ -124,8 +124,13 @@ fn append(dir: &Path, letters: &[DeadLetter]) -> Result<(), DeadLetterError> {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(&path)
             .map_err(fail)?;
+        if ends_torn(&file).map_err(fail)? {
+            // A crash cut the last line short: end it, so the next line stays readable.
+            file.write_all(b"\n").map_err(fail)?;
+        }
         file.write_all(&bytes).map_err(fail)?;
         file.sync_data().map_err(fail)?;
         if created {
@@ -136,6 +141,18 @@ fn append(dir: &Path, letters: &[DeadLetter]) -> Result<(), DeadLetterError> {
         }
     }
     Ok(())
+}
+
+/// True when the file is not empty and its last byte is not a newline.
+fn ends_torn(file: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] != b'\n')
 }
 
 #[cfg(test)]
@@ -188,6 +205,20 @@ mod tests {
             .collect();
         offsets.sort_unstable();
         assert_eq!(offsets, (0..500).collect::<Vec<_>>());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_line_is_ended_before_the_next_is_appended() {
+        let dir = temp_dir("torn");
+        let path = file_for(&dir, chrono::Utc::now().date_naive());
+        std::fs::write(&path, "{\"message\":").expect("a line cut short by a crash");
+        let (writer, handle) = DeadLetterWriter::new(dir.clone());
+        tokio::spawn(writer.run());
+        handle.write(letter(9)).await.expect("written");
+        let file = crate::deadletter::read_dead_letters(&path).expect("reads");
+        assert_eq!(file.bad_lines.len(), 1, "the torn line stays a bad line");
+        assert_eq!(file.letters.len(), 1, "the new line is intact");
         std::fs::remove_dir_all(dir).ok();
     }
 

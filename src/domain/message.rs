@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::fields::{BotId, Label, MessageText, Metadata};
@@ -45,9 +46,80 @@ pub struct ChatMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<Label>,
     pub text: MessageText,
-    pub sent_at: DateTime<Utc>,
+    /// As the client gave it; absent means "when received" (see [`Self::sent_at_or`]).
+    /// Kept absent in the Kafka envelope and in dead letters, so a client's retry of the
+    /// same message is recognisably the same content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
+}
+
+impl ChatMessage {
+    /// When the message was sent: the client's `sent_at`, else the time the (first
+    /// accepted copy of the) message was received.
+    pub fn sent_at_or(&self, received_at: DateTime<Utc>) -> DateTime<Utc> {
+        self.sent_at.unwrap_or(received_at)
+    }
+
+    /// A digest of what the client sent, `message_id` aside: two posts of one
+    /// `message_id` with the same digest are one message retried; with different digests,
+    /// a conflict (the first stored wins). An absent `sent_at` is part of the content, so a
+    /// retry without it matches the first post whenever either was received.
+    pub fn content_digest(&self) -> ContentDigest {
+        #[derive(Serialize)]
+        struct Content<'a> {
+            bot_id: &'a BotId,
+            conversation_id: &'a Option<Label>,
+            user_id: &'a Option<Label>,
+            text: &'a MessageText,
+            sent_at: &'a Option<DateTime<Utc>>,
+            metadata: &'a Option<Metadata>,
+        }
+        let content = Content {
+            bot_id: &self.bot_id,
+            conversation_id: &self.conversation_id,
+            user_id: &self.user_id,
+            text: &self.text,
+            sent_at: &self.sent_at,
+            metadata: &self.metadata,
+        };
+        let mut hasher = Sha256::new();
+        // Strings, a time and a JSON object (keys sorted): serialising cannot fail, and
+        // the same content always gives the same bytes.
+        if serde_json::to_writer(&mut HashWriter(&mut hasher), &content).is_err() {
+            hasher.update(self.text.as_str());
+        }
+        let full = hasher.finalize();
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&full[..16]);
+        ContentDigest(digest)
+    }
+}
+
+/// The first 16 bytes of a SHA-256 over a message's content: collisions are out of
+/// reach for any number of messages a database holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContentDigest([u8; 16]);
+
+impl ContentDigest {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Feeds serde_json's output straight into the hasher, without a buffer.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Postgres keeps microseconds: truncating here keeps `(message_id, sent_at)` identical

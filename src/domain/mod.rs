@@ -8,5 +8,5 @@ pub use fields::{
     BotId, FieldError, Label, MessageText, Metadata, MAX_BOT_ID_CHARS, MAX_LABEL_CHARS,
     MAX_METADATA_BYTES, MAX_TEXT_CHARS,
 };
-pub use message::{to_storage_precision, ChatMessage, MessageId};
+pub use message::{to_storage_precision, ChatMessage, ContentDigest, MessageId};
 pub use processed::{NlpFields, ProcessedMessage, SourcePosition};

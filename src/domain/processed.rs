@@ -33,3 +33,10 @@ pub struct ProcessedMessage {
     pub flagged_terms: Vec<String>,
     pub source: Option<SourcePosition>,
 }
+
+impl ProcessedMessage {
+    /// The row's `sent_at`: the client's, else the time the message was received.
+    pub fn sent_at(&self) -> DateTime<Utc> {
+        self.message.sent_at_or(self.received_at)
+    }
+}

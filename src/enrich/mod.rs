@@ -25,7 +25,7 @@
 //! * `outcome.rs`: [`Enrichment`], [`NlpStatus`], [`NlpAnalysis`] (parsed
 //!   and range-checked answer), [`AttemptError`] (retry / breaker classification);
 //! * `client.rs`: one HTTP attempt with the shared pooled hyper client (HTTP/1.1 or h2c);
-//! * `retry.rs`: `Backoff` (exponential, jittered) and `RetryBudget`;
+//! * `retry.rs`: `RetryBudget` (the backoff is [`crate::backoff::Backoff`]);
 //! * `breaker.rs`: the circuit breaker and [`BreakerState`];
 //! * `window.rs`: the sliding bucketed counters both of those use;
 //! * `metrics.rs`: [`EnrichMetrics`] (`nlp_api_duration_seconds`,
@@ -52,13 +52,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 pub use breaker::BreakerState;
 use breaker::{Breaker, BreakerConfig};
 use client::NlpClient;
 pub use config::{EnrichError, EnrichSettings};
 pub use metrics::{EnrichMetrics, DURATION_BUCKETS, ERROR_KINDS};
 pub use outcome::{AttemptError, Enrichment, NlpAnalysis, NlpStatus};
-use retry::{Backoff, RetryBudget};
+use retry::RetryBudget;
 
 /// How a call waits out a retry back-off. A caller that holds something
 /// worth lending out meanwhile (the worker's pool slot) gives it back for the

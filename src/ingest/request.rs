@@ -23,16 +23,12 @@ const KNOWN_FIELDS: [&str; 7] = [
 ];
 
 /// Parses `POST /v1/messages`.
-pub fn parse_single(body: &[u8], received_at: DateTime<Utc>) -> Result<ChatMessage, ApiError> {
-    parse_message(parse_json(body)?, received_at)
+pub fn parse_single(body: &[u8]) -> Result<ChatMessage, ApiError> {
+    parse_message(parse_json(body)?)
 }
 
 /// Parses `POST /v1/messages/batch`: all messages are validated before any is published.
-pub fn parse_batch(
-    body: &[u8],
-    received_at: DateTime<Utc>,
-    max_messages: usize,
-) -> Result<Vec<ChatMessage>, ApiError> {
+pub fn parse_batch(body: &[u8], max_messages: usize) -> Result<Vec<ChatMessage>, ApiError> {
     let Value::Array(items) = parse_json(body)? else {
         return Err(ApiError::bad_request(
             "invalid_type",
@@ -57,7 +53,7 @@ pub fn parse_batch(
     items
         .into_iter()
         .enumerate()
-        .map(|(i, item)| parse_message(item, received_at).map_err(|e| e.at_index(i)))
+        .map(|(i, item)| parse_message(item).map_err(|e| e.at_index(i)))
         .collect()
 }
 
@@ -67,7 +63,7 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-fn parse_message(value: Value, received_at: DateTime<Utc>) -> Result<ChatMessage, ApiError> {
+fn parse_message(value: Value) -> Result<ChatMessage, ApiError> {
     let Value::Object(mut fields) = value else {
         return Err(ApiError::bad_request(
             "invalid_type",
@@ -94,16 +90,18 @@ fn parse_message(value: Value, received_at: DateTime<Utc>) -> Result<ChatMessage
     let conversation_id = optional_label(&mut fields, "conversation_id")?;
     let user_id = optional_label(&mut fields, "user_id")?;
     let sent_at = match optional_string(&mut fields, "sent_at")? {
-        Some(raw) => DateTime::parse_from_rfc3339(&raw)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| {
-                ApiError::invalid_field(
-                    "sent_at",
-                    "invalid_timestamp",
-                    "must be an RFC 3339 time such as 2026-11-23T10:00:00Z",
-                )
-            })?,
-        None => received_at,
+        Some(raw) => Some(
+            DateTime::parse_from_rfc3339(&raw)
+                .map(|t| to_storage_precision(t.with_timezone(&Utc)))
+                .map_err(|_| {
+                    ApiError::invalid_field(
+                        "sent_at",
+                        "invalid_timestamp",
+                        "must be an RFC 3339 time such as 2026-11-23T10:00:00Z",
+                    )
+                })?,
+        ),
+        None => None,
     };
     let metadata = match fields.remove("metadata") {
         None | Some(Value::Null) => None,
@@ -115,7 +113,7 @@ fn parse_message(value: Value, received_at: DateTime<Utc>) -> Result<ChatMessage
         conversation_id,
         user_id,
         text,
-        sent_at: to_storage_precision(sent_at),
+        sent_at,
         metadata,
     })
 }
@@ -155,12 +153,8 @@ fn optional_label(fields: &mut Map<String, Value>, name: &str) -> Result<Option<
 mod tests {
     use super::*;
 
-    fn now() -> DateTime<Utc> {
-        "2026-11-23T10:00:00.123456789Z".parse().expect("time")
-    }
-
     fn single(json: &str) -> Result<ChatMessage, ApiError> {
-        parse_single(json.as_bytes(), now())
+        parse_single(json.as_bytes())
     }
 
     fn code_and_field(err: ApiError) -> (&'static str, Option<String>) {
@@ -168,11 +162,11 @@ mod tests {
     }
 
     #[test]
-    fn minimal_message_gets_id_and_receive_time() {
+    fn minimal_message_gets_an_id_and_no_sent_at() {
         let m = single(r#"{"bot_id":"b1","text":"hi"}"#).expect("valid");
         assert_eq!(m.bot_id.as_str(), "b1");
         assert_eq!(m.text.as_str(), "hi");
-        assert_eq!(m.sent_at, to_storage_precision(now()));
+        assert_eq!(m.sent_at, None, "the worker uses the time received");
         assert_eq!(m.message_id.as_uuid().get_version_num(), 7);
     }
 
@@ -190,7 +184,10 @@ mod tests {
         );
         assert_eq!(m.conversation_id.expect("set").as_str(), "c1");
         assert_eq!(m.user_id.expect("set").as_str(), "u1");
-        assert_eq!(m.sent_at.to_rfc3339(), "2026-11-22T06:00:00+00:00");
+        assert_eq!(
+            m.sent_at.expect("given").to_rfc3339(),
+            "2026-11-22T06:00:00+00:00"
+        );
         assert_eq!(m.metadata.expect("set").as_map()["channel"], "web");
     }
 
@@ -266,7 +263,6 @@ mod tests {
     fn batch_is_validated_whole_and_names_the_first_bad_index() {
         let ok = parse_batch(
             br#"[{"bot_id":"a","text":"1"},{"bot_id":"b","text":"2"}]"#,
-            now(),
             500,
         )
         .expect("valid");
@@ -274,7 +270,6 @@ mod tests {
 
         let err = parse_batch(
             br#"[{"bot_id":"a","text":"1"},{"bot_id":"b"},{"text":"3"}]"#,
-            now(),
             500,
         )
         .expect_err("bad");
@@ -285,18 +280,15 @@ mod tests {
     #[test]
     fn batch_size_limits() {
         assert_eq!(
-            parse_batch(b"[]", now(), 500).expect_err("empty").code,
+            parse_batch(b"[]", 500).expect_err("empty").code,
             "empty_batch"
         );
         let three =
             br#"[{"bot_id":"a","text":"1"},{"bot_id":"a","text":"2"},{"bot_id":"a","text":"3"}]"#;
         assert_eq!(
-            parse_batch(three, now(), 2).expect_err("big").code,
+            parse_batch(three, 2).expect_err("big").code,
             "batch_too_large"
         );
-        assert_eq!(
-            parse_batch(b"{}", now(), 2).expect_err("obj").code,
-            "invalid_type"
-        );
+        assert_eq!(parse_batch(b"{}", 2).expect_err("obj").code, "invalid_type");
     }
 }

@@ -20,7 +20,7 @@ use super::auth::ApiKeys;
 use super::error::ApiError;
 use super::request::{parse_batch, parse_single};
 use crate::config::ApiSettings;
-use crate::domain::ChatMessage;
+use crate::domain::{to_storage_precision, ChatMessage};
 use crate::http_server::{json_response, HttpHandler, HttpResponse};
 use crate::queue::{encode_message, PublishError, Publisher};
 use crate::telemetry::{health_response, livez_response, HealthChecks, Metrics};
@@ -115,10 +115,12 @@ impl<P: Publisher> IngestApi<P> {
             return Err(ApiError::unsupported_media_type());
         }
         let body = self.read_body(req).await?;
-        let received_at = Utc::now();
+        // Microseconds, as Postgres keeps them: it is the stored sent_at of a message
+        // posted without one.
+        let received_at = to_storage_precision(Utc::now());
         let messages = match route {
-            Route::Batch => parse_batch(&body, received_at, self.settings.max_batch_messages)?,
-            _ => vec![parse_single(&body, received_at)?],
+            Route::Batch => parse_batch(&body, self.settings.max_batch_messages)?,
+            _ => vec![parse_single(&body)?],
         };
         for message in &messages {
             caller.may_post_for(&message.bot_id)?;

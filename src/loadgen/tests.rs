@@ -108,7 +108,7 @@ async fn answer(
     if let Some(until) = hold {
         tokio::time::sleep_until(until).await;
     }
-    if throttle_every > 0 && n % throttle_every == 0 {
+    if throttle_every > 0 && n.is_multiple_of(throttle_every) {
         let mut r = reply(
             StatusCode::TOO_MANY_REQUESTS,
             r#"{"error":{"code":"overloaded"}}"#,

@@ -319,7 +319,7 @@ impl Faults {
                 // A write takes nanoseconds, unless the writer's thread was
                 // preempted mid-write: then give it the core.
                 spins += 1;
-                if spins % SPINS_BEFORE_YIELD == 0 {
+                if spins.is_multiple_of(SPINS_BEFORE_YIELD) {
                     std::thread::yield_now();
                 } else {
                     std::hint::spin_loop();

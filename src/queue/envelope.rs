@@ -79,7 +79,7 @@ mod tests {
             conversation_id: None,
             user_id: None,
             text: MessageText::parse("hi".into()).expect("valid"),
-            sent_at: "2026-11-23T10:00:00.123456Z".parse().expect("time"),
+            sent_at: Some("2026-11-23T10:00:00.123456Z".parse().expect("time")),
             metadata: Some(Metadata::parse(serde_json::json!({"lang": "en"})).expect("valid")),
         }
     }

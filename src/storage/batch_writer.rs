@@ -1,9 +1,13 @@
 //! Collects processed messages from many worker tasks into batches bounded by size and
 //! time, writes each batch in one statement, and answers every message with what
-//! happened to it: stored, already stored, or failed (and why, for the dead-letter
-//! decision).
+//! happened to it: stored, already stored (same or other content), failed (and why, for
+//! the dead-letter decision), or abandoned at shutdown.
+//!
+//! A database outage does not fail rows: they are held and retried (see
+//! [`DatabaseOutage`]) while the worker stops reading from Kafka, until the database is
+//! back or `storage.max_outage_secs` has passed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +17,12 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::insert::{insert_messages, FailureKind};
+use super::insert::{insert_messages, FailureKind, RowWrite};
+use super::outage::{DatabaseOutage, OutageVerdict};
+use crate::backoff::Backoff;
 use crate::domain::ProcessedMessage;
 
 /// The `[storage]` settings.
@@ -32,22 +39,37 @@ pub struct StorageSettings {
     pub batch_max_delay_ms: u64,
     /// Batches written at once (each on its own pooled connection).
     pub concurrent_batches: usize,
-    /// Attempts for a batch failing for a transient reason before its rows are failed.
+    /// Attempts for a row the database refuses for its content before it is failed
+    /// (dead-lettered), `write_backoff_ms` apart.
     pub write_attempts: u32,
     pub write_backoff_ms: u64,
+    /// How long rows are held and retried while the database is unavailable before they
+    /// are failed (dead-lettered); 0 fails them on the first try.
+    pub max_outage_secs: u64,
+    /// Longest wait between two tries of a held batch (the wait doubles from
+    /// `write_backoff_ms` up to this).
+    pub outage_retry_max_ms: u64,
 }
 
 /// What happened to one message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreOutcome {
     Stored,
-    /// The row was already there (a re-delivery or a replay).
+    /// Its `message_id` was already stored with the same content (a client's retry, a
+    /// re-delivery, a replay).
     Duplicate,
+    /// Its `message_id` was already stored with other content: the first stored copy
+    /// wins, this one is not stored.
+    Conflict,
+    /// Not stored and never will be by this writer: dead-letter it.
     Failed {
         kind: FailureKind,
         error: String,
         attempts: u32,
     },
+    /// The writer stopped (shutdown) while the database was unavailable: the message is
+    /// neither stored nor failed, and stays uncommitted in Kafka.
+    Abandoned,
 }
 
 /// Metrics the writer moves.
@@ -93,36 +115,50 @@ impl PendingStore {
     }
 }
 
+/// The writer stopped before answering (shutdown): the row's fate is undecided, so its
+/// message stays in Kafka.
 fn writer_gone() -> StoreOutcome {
-    StoreOutcome::Failed {
-        kind: FailureKind::Transient,
-        error: "batch writer stopped before answering".into(),
-        attempts: 0,
-    }
+    StoreOutcome::Abandoned
 }
 
+/// Collects rows into batches and writes them: see the module documentation.
 pub struct BatchWriter {
     rx: Mutex<mpsc::Receiver<Pending>>,
     pool: Pool,
     settings: StorageSettings,
     metrics: StorageMetrics,
     flushes: Arc<Semaphore>,
+    outage: Arc<DatabaseOutage>,
+    outage_backoff: Backoff,
+    shutdown: CancellationToken,
 }
 
 impl BatchWriter {
+    /// A writer and the handle to queue rows with. `outage` is where it reports whether
+    /// the database takes writes; `shutdown` ends the holding of rows through an outage.
     pub fn new(
         pool: Pool,
         settings: StorageSettings,
         metrics: StorageMetrics,
+        outage: Arc<DatabaseOutage>,
+        shutdown: CancellationToken,
     ) -> (Arc<BatchWriter>, BatchWriterHandle) {
         // Room for a few batches of backlog; beyond it, senders wait (back-pressure).
         let (tx, rx) = mpsc::channel(settings.batch_max_rows * 4);
+        let outage_backoff = Backoff::new(
+            Duration::from_millis(settings.write_backoff_ms),
+            Duration::from_millis(settings.outage_retry_max_ms),
+            0.2,
+        );
         let writer = BatchWriter {
             rx: Mutex::new(rx),
             pool,
             flushes: Arc::new(Semaphore::new(settings.concurrent_batches)),
             settings,
             metrics,
+            outage,
+            outage_backoff,
+            shutdown,
         };
         (Arc::new(writer), BatchWriterHandle { tx })
     }
@@ -158,13 +194,11 @@ impl BatchWriter {
 
     async fn flush(&self, batch: Vec<Pending>) {
         let (rows, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.row, p.reply)).unzip();
-        let outcomes = self.write(&rows).await;
+        let outcomes = self.write_all(&rows).await;
         let now = Utc::now();
         for ((row, reply), outcome) in rows.iter().zip(replies).zip(outcomes) {
             if outcome == StoreOutcome::Stored {
-                let e2e = (now - row.message.sent_at)
-                    .num_microseconds()
-                    .unwrap_or(i64::MAX);
+                let e2e = (now - row.sent_at()).num_microseconds().unwrap_or(i64::MAX);
                 self.metrics.end_to_end_latency.observe(e2e as f64 / 1e6);
             }
             // The task may have given up (shutdown); the row's fate is already decided.
@@ -172,57 +206,112 @@ impl BatchWriter {
         }
     }
 
-    /// Writes `rows`, retrying transient failures and splitting a batch that fails for
-    /// its content, so only the offending rows fail.
+    /// Writes rows whose `message_id`s may repeat (copies of one message from different
+    /// partitions, or a replay next to a re-delivery): one statement for the first copy of
+    /// each id, then another for the rest, so the database sees each id once per statement
+    /// and the earlier copy wins.
+    async fn write_all(&self, rows: &[ProcessedMessage]) -> Vec<StoreOutcome> {
+        let mut seen = HashSet::with_capacity(rows.len());
+        let (firsts, repeats): (Vec<usize>, Vec<usize>) =
+            (0..rows.len()).partition(|&i| seen.insert(rows[i].message.message_id));
+        if repeats.is_empty() {
+            return self.write(rows).await;
+        }
+        let pick = |indexes: &[usize]| -> Vec<ProcessedMessage> {
+            indexes.iter().map(|&i| rows[i].clone()).collect()
+        };
+        let mut outcomes = vec![StoreOutcome::Abandoned; rows.len()];
+        let first_rows = pick(&firsts);
+        for (i, outcome) in firsts.iter().zip(self.write(&first_rows).await) {
+            outcomes[*i] = outcome;
+        }
+        let repeat_rows = pick(&repeats);
+        for (i, outcome) in repeats
+            .iter()
+            .zip(Box::pin(self.write_all(&repeat_rows)).await)
+        {
+            outcomes[*i] = outcome;
+        }
+        outcomes
+    }
+
+    /// Writes `rows` (distinct ids). A batch the database refuses for its content is split
+    /// until only the offending rows fail; through a database outage the rows are held and
+    /// the write retried, with capped exponential backoff, until it succeeds, the outage
+    /// outlasts `max_outage_secs` (the rows fail) or the writer shuts down (abandoned).
     fn write<'a>(&'a self, rows: &'a [ProcessedMessage]) -> BoxFuture<'a, Vec<StoreOutcome>> {
         Box::pin(async move {
-            let mut attempt = 0;
+            let mut attempts = 0;
+            let mut content_attempts = 0;
+            let mut outage_retries = 0;
             loop {
-                attempt += 1;
+                attempts += 1;
                 let started = Instant::now();
                 let result = insert_messages(&self.pool, rows).await;
                 self.metrics
                     .db_write_duration
                     .observe(started.elapsed().as_secs_f64());
                 let err = match result {
-                    Ok(new_ids) => return outcomes(rows, &new_ids),
+                    Ok(writes) => {
+                        self.outage.write_succeeded();
+                        return outcomes(rows, &writes);
+                    }
                     Err(err) => err,
                 };
-                match err.kind() {
-                    FailureKind::Permanent if rows.len() > 1 => {
+                let kind = err.kind();
+                let give_up = match kind {
+                    FailureKind::Content if rows.len() > 1 => {
                         let (left, right) = rows.split_at(rows.len() / 2);
                         let mut out = self.write(left).await;
                         out.extend(self.write(right).await);
                         return out;
                     }
-                    FailureKind::Transient if attempt < self.settings.write_attempts => {
-                        tracing::warn!(rows = rows.len(), attempt, error = %err, "batch write failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(self.settings.write_backoff_ms))
-                            .await;
+                    FailureKind::Content => {
+                        content_attempts += 1;
+                        content_attempts >= self.settings.write_attempts
                     }
-                    kind => {
-                        tracing::error!(rows = rows.len(), attempts = attempt, error = %err, ?kind, "batch write failed");
-                        let failed = StoreOutcome::Failed {
-                            kind,
-                            error: err.to_string(),
-                            attempts: attempt,
-                        };
-                        return vec![failed; rows.len()];
+                    FailureKind::Unavailable => self.outage.write_failed() == OutageVerdict::GiveUp,
+                };
+                if give_up {
+                    tracing::error!(rows = rows.len(), attempts, error = %err, %kind, "batch write failed; dead-lettering its rows");
+                    let failed = StoreOutcome::Failed {
+                        kind,
+                        error: err.to_string(),
+                        attempts,
+                    };
+                    return vec![failed; rows.len()];
+                }
+                let wait = match kind {
+                    FailureKind::Content => Duration::from_millis(self.settings.write_backoff_ms),
+                    FailureKind::Unavailable => {
+                        outage_retries += 1;
+                        self.outage_backoff.jittered(outage_retries)
                     }
+                };
+                tracing::debug!(rows = rows.len(), attempts, error = %err, %kind, retry_in = ?wait, "batch write failed; retrying");
+                // Never past the end of the outage allowance: the rows fail right at it.
+                let until = self.outage.give_up_at().map_or(started + wait, |end| {
+                    end.max(Instant::now()).min(started + wait)
+                });
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => {}
+                    () = self.shutdown.cancelled() => return vec![StoreOutcome::Abandoned; rows.len()],
                 }
             }
         })
     }
 }
 
-fn outcomes(rows: &[ProcessedMessage], new_ids: &HashSet<Uuid>) -> Vec<StoreOutcome> {
+fn outcomes(rows: &[ProcessedMessage], writes: &HashMap<Uuid, RowWrite>) -> Vec<StoreOutcome> {
     rows.iter()
-        .map(|r| {
-            if new_ids.contains(&r.message.message_id.as_uuid()) {
-                StoreOutcome::Stored
-            } else {
-                StoreOutcome::Duplicate
-            }
+        .map(|r| match writes.get(&r.message.message_id.as_uuid()) {
+            Some(RowWrite::Stored) => StoreOutcome::Stored,
+            Some(RowWrite::AlreadyStored {
+                same_content: Some(false),
+            }) => StoreOutcome::Conflict,
+            // Not answered for cannot happen (one result row per input row); counting it
+            // as already stored is the conservative reading either way.
+            Some(RowWrite::AlreadyStored { .. }) | None => StoreOutcome::Duplicate,
         })
         .collect()
 }

@@ -1,36 +1,67 @@
 //! One idempotent multi-row INSERT of processed messages, and how to read its failure.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use deadpool_postgres::Pool;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use crate::domain::ProcessedMessage;
+use crate::domain::{ContentDigest, ProcessedMessage};
 
 const INSERT_MESSAGES: &str = include_str!("../../sql/queries/insert_messages.sql");
 
-/// Whether retrying can help: the retry and dead-letter decisions read this.
+/// Whose fault a failed write is: the retry and dead-letter decisions read this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
-    /// The database or the connection (down, restarting, overloaded): retry the batch.
-    Transient,
-    /// The rows themselves (a value the table refuses): split the batch to find them.
-    Permanent,
+    /// The database's: unreachable, restarting, read-only, overloaded, or anything else
+    /// that a healthy server would not answer. The rows are held and the write retried
+    /// for as long as `storage.max_outage_secs` allows.
+    Unavailable,
+    /// The rows': a value the table refuses. The batch is split to find them, and only
+    /// they are dead-lettered.
+    Content,
+}
+
+impl FailureKind {
+    /// Stable name, used in dead letters' `error` and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Unavailable => "database_unavailable",
+            FailureKind::Content => "row_refused",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum InsertError {
     #[error("no database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-    #[error("insert failed: {0}")]
+    #[error("insert failed: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
+}
+
+/// The server's own words and SQLSTATE when it answered, which tokio-postgres's `Display`
+/// leaves out ("db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 impl InsertError {
     pub fn kind(&self) -> FailureKind {
         match self {
-            InsertError::Pool(_) => FailureKind::Transient,
+            InsertError::Pool(_) => FailureKind::Unavailable,
             InsertError::Db(e) => classify(e),
         }
     }
@@ -40,23 +71,35 @@ impl InsertError {
 /// blamed on the content; anything else might pass on a healthy server.
 fn classify(e: &tokio_postgres::Error) -> FailureKind {
     let Some(code) = e.code() else {
-        return FailureKind::Transient;
+        return FailureKind::Unavailable;
     };
     let class = &code.code()[..2];
     let content = matches!(class, "22" | "23") || *code == SqlState::PROGRAM_LIMIT_EXCEEDED;
     if content {
-        FailureKind::Permanent
+        FailureKind::Content
     } else {
-        FailureKind::Transient
+        FailureKind::Unavailable
     }
 }
 
-/// Inserts `rows` in one statement; returns the ids that were new (the others were
-/// already stored: a re-delivery).
+/// What the database did with one row of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowWrite {
+    Stored,
+    /// Its `message_id` was stored before: with the same content (a retry, a re-delivery,
+    /// a replay) or, when `same_content` is `Some(false)`, with other content.
+    /// `None`: the first copy's content is not known (stored before content hashes were).
+    AlreadyStored {
+        same_content: Option<bool>,
+    },
+}
+
+/// Inserts `rows` (distinct `message_id`s) in one statement; says per `message_id` whether
+/// its row is new.
 pub async fn insert_messages(
     pool: &Pool,
     rows: &[ProcessedMessage],
-) -> Result<HashSet<Uuid>, InsertError> {
+) -> Result<HashMap<Uuid, RowWrite>, InsertError> {
     let client = pool.get().await?;
     let statement = client.prepare_cached(INSERT_MESSAGES).await?;
     let ids: Vec<Uuid> = rows
@@ -73,7 +116,7 @@ pub async fn insert_messages(
         .map(|r| r.message.user_id.as_ref().map(|l| l.as_str()))
         .collect();
     let texts: Vec<&str> = rows.iter().map(|r| r.message.text.as_str()).collect();
-    let sent_at: Vec<_> = rows.iter().map(|r| r.message.sent_at).collect();
+    let sent_at: Vec<_> = rows.iter().map(ProcessedMessage::sent_at).collect();
     let received_at: Vec<_> = rows.iter().map(|r| r.received_at).collect();
     let labels: Vec<Option<&str>> = rows
         .iter()
@@ -95,6 +138,8 @@ pub async fn insert_messages(
         .collect();
     let partitions: Vec<Option<i32>> = rows.iter().map(|r| r.source.map(|s| s.partition)).collect();
     let offsets: Vec<Option<i64>> = rows.iter().map(|r| r.source.map(|s| s.offset)).collect();
+    let digests: Vec<ContentDigest> = rows.iter().map(|r| r.message.content_digest()).collect();
+    let hashes: Vec<&[u8]> = digests.iter().map(ContentDigest::as_bytes).collect();
     let inserted = client
         .query(
             &statement,
@@ -117,11 +162,24 @@ pub async fn insert_messages(
                 &metadata,
                 &partitions,
                 &offsets,
+                &hashes,
             ],
         )
         .await?;
+    let ours: HashMap<Uuid, &[u8]> = ids.iter().copied().zip(hashes.iter().copied()).collect();
     inserted
         .iter()
-        .map(|row| row.try_get::<_, Uuid>(0).map_err(InsertError::from))
+        .map(|row| {
+            let id: Uuid = row.try_get(0)?;
+            let write = if row.try_get(1)? {
+                RowWrite::Stored
+            } else {
+                let theirs: Option<&[u8]> = row.try_get(2)?;
+                RowWrite::AlreadyStored {
+                    same_content: theirs.map(|h| ours.get(&id) == Some(&h)),
+                }
+            };
+            Ok((id, write))
+        })
         .collect()
 }

@@ -9,6 +9,10 @@ use super::StorageError;
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_messages", include_str!("../../sql/0001_messages.sql")),
     ("0002_views", include_str!("../../sql/0002_views.sql")),
+    (
+        "0003_message_keys",
+        include_str!("../../sql/0003_message_keys.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming "chat-analytics migrations" for pg_advisory_lock.

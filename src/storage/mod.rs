@@ -3,6 +3,7 @@
 mod batch_writer;
 mod insert;
 mod migrate;
+mod outage;
 pub mod partitions;
 #[cfg(test)]
 mod partitions_tests;
@@ -11,8 +12,9 @@ mod pool;
 pub use batch_writer::{
     BatchWriter, BatchWriterHandle, StorageMetrics, StorageSettings, StoreOutcome,
 };
-pub use insert::{insert_messages, FailureKind, InsertError};
+pub use insert::{insert_messages, FailureKind, InsertError, RowWrite};
 pub use migrate::{migrate, prepare_database, PreparedDatabase, MIGRATIONS};
+pub use outage::{DatabaseOutage, OutageVerdict};
 pub use pool::{connect_pool, PostgresProbe};
 
 #[derive(Debug, thiserror::Error)]

@@ -35,7 +35,9 @@ pub struct Metrics {
     pub moderation_hits: IntCounter,
     pub component_restarts: IntCounterVec,
     pub end_to_end_latency: Histogram,
-    pub consumer_paused: IntGauge,
+    pub consumer_paused: IntGaugeVec,
+    pub dead_letters_pending: IntGauge,
+    pub dead_letters_replayed: IntCounterVec,
     pub http_connections: IntGaugeVec,
 }
 
@@ -111,9 +113,12 @@ impl Metrics {
             )
             .buckets(E2E_BUCKETS.to_vec()),
         )?;
-        let consumer_paused = IntGauge::new(
-            "consumer_paused",
-            "1 while consumption is paused because dead letters cannot be written",
+        let consumer_paused = IntGaugeVec::new(
+            Opts::new(
+                "consumer_paused",
+                "1 while consumption is paused, by reason (dead_letters_unwritable, database_unavailable)",
+            ),
+            &["reason"],
         )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_request_duration.clone()))?;
@@ -134,6 +139,19 @@ impl Metrics {
             &["server", "state"],
         )?;
         registry.register(Box::new(consumer_paused.clone()))?;
+        let dead_letters_pending = IntGauge::new(
+            "dead_letters_pending",
+            "Dead letters of a database outage in this worker's directory not yet replayed",
+        )?;
+        let dead_letters_replayed = IntCounterVec::new(
+            Opts::new(
+                "dead_letters_replayed_total",
+                "Outage dead letters replayed automatically, by outcome",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(dead_letters_pending.clone()))?;
+        registry.register(Box::new(dead_letters_replayed.clone()))?;
         registry.register(Box::new(http_connections.clone()))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -154,6 +172,8 @@ impl Metrics {
             component_restarts,
             end_to_end_latency,
             consumer_paused,
+            dead_letters_pending,
+            dead_letters_replayed,
             http_connections,
         })
     }

@@ -2,6 +2,8 @@
 //! auto-commit off, a bounded pool of in-flight messages, and commits that follow the
 //! offset tracker, including on rebalance.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,11 +19,17 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::offsets::OffsetTracker;
-use super::pipeline::{Pipeline, PoolSlot};
+use super::intake::HoldReason;
+use super::offsets::{OffsetTracker, Ticket};
+use super::pipeline::{Pipeline, PoolSlot, Received};
 use crate::config::KafkaSettings;
 use crate::domain::SourcePosition;
 use crate::queue::check_topic;
+use crate::telemetry::Metrics;
+
+/// How often the loop looks at the intake's hold while nothing else wakes it (blocked on
+/// a slot, or paused with no records coming).
+const HOLD_RECHECK: Duration = Duration::from_millis(200);
 
 /// `[worker]` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +61,8 @@ pub struct WorkerContext {
     tracker: Arc<Mutex<OffsetTracker>>,
     topic: String,
     queue_depth: prometheus::IntGauge,
+    /// Consumption is paused: partitions assigned meanwhile are paused too.
+    paused: AtomicBool,
 }
 
 fn lock(tracker: &Mutex<OffsetTracker>) -> MutexGuard<'_, OffsetTracker> {
@@ -112,13 +122,21 @@ impl ConsumerContext for WorkerContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(assigned) = rebalance {
-            let mut tracker = lock(&self.tracker);
-            for elem in assigned.elements() {
-                tracker.assign(elem.partition());
+            {
+                let mut tracker = lock(&self.tracker);
+                for elem in assigned.elements() {
+                    tracker.assign(elem.partition());
+                }
             }
-            tracing::info!(assigned = assigned.count(), "partitions assigned");
+            let paused = self.paused.load(Ordering::Acquire);
+            if paused {
+                if let Err(err) = consumer.pause(assigned) {
+                    tracing::warn!(error = %err, "cannot pause newly assigned partitions");
+                }
+            }
+            tracing::info!(assigned = assigned.count(), paused, "partitions assigned");
         }
     }
 }
@@ -141,6 +159,7 @@ impl MessageConsumer {
             tracker: tracker.clone(),
             topic: kafka.topic.clone(),
             queue_depth,
+            paused: AtomicBool::new(false),
         };
         let consumer: StreamConsumer<WorkerContext> = ClientConfig::new()
             .set("bootstrap.servers", &kafka.brokers)
@@ -189,9 +208,13 @@ impl MessageConsumer {
         })
     }
 
-    /// Consumes until `stop` fires. Each record takes a slot of the pool; the loop waits
-    /// for a free slot before reading the next, so back-pressure reaches Kafka. Every
-    /// message's task is spawned on `tasks`, so shutdown can wait for all of them.
+    /// Consumes until `stop` fires. Each record takes a slot of the pool; while none is
+    /// free the loop reads no further, so back-pressure reaches Kafka. Every message's task
+    /// is spawned on `tasks`, so shutdown can wait for all of them.
+    ///
+    /// While the pipeline's intake is on hold (a dead letter cannot be written, or the
+    /// database is unavailable) the assigned partitions are paused: the loop keeps polling,
+    /// so the group keeps its member and rebalances are served, but no record arrives.
     pub async fn run(
         self: Arc<Self>,
         pipeline: Arc<Pipeline>,
@@ -200,61 +223,113 @@ impl MessageConsumer {
         stop: CancellationToken,
     ) {
         let metrics = pipeline.metrics.clone();
+        // Read and tracked, waiting for a slot (more than one only if records arrive while
+        // paused: those fetched before the pause).
+        let mut waiting: VecDeque<(Received, Ticket)> = VecDeque::new();
+        let mut paused: Option<HoldReason> = None;
+        let mut recheck = tokio::time::interval(HOLD_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if pipeline.gate.is_blocked() {
-                metrics.consumer_paused.set(1);
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(200)) => continue,
-                    () = stop.cancelled() => break,
-                }
+            let hold = pipeline.intake.hold_reason();
+            if hold != paused {
+                self.pause(hold, &metrics);
+                paused = hold;
             }
-            metrics.consumer_paused.set(0);
-            let record = tokio::select! {
+            tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                record = self.consumer.recv() => record,
-            };
-            let record = match record {
-                Ok(r) => r.detach(),
-                Err(err) => {
-                    tracing::warn!(error = %err, "consumer error");
-                    continue;
+                permit = slots.clone().acquire_owned(), if !waiting.is_empty() => {
+                    let (Ok(permit), Some((received, ticket))) = (permit, waiting.pop_front()) else {
+                        break;
+                    };
+                    let slot = PoolSlot::new(permit, metrics.active_workers.clone());
+                    self.spawn(&pipeline, &tasks, received, ticket, slot);
                 }
-            };
-            let source = SourcePosition {
-                partition: record.partition(),
-                offset: record.offset(),
-            };
-            let ticket = lock(&self.tracker).track(source.partition, source.offset);
-            // The record first, then its slot: a loop holding a slot while it waits for
-            // records would keep it from a message coming back from an NLP back-off.
-            // Tracked before the wait, so a revoke meanwhile makes its ticket stale, and
-            // stopped here it stays unfinished: uncommitted, re-delivered.
-            let permit = tokio::select! {
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                () = stop.cancelled() => break,
-            };
-            let pipeline = pipeline.clone();
-            let tracker = self.tracker.clone();
-            let slot = PoolSlot::new(permit, metrics.active_workers.clone());
-            tasks.spawn(async move {
-                let outcome = pipeline
-                    .process_record(record.key(), record.payload(), source, Some(slot))
-                    .await;
-                if outcome.is_durable() {
-                    lock(&tracker).complete(ticket);
+                record = self.consumer.recv(), if waiting.is_empty() || paused.is_some() => {
+                    let record = match record {
+                        Ok(r) => r,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "consumer error");
+                            continue;
+                        }
+                    };
+                    let source = SourcePosition {
+                        partition: record.partition(),
+                        offset: record.offset(),
+                    };
+                    // Tracked before it waits for a slot, so a revoke meanwhile makes its
+                    // ticket stale, and stopped here it stays unfinished: uncommitted,
+                    // re-delivered. The record first, then its slot: a loop holding a slot
+                    // while it waits for records would keep it from a message coming back
+                    // from an NLP back-off.
+                    let ticket = lock(&self.tracker).track(source.partition, source.offset);
+                    let received = pipeline.receive(record.key(), record.payload(), source);
+                    waiting.push_back((received, ticket));
                 }
-                pipeline
-                    .metrics
-                    .messages_processed
-                    .with_label_values(&[outcome.label()])
-                    .inc();
-            });
+                _ = recheck.tick() => {}
+            }
         }
         tracing::info!("consumer stopped reading");
+    }
+
+    fn spawn(
+        &self,
+        pipeline: &Arc<Pipeline>,
+        tasks: &TaskTracker,
+        received: Received,
+        ticket: Ticket,
+        slot: PoolSlot,
+    ) {
+        let pipeline = pipeline.clone();
+        let tracker = self.tracker.clone();
+        tasks.spawn(async move {
+            let outcome = pipeline.process_received(received, Some(slot)).await;
+            if outcome.is_durable() {
+                lock(&tracker).complete(ticket);
+            }
+            pipeline
+                .metrics
+                .messages_processed
+                .with_label_values(&[outcome.label()])
+                .inc();
+        });
+    }
+
+    /// Pauses every assigned partition for `reason`, or resumes them all for `None`.
+    /// Resumed partitions are fetched again from the last record read.
+    fn pause(&self, reason: Option<HoldReason>, metrics: &Metrics) {
+        self.consumer
+            .context()
+            .paused
+            .store(reason.is_some(), Ordering::Release);
+        for r in HoldReason::ALL {
+            metrics
+                .consumer_paused
+                .with_label_values(&[r.as_str()])
+                .set(i64::from(Some(r) == reason));
+        }
+        let assignment = match self.consumer.assignment() {
+            Ok(assignment) => assignment,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the assignment to pause or resume it");
+                return;
+            }
+        };
+        let result = match reason {
+            Some(_) => self.consumer.pause(&assignment),
+            None => self.consumer.resume(&assignment),
+        };
+        match (result, reason) {
+            (Err(err), _) => tracing::warn!(error = %err, "cannot pause or resume partitions"),
+            (Ok(()), Some(reason)) => tracing::warn!(
+                reason = reason.as_str(),
+                partitions = assignment.count(),
+                "consumption paused"
+            ),
+            (Ok(()), None) => {
+                tracing::info!(partitions = assignment.count(), "consumption resumed")
+            }
+        }
     }
 
     /// Commits every partition's durable prefix: only what moved (asynchronously) on the

@@ -12,11 +12,14 @@
 //! Shutdown: stop reading, let in-flight messages finish within the grace period,
 //! commit synchronously, then let the writers drain.
 
+mod auto_replay;
 mod consumer;
+mod intake;
 mod offsets;
 mod pipeline;
 mod reenrich;
 mod replay;
+mod turns;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +30,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use auto_replay::{is_outage_dead_letter, AutoReplaySettings, DeadLetterReplayer};
 pub use consumer::{ConsumerError, MessageConsumer, WorkerSettings};
+pub use intake::{HoldReason, Intake, IntakeProbe};
 pub use offsets::{OffsetTracker, Ticket};
-pub use pipeline::{DeadLetterGate, Outcome, Pipeline};
+pub use pipeline::{Outcome, Pipeline, Received};
 pub use reenrich::{reenrich, ReenrichReport};
 pub use replay::{replay_dead_letters, ReplayReport};
 
@@ -38,7 +43,7 @@ use crate::deadletter::DeadLetterWriter;
 use crate::enrich::{EnrichError, Enricher};
 use crate::moderation::{ModerationError, Moderator};
 use crate::storage::partitions::PartitionMaintainer;
-use crate::storage::{BatchWriter, StorageMetrics};
+use crate::storage::{BatchWriter, DatabaseOutage, StorageMetrics};
 use crate::supervisor::supervise;
 use crate::telemetry::Metrics;
 
@@ -73,6 +78,9 @@ pub fn build_pipeline(
         "moderation word lists loaded"
     );
     let enricher = Enricher::new(settings.nlp.clone(), metrics.enrich.clone())?;
+    let outage = Arc::new(DatabaseOutage::new(Duration::from_secs(
+        settings.storage.max_outage_secs,
+    )));
     let (writer, writer_handle) = BatchWriter::new(
         pool,
         settings.storage.clone(),
@@ -80,6 +88,8 @@ pub fn build_pipeline(
             db_write_duration: metrics.db_write_duration.clone(),
             end_to_end_latency: metrics.end_to_end_latency.clone(),
         },
+        outage.clone(),
+        shutdown.clone(),
     );
     let (dlq, dlq_handle) = DeadLetterWriter::new(settings.dlq.dir.clone());
     let pipeline = Arc::new(Pipeline {
@@ -87,7 +97,8 @@ pub fn build_pipeline(
         enricher,
         writer: writer_handle,
         dead_letters: dlq_handle,
-        gate: Arc::new(DeadLetterGate::default()),
+        intake: Arc::new(Intake::new(outage)),
+        turns: Arc::default(),
         metrics: metrics.clone(),
         shutdown,
     });
@@ -100,6 +111,7 @@ pub fn build_pipeline(
 
 pub struct Worker {
     consumer: Arc<MessageConsumer>,
+    replayer: Option<Arc<DeadLetterReplayer>>,
     partitions: Arc<PartitionMaintainer>,
     maintenance_every: Duration,
     pipeline: Arc<Pipeline>,
@@ -127,8 +139,25 @@ impl Worker {
             &settings.worker,
             metrics.queue_depth.clone(),
         )?);
+        for reason in HoldReason::ALL {
+            metrics
+                .consumer_paused
+                .with_label_values(&[reason.as_str()])
+                .set(0);
+        }
+        let replayer = settings.dlq.auto_replay.then(|| {
+            Arc::new(DeadLetterReplayer::new(
+                AutoReplaySettings {
+                    dir: settings.dlq.dir.clone(),
+                    every: Duration::from_secs(settings.dlq.replay_interval_secs),
+                    rate_per_sec: settings.dlq.replay_rate_per_sec,
+                },
+                pipeline.clone(),
+            ))
+        });
         Ok(Worker {
             consumer,
+            replayer,
             partitions: Arc::new(PartitionMaintainer::new(pool, settings.partitions.clone())),
             maintenance_every: Duration::from_secs(
                 settings.worker.partition_maintenance_interval_s,
@@ -145,6 +174,11 @@ impl Worker {
     /// `/health` probe for the worker's Kafka connection.
     pub fn kafka_probe(&self) -> Arc<dyn crate::telemetry::Probe> {
         Arc::new(ConsumerProbe(self.consumer.clone()))
+    }
+
+    /// `/health` probe that fails while consumption is paused, saying why.
+    pub fn intake_probe(&self) -> Arc<dyn crate::telemetry::Probe> {
+        Arc::new(IntakeProbe(self.pipeline.intake.clone()))
     }
 
     /// Runs until shutdown, then drains within `grace`.
@@ -188,6 +222,16 @@ impl Worker {
             },
         ));
 
+        let replay_task = self.replayer.clone().map(|replayer| {
+            let stop = shutdown.clone();
+            tokio::spawn(supervise(
+                "dead_letter_replayer",
+                restarts.clone(),
+                shutdown.clone(),
+                move || replayer.clone().run(stop.clone()),
+            ))
+        });
+
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let consumer = self.consumer.clone();
         let pipeline = self.pipeline.clone();
@@ -215,7 +259,11 @@ impl Worker {
         self.consumer.commit(CommitMode::Sync);
         drop(commit_task.await);
         drop(maintenance_task.await);
+        if let Some(task) = replay_task {
+            drop(task.await);
+        }
         // The writers stop once the last handles (held by the pipeline) are gone.
+        drop(self.replayer);
         drop(self.pipeline);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if tokio::time::timeout(left.max(Duration::from_secs(1)), async {

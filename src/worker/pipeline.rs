@@ -1,7 +1,6 @@
 //! One message, start to durable finish: decode, moderate, enrich, store, and when it
 //! cannot be stored, dead-letter it. The only place that sees every stage.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,14 +17,21 @@ use crate::storage::{BatchWriterHandle, StoreOutcome};
 use crate::supervisor::catch_panic;
 use crate::telemetry::Metrics;
 
+use super::intake::Intake;
+use super::turns::{MessageTurns, Turn};
+
 /// Where a message ended up. Only `Abandoned` leaves its offset uncommitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Stored,
+    /// Already stored with the same content: a retry, a re-delivery or a replay.
     Duplicate,
+    /// Already stored with other content under the same `message_id`: not stored (the
+    /// first stored copy wins), counted and logged.
+    Conflict,
     DeadLettered(Stage),
-    /// Shutdown came while the dead-letter file could not be written: the message is
-    /// left for re-delivery.
+    /// Shutdown came before the outcome was durable (the database or the dead-letter file
+    /// unavailable): the message is left for re-delivery.
     Abandoned,
 }
 
@@ -38,36 +44,38 @@ impl Outcome {
         match self {
             Outcome::Stored => "stored",
             Outcome::Duplicate => "duplicate",
+            Outcome::Conflict => "conflict",
             Outcome::DeadLettered(_) => "dead_lettered",
             Outcome::Abandoned => "abandoned",
         }
     }
 }
 
-/// Counts messages whose dead letter cannot be written; while any are, the consumer
-/// pauses instead of taking more work it could lose.
-#[derive(Debug, Default)]
-pub struct DeadLetterGate {
-    failing: AtomicUsize,
-}
-
-impl DeadLetterGate {
-    pub fn is_blocked(&self) -> bool {
-        self.failing.load(Ordering::Acquire) > 0
-    }
-}
-
 const DLQ_RETRY_FIRST: Duration = Duration::from_millis(500);
 const DLQ_RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// Every stage a message goes through, shared by all of the worker's tasks (and by
+/// `dlq replay`).
 pub struct Pipeline {
     pub moderator: Arc<Moderator>,
     pub enricher: Enricher,
     pub writer: BatchWriterHandle,
     pub dead_letters: DeadLetterHandle,
-    pub gate: Arc<DeadLetterGate>,
+    pub intake: Arc<Intake>,
+    pub turns: Arc<MessageTurns>,
     pub metrics: Metrics,
     pub shutdown: CancellationToken,
+}
+
+/// A record as read from Kafka, decoded and in line behind any earlier copy of its
+/// message: made in the consumer's read order by [`Pipeline::receive`].
+pub enum Received {
+    Message {
+        envelope: Envelope,
+        source: SourcePosition,
+        turn: Turn,
+    },
+    Undecodable(DeadLetter),
 }
 
 /// A place in the worker pool, held while a message is moderated and enriched and given
@@ -127,32 +135,54 @@ impl Drop for CountedPermit {
 }
 
 impl Pipeline {
-    /// A Kafka record: undecodable ones and panics become dead letters.
-    pub async fn process_record(
+    /// Decodes a Kafka record and queues it behind earlier copies of its message still in
+    /// flight. Cheap and synchronous: the consumer calls it in read order.
+    pub fn receive(
         &self,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         source: SourcePosition,
-        slot: Option<PoolSlot>,
-    ) -> Outcome {
-        let envelope = match payload.map(Envelope::decode) {
-            Some(Ok(envelope)) => envelope,
-            Some(Err(err)) => {
-                let letter = DeadLetter::undecodable(key, payload, err.to_string(), source);
-                return self.dead_letter(letter).await;
-            }
-            None => {
-                let letter = DeadLetter::undecodable(key, None, "record has no value", source);
-                return self.dead_letter(letter).await;
-            }
+    ) -> Received {
+        match payload.map(Envelope::decode) {
+            Some(Ok(envelope)) => Received::Message {
+                turn: self.turns.join(envelope.message.message_id),
+                envelope,
+                source,
+            },
+            Some(Err(err)) => Received::Undecodable(DeadLetter::undecodable(
+                key,
+                payload,
+                err.to_string(),
+                source,
+            )),
+            None => Received::Undecodable(DeadLetter::undecodable(
+                key,
+                None,
+                "record has no value",
+                source,
+            )),
+        }
+    }
+
+    /// A received record to its durable end: undecodable ones and panics become dead
+    /// letters.
+    pub async fn process_received(&self, received: Received, slot: Option<PoolSlot>) -> Outcome {
+        let (envelope, source, mut turn) = match received {
+            Received::Message {
+                envelope,
+                source,
+                turn,
+            } => (envelope, source, turn),
+            Received::Undecodable(letter) => return self.dead_letter(letter).await,
         };
+        turn.wait().await;
         let outcome = self.process(
             envelope.message.clone(),
             envelope.received_at,
             Some(source),
             slot,
         );
-        match catch_panic(outcome).await {
+        let outcome = match catch_panic(outcome).await {
             Ok(outcome) => outcome,
             Err(panic) => {
                 tracing::error!(message_id = %envelope.message.message_id, %panic, "processing panicked");
@@ -166,7 +196,9 @@ impl Pipeline {
                 );
                 self.dead_letter(letter).await
             }
-        }
+        };
+        drop(turn);
+        outcome
     }
 
     /// An accepted message: moderated, enriched (or not, with a reason), stored.
@@ -200,6 +232,15 @@ impl Pipeline {
         match pending.outcome().await {
             StoreOutcome::Stored => Outcome::Stored,
             StoreOutcome::Duplicate => Outcome::Duplicate,
+            StoreOutcome::Conflict => {
+                tracing::warn!(
+                    message_id = %message.message_id,
+                    bot_id = message.bot_id.as_str(),
+                    "message_id already stored with other content; this copy is not stored"
+                );
+                Outcome::Conflict
+            }
+            StoreOutcome::Abandoned => Outcome::Abandoned,
             StoreOutcome::Failed {
                 kind,
                 error,
@@ -209,7 +250,7 @@ impl Pipeline {
                     &message,
                     received_at,
                     Stage::Storage,
-                    format!("{kind:?}: {error}"),
+                    format!("{kind}: {error}"),
                     attempts,
                     source,
                 );
@@ -236,7 +277,7 @@ impl Pipeline {
                 Err(err) => {
                     if !blocked {
                         blocked = true;
-                        self.gate.failing.fetch_add(1, Ordering::AcqRel);
+                        self.intake.dead_letter_failing();
                     }
                     tracing::error!(error = %err, retry_in = ?wait, "dead letter not written; consumption paused, offsets held");
                     tokio::select! {
@@ -248,7 +289,7 @@ impl Pipeline {
             }
         };
         if blocked {
-            self.gate.failing.fetch_sub(1, Ordering::AcqRel);
+            self.intake.dead_letter_recovered();
         }
         outcome
     }

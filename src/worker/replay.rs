@@ -20,8 +20,13 @@ pub struct ReplayReport {
     pub read: usize,
     pub stored: usize,
     pub already_stored: usize,
+    /// Its `message_id` was stored with other content: not stored (the first wins).
+    pub conflicting: usize,
     /// Failed again: written to a new dead letter.
     pub dead_lettered_again: usize,
+    /// Not finished when the replay stopped (the database unavailable at shutdown): still
+    /// only in the dead-letter file; a later replay picks it up.
+    pub unfinished: usize,
     /// Lines without a valid chat message (e.g. undecodable Kafka records).
     pub not_replayable: usize,
     pub unreadable_lines: usize,
@@ -63,7 +68,9 @@ pub async fn replay_dead_letters(
         match outcome {
             Outcome::Stored => report.stored += 1,
             Outcome::Duplicate => report.already_stored += 1,
-            Outcome::DeadLettered(_) | Outcome::Abandoned => report.dead_lettered_again += 1,
+            Outcome::Conflict => report.conflicting += 1,
+            Outcome::DeadLettered(_) => report.dead_lettered_again += 1,
+            Outcome::Abandoned => report.unfinished += 1,
         }
     }
     Ok(report)

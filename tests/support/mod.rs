@@ -29,6 +29,17 @@ pub fn test_settings(topic: &str) -> Settings {
     settings
 }
 
+/// Settings for an in-process app using this test's topic, database, group and nlp-sim.
+pub fn pipeline_settings(topic: &str, db: &TestDb, nlp: &NlpSim) -> Settings {
+    let mut s = test_settings(topic);
+    s.postgres.url = chat_analytics::config::SecretUrl::new(db.url.clone());
+    s.kafka.consumer_group = format!("test-group-{}", Uuid::new_v4().simple());
+    s.nlp.url = nlp.analyze_url();
+    s.dlq.dir = temp_dir("dlq");
+    s.worker.session_timeout_ms = 6_000;
+    s
+}
+
 /// A unique topic name with `partitions` partitions, created on the real broker.
 pub async fn create_topic(partitions: i32) -> String {
     let topic = format!("test.{}", Uuid::new_v4().simple());

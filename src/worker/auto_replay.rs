@@ -1,0 +1,196 @@
+//! Dead letters written because the database was unavailable go back through the pipeline
+//! by themselves once it takes writes again: the worker looks at its dead-letter directory
+//! every `dlq.replay_interval_secs` while there is no outage, and replays what it finds at
+//! a bounded rate.
+//!
+//! Only stage `storage` dead letters of a database outage are replayed: a row the
+//! database refused for its content would be refused again, and undecodable records or
+//! panics need a person (`dlq replay` stays for those). Storage is idempotent (message
+//! keys), so a line replayed again after a crash adds nothing; the recorded position
+//! ([`ReplayCursor`]) moves only once a chunk's outcomes are durable, so a line is never
+//! skipped.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::pipeline::{Outcome, Pipeline};
+use crate::deadletter::{dead_letter_files, DeadLetter, ProgressError, ReplayCursor, Stage};
+use crate::domain::SourcePosition;
+use crate::storage::FailureKind;
+
+/// Messages replayed at once.
+const CONCURRENCY: usize = 64;
+
+/// `[dlq]` settings of the automatic replay.
+#[derive(Debug, Clone)]
+pub struct AutoReplaySettings {
+    pub dir: PathBuf,
+    pub every: Duration,
+    pub rate_per_sec: u32,
+}
+
+/// Replays outage dead letters in the background.
+pub struct DeadLetterReplayer {
+    settings: AutoReplaySettings,
+    pipeline: Arc<Pipeline>,
+}
+
+/// True for a dead letter written because the database was unavailable.
+pub fn is_outage_dead_letter(letter: &DeadLetter) -> bool {
+    letter.stage == Stage::Storage && letter.error.starts_with(FailureKind::Unavailable.as_str())
+}
+
+impl DeadLetterReplayer {
+    pub fn new(settings: AutoReplaySettings, pipeline: Arc<Pipeline>) -> DeadLetterReplayer {
+        DeadLetterReplayer { settings, pipeline }
+    }
+
+    /// Looks for outage dead letters at once (a previous run may have left some), then
+    /// every interval, until `stop`.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.settings.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            if self.pipeline.intake.outage().duration().is_some() {
+                continue;
+            }
+            if let Err(err) = self.pass(&stop).await {
+                tracing::warn!(error = %err, "dead-letter replay pass failed; retrying later");
+            }
+        }
+    }
+
+    /// One look at the directory: counts what waits, then replays it file by file.
+    async fn pass(&self, stop: &CancellationToken) -> Result<(), ProgressError> {
+        let mut cursors = Vec::new();
+        let mut pending = 0;
+        for path in dead_letter_files(&self.settings.dir)? {
+            // Held by another worker sharing the directory: its to replay.
+            let Some(mut cursor) = ReplayCursor::claim(&path)? else {
+                continue;
+            };
+            let waiting = count_pending(&mut cursor)?;
+            if waiting > 0 {
+                pending += waiting;
+                cursors.push(cursor);
+            }
+        }
+        let gauge = &self.pipeline.metrics.dead_letters_pending;
+        gauge.set(pending as i64);
+        for mut cursor in cursors {
+            tracing::info!(file = %cursor.path().display(), "replaying outage dead letters");
+            loop {
+                if stop.is_cancelled() || self.pipeline.intake.outage().duration().is_some() {
+                    return Ok(());
+                }
+                let position = cursor.position();
+                let lines = cursor.lines_after(position)?;
+                let Some(end) = lines.last().map(|l| l.end) else {
+                    break;
+                };
+                let letters: Vec<DeadLetter> = lines
+                    .into_iter()
+                    .filter_map(|l| l.letter.ok())
+                    .filter(is_outage_dead_letter)
+                    .collect();
+                let started = Instant::now();
+                let count = letters.len();
+                if !self.replay(letters).await {
+                    // Shutdown while the database was unavailable: the chunk stays pending.
+                    return Ok(());
+                }
+                cursor.advance(end)?;
+                gauge.sub(count as i64);
+                let due = Duration::from_secs_f64(count as f64 / self.rate_per_sec());
+                tokio::select! {
+                    () = tokio::time::sleep_until(started + due) => {}
+                    () = stop.cancelled() => return Ok(()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn rate_per_sec(&self) -> f64 {
+        f64::from(self.settings.rate_per_sec.max(1))
+    }
+
+    /// Replays `letters`; false if any outcome is not durable (shutdown came first).
+    async fn replay(&self, letters: Vec<DeadLetter>) -> bool {
+        let outcomes: Vec<Outcome> = stream::iter(letters)
+            .filter_map(|letter| async move {
+                let message = letter.chat_message()?;
+                let received_at = letter.received_at.unwrap_or(letter.failed_at);
+                let source = letter.kafka.map(|k| SourcePosition {
+                    partition: k.partition,
+                    offset: k.offset,
+                });
+                Some((message, received_at, source))
+            })
+            .map(|(message, received_at, source)| {
+                self.pipeline.process(message, received_at, source, None)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let replayed = &self.pipeline.metrics.dead_letters_replayed;
+        for outcome in &outcomes {
+            replayed.with_label_values(&[outcome.label()]).inc();
+        }
+        outcomes.iter().all(|o| o.is_durable())
+    }
+}
+
+/// Outage dead letters after the cursor's position.
+fn count_pending(cursor: &mut ReplayCursor) -> Result<usize, ProgressError> {
+    let mut position = cursor.position();
+    let mut count = 0;
+    loop {
+        let lines = cursor.lines_after(position)?;
+        let Some(end) = lines.last().map(|l| l.end) else {
+            return Ok(count);
+        };
+        count += lines
+            .iter()
+            .filter(|l| l.letter.as_ref().is_ok_and(is_outage_dead_letter))
+            .count();
+        position = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{BotId, ChatMessage, MessageId, MessageText};
+
+    fn letter(stage: Stage, error: &str) -> DeadLetter {
+        let message = ChatMessage {
+            message_id: MessageId::generate(),
+            bot_id: BotId::parse("b1".into()).expect("valid"),
+            conversation_id: None,
+            user_id: None,
+            text: MessageText::parse("hi".into()).expect("valid"),
+            sent_at: None,
+            metadata: None,
+        };
+        DeadLetter::for_message(&message, chrono::Utc::now(), stage, error, 2, None)
+    }
+
+    #[test]
+    fn only_outage_dead_letters_are_replayed_by_themselves() {
+        let outage = format!("{}: no database connection", FailureKind::Unavailable);
+        let refused = format!("{}: value too long", FailureKind::Content);
+        assert!(is_outage_dead_letter(&letter(Stage::Storage, &outage)));
+        assert!(!is_outage_dead_letter(&letter(Stage::Storage, &refused)));
+        assert!(!is_outage_dead_letter(&letter(Stage::Panic, &outage)));
+    }
+}
