@@ -373,6 +373,14 @@ impl Settings {
         )?;
         positive("storage.write_attempts", self.storage.write_attempts)?;
         positive("dlq.replay_interval_secs", self.dlq.replay_interval_secs)?;
+        positive(
+            "worker.reenrich_interval_secs",
+            self.worker.reenrich_interval_secs,
+        )?;
+        positive(
+            "worker.reenrich_max_in_flight",
+            self.worker.reenrich_max_in_flight,
+        )?;
         positive("dlq.replay_rate_per_sec", self.dlq.replay_rate_per_sec)?;
         if self.storage.outage_retry_max_ms < self.storage.write_backoff_ms {
             return Err(ConfigError::invalid(

@@ -5,15 +5,16 @@
 mod support;
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_analytics::app::Role;
-use chat_analytics::config::SecretUrl;
+use chat_analytics::config::Settings;
 use futures::future::join_all;
 use serde_json::json;
 use support::{
-    by_message_id, create_topic, read_topic, temp_dir, test_settings, wait_for_metric,
-    ChildProcess, NlpSim, TestApp, TestDb,
+    by_message_id, create_topic, metric_value, pipeline_settings, read_topic, scrape, temp_dir,
+    test_settings, wait_for_metric, ChildProcess, NlpSim, TestApp, TestDb,
 };
 use uuid::Uuid;
 
@@ -108,93 +109,239 @@ async fn with_kafka_stopped_requests_get_503_and_no_202_is_given_for_a_lost_mess
     app.stop().await;
 }
 
+/// This test's topic, database, nlp-sim and dead-letter directory, and a worker and ingest
+/// API in this process using them.
+struct OutageFixture {
+    app: TestApp,
+    db: TestDb,
+    nlp: NlpSim,
+    dlq: PathBuf,
+}
+
+impl OutageFixture {
+    async fn start(adjust: impl FnOnce(&mut Settings)) -> OutageFixture {
+        let (topic, db, nlp) = (
+            create_topic(3).await,
+            TestDb::create().await,
+            NlpSim::start(5).await,
+        );
+        let mut settings = pipeline_settings(&topic, &db, &nlp);
+        let dlq = settings.dlq.dir.clone();
+        settings.postgres.connect_timeout_ms = 500;
+        settings.storage.outage_retry_max_ms = 500;
+        adjust(&mut settings);
+        let app = TestApp::spawn(Role::Serve, settings).await;
+        OutageFixture { app, db, nlp, dlq }
+    }
+
+    /// Posts `n` messages in one batch; returns their ids.
+    async fn post_batch(&self, prefix: &str, n: usize) -> Vec<String> {
+        let batch: Vec<_> = (0..n)
+            .map(|i| json!({"bot_id": format!("{prefix}{i}"), "text": "hello"}))
+            .collect();
+        let r = self.app.post("/v1/messages/batch", &json!(batch)).await;
+        assert_eq!(r.status(), 202, "Kafka holds what the database cannot take");
+        let body: serde_json::Value = r.json().await.expect("json");
+        body["message_ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|v| v.as_str().expect("id").to_owned())
+            .collect()
+    }
+
+    async fn assert_stored_exactly_once(&self, accepted: &[String]) {
+        let stored = self.db.message_ids().await;
+        let unique: HashSet<&String> = stored.iter().collect();
+        assert_eq!(unique.len(), stored.len(), "no duplicates");
+        assert_eq!(
+            unique,
+            accepted.iter().collect::<HashSet<_>>(),
+            "every accepted message present exactly once"
+        );
+    }
+
+    async fn health(&self) -> serde_json::Value {
+        let r = reqwest::get(format!("{}/health", self.app.admin))
+            .await
+            .expect("health");
+        r.json().await.expect("health json")
+    }
+}
+
+fn dead_letter_lines(dir: &std::path::Path) -> usize {
+    chat_analytics::deadletter::read_dead_letters(dir)
+        .map(|f| f.letters.len())
+        .unwrap_or(0)
+}
+
 #[tokio::test]
-async fn with_postgres_stopped_messages_are_dead_lettered_and_replay_stores_each_once() {
+async fn a_postgres_outage_is_held_in_kafka_and_heals_by_itself_without_dead_letters() {
     let _one_at_a_time = OUTAGE.lock().await;
-    let (topic, db, nlp) = (
-        create_topic(3).await,
-        TestDb::create().await,
-        NlpSim::start(5).await,
-    );
-    let dlq = temp_dir("dlq");
-    let mut settings = test_settings(&topic);
-    settings.postgres.url = SecretUrl::new(db.url.clone());
-    settings.kafka.consumer_group = format!("test-group-{}", Uuid::new_v4().simple());
-    settings.nlp.url = nlp.analyze_url();
-    settings.dlq.dir = dlq.clone();
-    settings.postgres.connect_timeout_ms = 500;
-    let app = TestApp::spawn(Role::Serve, settings).await;
-    let post_batch = |prefix: &'static str, n: usize| {
-        let app = &app;
-        async move {
-            let batch: Vec<_> = (0..n)
-                .map(|i| json!({"bot_id": format!("{prefix}{i}"), "text": "hello"}))
-                .collect();
-            let r = app.post("/v1/messages/batch", &json!(batch)).await;
-            assert_eq!(r.status(), 202);
-            let body: serde_json::Value = r.json().await.expect("json");
-            body["message_ids"]
-                .as_array()
-                .expect("ids")
-                .iter()
-                .map(|v| v.as_str().expect("id").to_owned())
-                .collect::<Vec<_>>()
-        }
-    };
-    let mut accepted = post_batch("before", 100).await;
+    let fx = OutageFixture::start(|_| {}).await;
+    let mut accepted = fx.post_batch("before", 100).await;
     assert_eq!(
-        db.wait_for_messages(100, Duration::from_secs(30)).await,
+        fx.db.wait_for_messages(100, Duration::from_secs(30)).await,
         100
     );
 
     let restart = Restart("postgres-start");
-    infra(&["postgres-stop"]);
-    let during = post_batch("during", 200).await;
-    accepted.extend(during.iter().cloned());
+    infra(&["postgres-stop", "--immediate"]);
+    let stopped = std::time::Instant::now();
+    accepted.extend(fx.post_batch("during", 200).await);
     wait_for_metric(
-        &app.admin,
+        &fx.app.admin,
+        r#"consumer_paused{reason="database_unavailable"}"#,
+        1.0,
+        Duration::from_secs(30),
+        "consumption pauses while the database is down",
+    )
+    .await;
+    let health = fx.health().await;
+    assert_eq!(health["status"], "unavailable", "{health}");
+    assert!(
+        health["checks"]["consumer"]
+            .as_str()
+            .is_some_and(|c| c.contains("paused: database unavailable")),
+        "/health says why: {health}"
+    );
+    tokio::time::sleep(Duration::from_secs(15).saturating_sub(stopped.elapsed())).await;
+    drop(restart);
+
+    assert_eq!(
+        fx.db.wait_for_messages(300, Duration::from_secs(60)).await,
+        300,
+        "held messages are stored once the database is back"
+    );
+    fx.assert_stored_exactly_once(&accepted).await;
+    let page = wait_for_metric(
+        &fx.app.admin,
+        r#"messages_processed_total{outcome="stored"}"#,
+        300.0,
+        Duration::from_secs(10),
+        "every message stored",
+    )
+    .await;
+    assert_eq!(
+        metric_value(&page, r#"dead_letters_total{stage="storage"}"#),
+        0.0
+    );
+    assert_eq!(dead_letter_lines(&fx.dlq), 0, "no dead letter written");
+    assert_eq!(
+        metric_value(&page, r#"consumer_paused{reason="database_unavailable"}"#),
+        0.0,
+        "consumption resumed"
+    );
+    assert_eq!(fx.health().await["checks"]["consumer"], "ok");
+    let lag = fx.app.admin.clone();
+    wait_until(Duration::from_secs(20), "the lag drains", || {
+        let lag = lag.clone();
+        async move { metric_value(&scrape(&lag).await, "queue_depth") == 0.0 }
+    })
+    .await;
+    fx.app.stop().await;
+    drop(fx.nlp);
+    fx.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_max_outage_is_dead_lettered_then_replayed_by_itself() {
+    let _one_at_a_time = OUTAGE.lock().await;
+    let fx = OutageFixture::start(|s| {
+        s.storage.max_outage_secs = 2;
+        s.dlq.replay_interval_secs = 1;
+    })
+    .await;
+    let mut accepted = fx.post_batch("before", 100).await;
+    assert_eq!(
+        fx.db.wait_for_messages(100, Duration::from_secs(30)).await,
+        100
+    );
+
+    let restart = Restart("postgres-start");
+    infra(&["postgres-stop", "--immediate"]);
+    accepted.extend(fx.post_batch("during", 200).await);
+    wait_for_metric(
+        &fx.app.admin,
         r#"dead_letters_total{stage="storage"}"#,
         200.0,
         Duration::from_secs(60),
-        "messages reach the dead-letter file",
+        "past max_outage_secs the rows are dead-lettered",
+    )
+    .await;
+    let admin = fx.app.admin.clone();
+    wait_until(
+        Duration::from_secs(5),
+        "past max_outage_secs consumption goes on",
+        || {
+            let admin = admin.clone();
+            async move {
+                let page = scrape(&admin).await;
+                metric_value(&page, r#"consumer_paused{reason="database_unavailable"}"#) == 0.0
+            }
+        },
     )
     .await;
     drop(restart);
-    app.stop().await;
 
+    assert_eq!(
+        fx.db.wait_for_messages(300, Duration::from_secs(60)).await,
+        300,
+        "dead letters are replayed once the database is back"
+    );
+    let page = wait_for_metric(
+        &fx.app.admin,
+        r#"dead_letters_replayed_total{outcome="stored"}"#,
+        200.0,
+        Duration::from_secs(30),
+        "the replay is counted",
+    )
+    .await;
+    assert_eq!(metric_value(&page, "dead_letters_pending"), 0.0);
+    fx.assert_stored_exactly_once(&accepted).await;
+    assert_eq!(
+        dead_letter_lines(&fx.dlq),
+        200,
+        "dead letters are kept, never deleted"
+    );
+    fx.app.stop().await;
+
+    // A manual replay of the same files afterwards adds nothing.
     let replay_env = vec![
-        ("CHAT_ANALYTICS__POSTGRES__URL".to_owned(), db.url.clone()),
-        ("CHAT_ANALYTICS__NLP__URL".to_owned(), nlp.analyze_url()),
+        (
+            "CHAT_ANALYTICS__POSTGRES__URL".to_owned(),
+            fx.db.url.clone(),
+        ),
+        ("CHAT_ANALYTICS__NLP__URL".to_owned(), fx.nlp.analyze_url()),
         (
             "CHAT_ANALYTICS__DLQ__DIR".to_owned(),
             temp_dir("replay-dlq").display().to_string(),
         ),
     ];
-    let dlq_arg = dlq.display().to_string();
+    let dlq_arg = fx.dlq.display().to_string();
     let mut replay = ChildProcess::spawn("dlq-replay", &["dlq", "replay", &dlq_arg], &replay_env);
     assert!(
         replay.wait(Duration::from_secs(120)).await.success(),
         "replay succeeds"
     );
-
-    let stored = db.message_ids().await;
-    let unique: HashSet<&String> = stored.iter().collect();
-    assert_eq!(unique.len(), stored.len(), "no duplicates");
     assert_eq!(
-        unique,
-        accepted.iter().collect::<HashSet<_>>(),
-        "every accepted message present exactly once"
-    );
-
-    let mut again = ChildProcess::spawn("dlq-replay-2", &["dlq", "replay", &dlq_arg], &replay_env);
-    assert!(
-        again.wait(Duration::from_secs(120)).await.success(),
-        "second replay succeeds"
-    );
-    assert_eq!(
-        db.count("SELECT count(*) FROM messages").await,
+        fx.db.count("SELECT count(*) FROM messages").await,
         accepted.len() as i64,
-        "a second replay adds nothing"
+        "a manual replay adds nothing"
     );
-    db.drop_db().await;
+    drop(fx.nlp);
+    fx.db.drop_db().await;
+}
+
+/// Polls `check` until it holds; panics with `what` after `within`.
+async fn wait_until<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

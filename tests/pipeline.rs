@@ -152,6 +152,83 @@ async fn the_same_message_id_posted_twice_is_stored_once() {
 }
 
 #[tokio::test]
+async fn a_row_refused_for_its_content_is_the_only_one_dead_lettered_and_not_replayed() {
+    let (topic, db, nlp) = (
+        create_topic(3).await,
+        TestDb::create().await,
+        NlpSim::start(5).await,
+    );
+    // A rule only this test's database has: rows saying "poison" are refused (SQLSTATE
+    // 23514), as a real constraint or a value out of range would be.
+    db.pool
+        .get()
+        .await
+        .expect("conn")
+        .batch_execute("ALTER TABLE messages ADD CONSTRAINT refuse_poison CHECK (text <> 'poison')")
+        .await
+        .expect("constraint");
+    let mut settings = pipeline_settings(&topic, &db, &nlp);
+    settings.dlq.replay_interval_secs = 1;
+    let dlq = settings.dlq.dir.clone();
+    let app = TestApp::spawn(Role::Serve, settings).await;
+    let batch: Vec<_> = (0..50)
+        .map(|i| {
+            let text = if i == 17 {
+                "poison".to_owned()
+            } else {
+                format!("fine {i}")
+            };
+            json!({"bot_id": "b1", "text": text})
+        })
+        .collect();
+    assert_eq!(
+        app.post("/v1/messages/batch", &json!(batch)).await.status(),
+        202
+    );
+
+    wait_for_metric(
+        &app.admin,
+        r#"dead_letters_total{stage="storage"}"#,
+        1.0,
+        Duration::from_secs(30),
+        "the refused row is dead-lettered",
+    )
+    .await;
+    assert_eq!(db.wait_for_messages(49, Duration::from_secs(30)).await, 49);
+    let file = chat_analytics::deadletter::read_dead_letters(&dlq).expect("dead letters");
+    assert_eq!(file.letters.len(), 1, "only the refused row");
+    let letter = &file.letters[0];
+    assert_eq!(letter.message["text"], "poison");
+    assert!(letter.error.starts_with("row_refused"), "{}", letter.error);
+    assert!(
+        letter.error.contains("23514"),
+        "the server's reason: {}",
+        letter.error
+    );
+    assert_eq!(letter.attempts, 2, "tried twice before dead-lettering");
+
+    // Several replay intervals later: a refused row is not replayed by itself.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let page = scrape(&app.admin).await;
+    assert_eq!(
+        metric_value(&page, r#"dead_letters_total{stage="storage"}"#),
+        1.0
+    );
+    for outcome in ["stored", "duplicate", "conflict", "dead_lettered"] {
+        assert_eq!(
+            metric_value(
+                &page,
+                &format!("dead_letters_replayed_total{{outcome=\"{outcome}\"}}")
+            ),
+            0.0
+        );
+    }
+    assert_eq!(db.count("SELECT count(*) FROM messages").await, 49);
+    app.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
 async fn nlp_failures_store_rows_without_nlp_and_the_breaker_opens_then_closes() {
     let (topic, db, nlp) = (
         create_topic(3).await,
@@ -445,6 +522,67 @@ async fn a_second_worker_joining_mid_stream_shares_the_work_and_loses_nothing() 
     for app in [first, second, ingest] {
         app.stop().await;
     }
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn rows_stored_without_nlp_are_enriched_by_the_worker_once_the_api_heals() {
+    let (topic, db, nlp) = (
+        create_topic(3).await,
+        TestDb::create().await,
+        NlpSim::start(5).await,
+    );
+    let mut settings = pipeline_settings(&topic, &db, &nlp);
+    settings.nlp.breaker_open_ms = 1_000;
+    settings.worker.reenrich_interval_secs = 1;
+    let app = TestApp::spawn(Role::Serve, settings).await;
+    nlp.set_faults(json!({"error_rate": 1.0})).await;
+    let accepted = post_many(&app, 60, "outage").await;
+    assert_eq!(db.wait_for_messages(60, Duration::from_secs(60)).await, 60);
+    assert_eq!(
+        db.count("SELECT count(*) FROM messages WHERE nlp_status = 'ok'")
+            .await,
+        0
+    );
+    wait_for_metric(
+        &app.admin,
+        "reenrich_backlog",
+        60.0,
+        Duration::from_secs(10),
+        "the backlog is counted",
+    )
+    .await;
+
+    // No traffic after the API heals: the worker's own trials close the breaker, then it
+    // re-enriches every row.
+    nlp.set_faults(json!({"error_rate": 0.0})).await;
+    assert_eq!(
+        db.wait_for_count(
+            "SELECT count(*) FROM messages WHERE nlp_status = 'ok' AND sentiment_label IS NOT NULL",
+            accepted.len() as i64,
+            Duration::from_secs(60),
+        )
+        .await,
+        accepted.len() as i64,
+        "every row enriched afterwards"
+    );
+    let page = wait_for_metric(
+        &app.admin,
+        "rows_reenriched_total",
+        60.0,
+        Duration::from_secs(5),
+        "re-enriched rows are counted",
+    )
+    .await;
+    assert_eq!(
+        metric_value(&page, "rows_reenriched_total"),
+        60.0,
+        "each once"
+    );
+    assert_eq!(metric_value(&page, "circuit_breaker_state"), 0.0);
+    let page = scrape(&app.admin).await;
+    assert_eq!(metric_value(&page, "reenrich_backlog"), 0.0);
+    app.stop().await;
     db.drop_db().await;
 }
 

@@ -169,21 +169,9 @@ impl Enricher {
                 this.budget.deposit();
             }
             attempts += 1;
-
-            let started = Instant::now();
-            let result = this.client.attempt(text).await;
-            this.metrics
-                .duration
-                .observe(started.elapsed().as_secs_f64());
-
-            match result {
-                Ok(analysis) => {
-                    this.breaker.record(permit, false);
-                    return Enrichment::ok(analysis, attempts);
-                }
+            match self.attempt(permit, text).await {
+                Ok(analysis) => return Enrichment::ok(analysis, attempts),
                 Err(error) => {
-                    this.breaker.record(permit, error.is_breaker_failure());
-                    this.metrics.error(error.metric_kind());
                     tracing::debug!(attempts, %error, "NLP API attempt failed");
                     if !error.is_retryable() || attempts >= this.max_attempts {
                         return Enrichment::fallback(error.final_status(), attempts);
@@ -191,6 +179,44 @@ impl Enricher {
                 }
             }
         }
+    }
+
+    /// One attempt, no retry, for work that can wait (re-enriching stored rows): it adds
+    /// to the breaker's evidence like any call, but neither draws on nor feeds the retry
+    /// budget, which is for live messages.
+    pub async fn enrich_once(&self, text: &str) -> Enrichment {
+        let this = &*self.inner;
+        let Some(permit) = this.breaker.try_acquire() else {
+            this.metrics.error("breaker_open");
+            return Enrichment::fallback(NlpStatus::BreakerOpen, 0);
+        };
+        match self.attempt(permit, text).await {
+            Ok(analysis) => Enrichment::ok(analysis, 1),
+            Err(error) => Enrichment::fallback(error.final_status(), 1),
+        }
+    }
+
+    /// One HTTP attempt under a breaker permit: timed, and its result told to the breaker
+    /// and the metrics.
+    async fn attempt(
+        &self,
+        permit: breaker::Permit,
+        text: &str,
+    ) -> Result<NlpAnalysis, AttemptError> {
+        let this = &*self.inner;
+        let started = Instant::now();
+        let result = this.client.attempt(text).await;
+        this.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => this.breaker.record(permit, false),
+            Err(error) => {
+                this.breaker.record(permit, error.is_breaker_failure());
+                this.metrics.error(error.metric_kind());
+            }
+        }
+        result
     }
 
     /// The breaker's state now (for health checks and tests).

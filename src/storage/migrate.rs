@@ -13,6 +13,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_message_keys",
         include_str!("../../sql/0003_message_keys.sql"),
     ),
+    (
+        "0004_unenriched_index",
+        include_str!("../../sql/0004_unenriched_index.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming "chat-analytics migrations" for pg_advisory_lock.

@@ -1,6 +1,7 @@
 //! PostgreSQL: connection pool, migrations, and (in the worker) batched writes.
 
 mod batch_writer;
+mod enrichment;
 mod insert;
 mod migrate;
 mod outage;
@@ -12,10 +13,14 @@ mod pool;
 pub use batch_writer::{
     BatchWriter, BatchWriterHandle, StorageMetrics, StorageSettings, StoreOutcome,
 };
+pub use enrichment::{
+    count_unenriched, lock_unenriched, select_unenriched, update_enrichment, UnenrichedCursor,
+    UnenrichedRow,
+};
 pub use insert::{insert_messages, FailureKind, InsertError, RowWrite};
 pub use migrate::{migrate, prepare_database, PreparedDatabase, MIGRATIONS};
 pub use outage::{DatabaseOutage, OutageVerdict};
-pub use pool::{connect_pool, PostgresProbe};
+pub use pool::{accepts_writes, connect_pool, PostgresProbe};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -55,3 +55,21 @@ impl Probe for PostgresProbe {
         })
     }
 }
+
+/// True when the database answers and would take writes: reachable, not a standby in
+/// recovery, not read-only. What the worker asks before replaying outage dead letters when
+/// no write of its own has told it the outage is over.
+pub async fn accepts_writes(pool: &Pool, within: Duration) -> bool {
+    let check = async {
+        let client = pool.get().await.ok()?;
+        let row = client
+            .query_one(
+                "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'",
+                &[],
+            )
+            .await
+            .ok()?;
+        row.try_get::<_, bool>(0).ok()
+    };
+    matches!(tokio::time::timeout(within, check).await, Ok(Some(true)))
+}

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub end_to_end_latency: Histogram,
     pub consumer_paused: IntGaugeVec,
     pub dead_letters_pending: IntGauge,
+    pub reenrich_backlog: IntGauge,
+    pub rows_reenriched: IntCounter,
     pub dead_letters_replayed: IntCounterVec,
     pub http_connections: IntGaugeVec,
 }
@@ -151,6 +153,16 @@ impl Metrics {
             &["outcome"],
         )?;
         registry.register(Box::new(dead_letters_pending.clone()))?;
+        let reenrich_backlog = IntGauge::new(
+            "reenrich_backlog",
+            "Rows stored without NLP data that the worker will re-enrich once the NLP API is healthy",
+        )?;
+        let rows_reenriched = IntCounter::new(
+            "rows_reenriched_total",
+            "Rows stored without NLP data whose NLP data the worker filled in afterwards",
+        )?;
+        registry.register(Box::new(reenrich_backlog.clone()))?;
+        registry.register(Box::new(rows_reenriched.clone()))?;
         registry.register(Box::new(dead_letters_replayed.clone()))?;
         registry.register(Box::new(http_connections.clone()))?;
         registry.register(Box::new(
@@ -173,6 +185,8 @@ impl Metrics {
             end_to_end_latency,
             consumer_paused,
             dead_letters_pending,
+            reenrich_backlog,
+            rows_reenriched,
             dead_letters_replayed,
             http_connections,
         })

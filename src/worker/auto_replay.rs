@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::Pool;
 use futures::stream::{self, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,10 +22,12 @@ use tokio_util::sync::CancellationToken;
 use super::pipeline::{Outcome, Pipeline};
 use crate::deadletter::{dead_letter_files, DeadLetter, ProgressError, ReplayCursor, Stage};
 use crate::domain::SourcePosition;
-use crate::storage::FailureKind;
+use crate::storage::{accepts_writes, FailureKind};
 
 /// Messages replayed at once.
 const CONCURRENCY: usize = 64;
+/// How long the check that the database takes writes again may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `[dlq]` settings of the automatic replay.
 #[derive(Debug, Clone)]
@@ -38,6 +41,7 @@ pub struct AutoReplaySettings {
 pub struct DeadLetterReplayer {
     settings: AutoReplaySettings,
     pipeline: Arc<Pipeline>,
+    pool: Pool,
 }
 
 /// True for a dead letter written because the database was unavailable.
@@ -46,8 +50,27 @@ pub fn is_outage_dead_letter(letter: &DeadLetter) -> bool {
 }
 
 impl DeadLetterReplayer {
-    pub fn new(settings: AutoReplaySettings, pipeline: Arc<Pipeline>) -> DeadLetterReplayer {
-        DeadLetterReplayer { settings, pipeline }
+    pub fn new(
+        settings: AutoReplaySettings,
+        pipeline: Arc<Pipeline>,
+        pool: Pool,
+    ) -> DeadLetterReplayer {
+        DeadLetterReplayer {
+            settings,
+            pipeline,
+            pool,
+        }
+    }
+
+    /// Whether the database is back. Past `max_outage_secs` nothing may be writing (every
+    /// message already dead-lettered, no new traffic), so no write of the batch writer's
+    /// would end the recorded outage: ask the database directly.
+    async fn database_back(&self) -> bool {
+        let outage = self.pipeline.intake.outage();
+        if outage.duration().is_none() {
+            return true;
+        }
+        !outage.is_holding() && accepts_writes(&self.pool, PROBE_TIMEOUT).await
     }
 
     /// Looks for outage dead letters at once (a previous run may have left some), then
@@ -60,7 +83,7 @@ impl DeadLetterReplayer {
                 _ = tick.tick() => {}
                 () = stop.cancelled() => return,
             }
-            if self.pipeline.intake.outage().duration().is_some() {
+            if !self.database_back().await {
                 continue;
             }
             if let Err(err) = self.pass(&stop).await {
@@ -89,7 +112,7 @@ impl DeadLetterReplayer {
         for mut cursor in cursors {
             tracing::info!(file = %cursor.path().display(), "replaying outage dead letters");
             loop {
-                if stop.is_cancelled() || self.pipeline.intake.outage().duration().is_some() {
+                if stop.is_cancelled() || self.pipeline.intake.outage().is_holding() {
                     return Ok(());
                 }
                 let position = cursor.position();

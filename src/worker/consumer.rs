@@ -46,6 +46,12 @@ pub struct WorkerSettings {
     pub moderation_dir: std::path::PathBuf,
     /// How often partitions ahead are created and retention applied.
     pub partition_maintenance_interval_s: u64,
+    /// Re-enrich rows stored without NLP data in the background.
+    pub reenrich: bool,
+    /// Pause between two walks over such rows.
+    pub reenrich_interval_secs: u64,
+    /// Most re-enrichment NLP calls at once (taken from spare pool slots only).
+    pub reenrich_max_in_flight: usize,
 }
 
 #[derive(Debug, thiserror::Error)]

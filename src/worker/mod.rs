@@ -12,6 +12,7 @@
 //! Shutdown: stop reading, let in-flight messages finish within the grace period,
 //! commit synchronously, then let the writers drain.
 
+mod auto_reenrich;
 mod auto_replay;
 mod consumer;
 mod intake;
@@ -30,6 +31,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use auto_reenrich::{AutoReenrichSettings, AutoReenricher, ReenrichMetrics};
 pub use auto_replay::{is_outage_dead_letter, AutoReplaySettings, DeadLetterReplayer};
 pub use consumer::{ConsumerError, MessageConsumer, WorkerSettings};
 pub use intake::{HoldReason, Intake, IntakeProbe};
@@ -112,6 +114,7 @@ pub fn build_pipeline(
 pub struct Worker {
     consumer: Arc<MessageConsumer>,
     replayer: Option<Arc<DeadLetterReplayer>>,
+    reenricher: Option<Arc<AutoReenricher>>,
     partitions: Arc<PartitionMaintainer>,
     maintenance_every: Duration,
     pipeline: Arc<Pipeline>,
@@ -153,11 +156,28 @@ impl Worker {
                     rate_per_sec: settings.dlq.replay_rate_per_sec,
                 },
                 pipeline.clone(),
+                pool.clone(),
+            ))
+        });
+        let reenricher = settings.worker.reenrich.then(|| {
+            Arc::new(AutoReenricher::new(
+                AutoReenrichSettings {
+                    every: Duration::from_secs(settings.worker.reenrich_interval_secs),
+                    max_in_flight: settings.worker.reenrich_max_in_flight,
+                    pool_size: settings.worker.concurrency,
+                },
+                pool.clone(),
+                pipeline.enricher.clone(),
+                ReenrichMetrics {
+                    backlog: metrics.reenrich_backlog.clone(),
+                    reenriched: metrics.rows_reenriched.clone(),
+                },
             ))
         });
         Ok(Worker {
             consumer,
             replayer,
+            reenricher,
             partitions: Arc::new(PartitionMaintainer::new(pool, settings.partitions.clone())),
             maintenance_every: Duration::from_secs(
                 settings.worker.partition_maintenance_interval_s,
@@ -233,6 +253,15 @@ impl Worker {
         });
 
         let slots = Arc::new(Semaphore::new(self.concurrency));
+        let reenrich_task = self.reenricher.clone().map(|reenricher| {
+            let (stop, slots) = (shutdown.clone(), slots.clone());
+            tokio::spawn(supervise(
+                "reenricher",
+                restarts.clone(),
+                shutdown.clone(),
+                move || reenricher.clone().run(slots.clone(), stop.clone()),
+            ))
+        });
         let consumer = self.consumer.clone();
         let pipeline = self.pipeline.clone();
         let tasks = TaskTracker::new();
@@ -259,7 +288,7 @@ impl Worker {
         self.consumer.commit(CommitMode::Sync);
         drop(commit_task.await);
         drop(maintenance_task.await);
-        if let Some(task) = replay_task {
+        for task in [replay_task, reenrich_task].into_iter().flatten() {
             drop(task.await);
         }
         // The writers stop once the last handles (held by the pipeline) are gone.

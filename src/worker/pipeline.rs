@@ -295,7 +295,8 @@ impl Pipeline {
     }
 }
 
-fn nlp_fields(enrichment: Enrichment) -> NlpFields {
+/// The NLP columns of a row, from what enrichment produced.
+pub(crate) fn nlp_fields(enrichment: Enrichment) -> NlpFields {
     let status = enrichment.status.as_str();
     match enrichment.analysis {
         Some(a) => NlpFields {
