@@ -298,7 +298,8 @@ say "infrastructure and release build"
 scripts/infra.sh up >&2
 command -v kcat >/dev/null || scripts/infra.sh install >&2
 command -v kcat >/dev/null || die "kcat is needed to publish undecodable records"
-scripts/infra.sh status | grep -q '^kafka .*started by infra.sh' \
+infra_status="$(scripts/infra.sh status)"
+grep -q '^kafka .*, started by infra.sh' <<<"$infra_status" \
     || die "the broker on $KAFKA was not started from this checkout's infra state; set CHAT_ANALYTICS_INFRA_DIR to the state directory of the one that started it"
 cargo build --release --bin chat-analytics >&2
 scripts/infra.sh kafka-topic "$TOPIC" 12 >&2
