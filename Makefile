@@ -21,7 +21,7 @@ TEST_ARGS ?=
 NLP_SIM ?= 1
 
 .PHONY: help infra-up infra-down infra-status clean-infra build run test lint \
-	bench k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
+	bench chaos k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -62,6 +62,12 @@ test: infra-up ## Every test, unit and integration (real Kafka and Postgres); le
 # Not part of `make test`: speed and memory targets are measured here, never asserted in tests.
 bench: ## Full stack + load generator: steady 10,000/s and 50,000 connections; report in bench/results/
 	scripts/bench.sh
+
+# Not part of `make test` either: it stops and starts Kafka and Postgres, so nothing else may
+# use them meanwhile. Knobs pass through, e.g. `make chaos RATE=2000` or
+# `make chaos SCENARIO=pg-outage RATE=10000 OUTAGE=60` (scripts/chaos.sh lists them).
+chaos: ## Faults under load (kills, outages, rebalances), every message id accounted for; report in bench/results/
+	scripts/chaos.sh
 
 lint: ## rustfmt check, clippy on all targets (warnings are errors), promtool on deploy/
 	$(CARGO) fmt --all -- --check

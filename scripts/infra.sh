@@ -93,6 +93,12 @@ as_root() {
     fi
 }
 
+# A shell snippet that closes every descriptor above 2, then runs its arguments: a daemon it
+# starts (the PostgreSQL server, through pg_ctlcluster) would otherwise hold whatever its
+# caller had open for its whole life, such as a lock taken with flock(1) around this script.
+# shellcheck disable=SC2016 # $$ and $fd belong to the shell that runs the snippet
+STD_FDS_ONLY='for fd in /proc/$$/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi; done; exec "$@"'
+
 can_be_root() { [ "$(id -u)" -eq 0 ] || { have sudo && sudo -n true 2>/dev/null; }; }
 
 # Run a command as the postgres OS user (peer authentication over the Unix socket).
@@ -621,7 +627,7 @@ pg_start_cluster() {
         return 0
     fi
     say "starting PostgreSQL cluster $PG_VER/$PG_NAME on port $PG_PORT"
-    as_root pg_ctlcluster "$PG_VER" "$PG_NAME" start >"$PG_DIR/ctl.log" 2>&1 \
+    as_root bash -c "$STD_FDS_ONLY" pg_ctlcluster pg_ctlcluster "$PG_VER" "$PG_NAME" start >"$PG_DIR/ctl.log" 2>&1 \
         || { cat "$PG_DIR/ctl.log" >&2; pg_log_tail; die "pg_ctlcluster $PG_VER $PG_NAME start failed"; }
     [ -f "$PG_FOUND" ] || echo "$PG_VER $PG_NAME" >"$PG_OURS"
 }

@@ -196,6 +196,9 @@ pub struct Response {
     /// Whether a `Retry-After` header came with it (the API promises one on
     /// 429 and 503).
     pub retry_after: bool,
+    /// Its value when given in seconds (the API's form), for a client that
+    /// waits as told before trying again.
+    pub retry_after_secs: Option<u64>,
     /// Whether the server lets us reuse the connection.
     pub keep_alive: bool,
 }
@@ -283,6 +286,7 @@ async fn exchange(
         return Ok(Response {
             status: head.status,
             retry_after: head.retry_after,
+            retry_after_secs: head.retry_after_secs,
             keep_alive: head.keep_alive && !closed,
         });
     }
@@ -293,6 +297,7 @@ struct Head {
     len: usize,
     status: u16,
     retry_after: bool,
+    retry_after_secs: Option<u64>,
     keep_alive: bool,
     framing: Framing,
 }
@@ -334,6 +339,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ExchangeError> {
     let status = resp.code.ok_or(ExchangeError::Bad("no status code"))?;
     let mut keep_alive = resp.version == Some(1);
     let mut retry_after = false;
+    let mut retry_after_secs = None;
     let mut framing = Framing::UntilClose;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -356,6 +362,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ExchangeError> {
             }
         } else if h.name.eq_ignore_ascii_case("retry-after") {
             retry_after = !h.value.is_empty();
+            retry_after_secs = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
         }
     }
     if status == 204 || status == 304 || (100..200).contains(&status) {
@@ -370,6 +379,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ExchangeError> {
         len,
         status,
         retry_after,
+        retry_after_secs,
         keep_alive,
         framing,
     }))
@@ -455,15 +465,36 @@ pub struct ConnContext {
     pub connect_timeout: Duration,
     /// Keep accepted message ids for the end-to-end lookup.
     pub collect_ids: bool,
+    /// Hand each new request to the driver as it leaves, for the driver to
+    /// send it again or write it to the ledger.
+    pub keep_requests: bool,
+    /// Share of messages (0 to 1) sent without `sent_at`.
+    pub without_sent_at: f64,
 }
 
-/// One scheduled request handed to an idle connection.
-#[derive(Debug, Clone, Copy)]
+/// Salt of the share of messages sent without `sent_at`.
+const WITHOUT_SENT_AT_SALT: u64 = 0x5e7a;
+
+/// A request as it went out, kept when it may be sent again with the same
+/// message ids or written to the ledger.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The whole HTTP request.
+    pub bytes: Vec<u8>,
+    /// Each message's id, and whether it carried `sent_at`.
+    pub messages: Vec<(Uuid, bool)>,
+}
+
+/// One request handed to an idle connection.
+#[derive(Debug, Clone)]
 pub struct Job {
     /// Index in the schedule.
     pub seq: u64,
     /// Intended send time on the wall clock, written as `sent_at`.
     pub sent_at: DateTime<Utc>,
+    /// A request sent before, to send again as it was (same message ids);
+    /// `None` builds a new one.
+    pub again: Option<Arc<Prepared>>,
 }
 
 /// What happened to one request.
@@ -471,6 +502,16 @@ pub struct Job {
 pub enum Outcome {
     Answered(Response),
     Failed(FailureKind),
+}
+
+impl Outcome {
+    /// The HTTP status, or the kind of failure when there was no answer.
+    pub fn label(&self) -> String {
+        match self {
+            Outcome::Answered(r) => r.status.to_string(),
+            Outcome::Failed(kind) => kind.label().to_owned(),
+        }
+    }
 }
 
 /// A finished request, reported back to the driver.
@@ -483,7 +524,7 @@ pub struct Completion {
     /// When the whole response had been read, or the request failed.
     pub completed: Instant,
     pub outcome: Outcome,
-    /// Ids of the messages in the request (empty unless ids are collected).
+    /// Ids of the messages in a new request (empty unless ids are collected).
     pub ids: Vec<Uuid>,
     /// Whether the connection is still open afterwards.
     pub open: bool,
@@ -502,6 +543,11 @@ pub enum Event {
     ConnectFailed {
         conn: u32,
         reason: String,
+    },
+    /// A new request is leaving (only when `ConnContext::keep_requests`).
+    Started {
+        conn: u32,
+        request: Arc<Prepared>,
     },
     Done(Completion),
 }
@@ -542,11 +588,23 @@ pub async fn run_connection(
     let mut slot = Some(stream);
     let mut nth: u64 = 0;
     let mut served_on_stream: u64 = 0;
-    while let Some(job) = jobs.recv().await {
+    while let Some(mut job) = jobs.recv().await {
         let started = Instant::now();
-        let bot = ctx.bots.bot_for(ctx.first_conn + conn, nth);
-        nth += 1;
-        let (request, ids) = build_request(&ctx, bot, job);
+        let (request, ids) = match job.again.take() {
+            Some(sent_before) => (sent_before, Vec::new()),
+            None => {
+                let bot = ctx.bots.bot_for(ctx.first_conn + conn, nth);
+                nth += 1;
+                let (request, ids) = build_request(&ctx, bot, &job);
+                if ctx.keep_requests {
+                    let request = request.clone();
+                    if events.send(Event::Started { conn, request }).is_err() {
+                        return;
+                    }
+                }
+                (request, ids)
+            }
+        };
         let mut reconnected = false;
         let result = timeout(ctx.timeout, async {
             let mut retried = false;
@@ -563,7 +621,7 @@ pub async fn run_connection(
                     return Err(FailureKind::Connect);
                 };
                 let mut buf = Vec::with_capacity(READ_BUFFER_BYTES);
-                match exchange(s, &request, &mut buf).await {
+                match exchange(s, &request.bytes, &mut buf).await {
                     Ok(r) => return Ok(r),
                     Err(ExchangeError::Closed { nothing_read: true })
                         if served_on_stream > 0 && !retried =>
@@ -604,17 +662,21 @@ pub async fn run_connection(
     }
 }
 
-/// The request bytes for `job` from `bot`, and the message ids inside
-/// (empty unless `ctx.collect_ids`).
-fn build_request(ctx: &ConnContext, bot: u32, job: Job) -> (Vec<u8>, Vec<Uuid>) {
+/// The request for `job` from `bot`, and the message ids inside (empty
+/// unless `ctx.collect_ids`).
+fn build_request(ctx: &ConnContext, bot: u32, job: &Job) -> (Arc<Prepared>, Vec<Uuid>) {
     let count = ctx.batch.max(1) as usize;
     let mut body = Vec::with_capacity(256 * count);
     let specs: Vec<MessageSpec> = (0..count)
-        .map(|i| MessageSpec {
-            id: Uuid::now_v7(),
-            bot,
-            seq: job.seq * count as u64 + i as u64,
-            sent_at: job.sent_at,
+        .map(|i| {
+            let seq = job.seq * count as u64 + i as u64;
+            let omit = payload::in_share(seq, WITHOUT_SENT_AT_SALT, ctx.without_sent_at);
+            MessageSpec {
+                id: Uuid::now_v7(),
+                bot,
+                seq,
+                sent_at: (!omit).then_some(job.sent_at),
+            }
         })
         .collect();
     let ids = if ctx.collect_ids {
@@ -627,7 +689,11 @@ fn build_request(ctx: &ConnContext, bot: u32, job: Job) -> (Vec<u8>, Vec<Uuid>) 
     } else {
         payload::write_batch(&mut body, &specs);
     }
-    (ctx.target.encode(ctx.batch > 0, &body), ids)
+    let prepared = Prepared {
+        bytes: ctx.target.encode(ctx.batch > 0, &body),
+        messages: specs.iter().map(|s| (s.id, s.sent_at.is_some())).collect(),
+    };
+    (Arc::new(prepared), ids)
 }
 
 #[cfg(test)]
@@ -656,6 +722,7 @@ mod tests {
         let h = head(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nConnection: close\r\ncontent-length: 0\r\n\r\n");
         assert_eq!(h.status, 429);
         assert!(h.retry_after);
+        assert_eq!(h.retry_after_secs, Some(1));
         assert!(!h.keep_alive);
     }
 

@@ -11,6 +11,11 @@
 //! Opening ([`Fleet::open`]) and running ([`Fleet::run`]) are separate so that
 //! several generator processes can each open their share and then start one
 //! common schedule together.
+//!
+//! A request that goes out again ([`super::resend`]) waits in a queue by the
+//! time it is due and takes the next idle connection before any newly
+//! scheduled request: it is the older of the two. Each attempt's ending goes
+//! to the [`Ledger`] when there is one.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
@@ -22,8 +27,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 
-use super::client::{run_connection, ConnContext, Event, Job};
+use super::client::{run_connection, Completion, ConnContext, Event, Job, Outcome, Prepared};
+use super::ledger::{Ending, Entry, Ledger};
 use super::report::{ConnectionStats, DispatchStats, Recorder};
+use super::resend::{Cause, History, ResendPolicy};
 use super::schedule::Schedule;
 
 /// Completions taken from the channel per wake-up.
@@ -47,11 +54,175 @@ pub struct DriveSettings {
     pub messages_per_request: u64,
 }
 
+/// What happens to a request after its first attempt.
+#[derive(Debug)]
+pub struct FollowUp {
+    pub policy: ResendPolicy,
+    /// Where every attempt's ending is written, if anywhere.
+    pub ledger: Option<Ledger>,
+}
+
+impl FollowUp {
+    /// Whether attempts need to be followed one by one.
+    fn tracks_attempts(&self) -> bool {
+        self.policy.is_active() || self.ledger.is_some()
+    }
+}
+
 /// What the driver measured besides the recorder's figures.
 pub struct DriveOutcome {
     pub connections: ConnectionStats,
     pub dispatch: DispatchStats,
     pub recorder: Recorder,
+    /// The ledger, still to be finished.
+    pub ledger: Option<Ledger>,
+}
+
+/// One attempt of a request: which, why, and what came before.
+#[derive(Debug)]
+struct Attempt {
+    seq: u64,
+    number: u32,
+    cause: Cause,
+    history: History,
+    /// The request as sent; `None` for a first attempt until its connection
+    /// reports it leaving.
+    request: Option<Arc<Prepared>>,
+}
+
+/// Attempts in flight (by connection) and follow-ups waiting for their time,
+/// when requests are followed one by one; inert otherwise.
+struct Attempts {
+    follow: FollowUp,
+    tracking: bool,
+    in_flight: Vec<Option<Attempt>>,
+    /// Earliest first; the counter keeps two due at the same instant apart.
+    pending: BTreeMap<(Instant, u64), Attempt>,
+    order: u64,
+}
+
+impl Attempts {
+    fn new(follow: FollowUp, connections: usize) -> Attempts {
+        let tracking = follow.tracks_attempts();
+        let mut in_flight = Vec::new();
+        if tracking {
+            in_flight.resize_with(connections, || None);
+        }
+        Attempts {
+            follow,
+            tracking,
+            in_flight,
+            pending: BTreeMap::new(),
+            order: 0,
+        }
+    }
+
+    /// Scheduled request `seq` went to connection `conn`.
+    fn first_sent(&mut self, conn: u32, seq: u64) {
+        if self.tracking {
+            self.sent(
+                conn,
+                Attempt {
+                    seq,
+                    number: 0,
+                    cause: Cause::First,
+                    history: History::default(),
+                    request: None,
+                },
+            );
+        }
+    }
+
+    fn sent(&mut self, conn: u32, attempt: Attempt) {
+        if let Some(slot) = self.in_flight.get_mut(conn as usize) {
+            *slot = Some(attempt);
+        }
+    }
+
+    /// Connection `conn` built the request of its current first attempt.
+    fn request_left(&mut self, conn: u32, request: Arc<Prepared>) {
+        if let Some(Some(attempt)) = self.in_flight.get_mut(conn as usize) {
+            attempt.request = Some(request);
+        }
+    }
+
+    /// The earliest follow-up due by `now`, if any.
+    fn take_due(&mut self, now: Instant) -> Option<Attempt> {
+        let entry = self.pending.first_entry()?;
+        (entry.key().0 <= now).then(|| entry.remove())
+    }
+
+    fn wait(&mut self, at: Instant, attempt: Attempt) {
+        self.pending.insert((at, self.order), attempt);
+        self.order += 1;
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.pending.first_key_value().map(|((at, _), _)| *at)
+    }
+
+    fn none_waiting(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The attempt on connection `conn` ended with `outcome`: write it down,
+    /// queue what follows. Returns why that attempt was sent (`None` when
+    /// attempts are not followed).
+    fn ended(
+        &mut self,
+        conn: u32,
+        outcome: Outcome,
+        at: (Instant, DateTime<Utc>),
+    ) -> Option<Cause> {
+        let attempt = self.in_flight.get_mut(conn as usize)?.take()?;
+        if let (Some(ledger), Some(request)) =
+            (self.follow.ledger.as_mut(), attempt.request.as_deref())
+        {
+            ledger.record(Entry {
+                at: at.1,
+                request,
+                attempt: attempt.number,
+                cause: attempt.cause,
+                ending: Ending::Done(outcome),
+            });
+        }
+        let history = attempt.history.after(attempt.cause);
+        if let Some((wait, cause)) = self.follow.policy.next(attempt.seq, history, &outcome) {
+            let again = Attempt {
+                seq: attempt.seq,
+                number: attempt.number + 1,
+                cause,
+                history,
+                request: attempt.request,
+            };
+            self.wait(at.0 + wait, again);
+        }
+        Some(attempt.cause)
+    }
+
+    /// The run is over: what is still in flight or waiting goes to the ledger
+    /// as such, and the ledger is handed back.
+    fn close(mut self, at: DateTime<Utc>) -> Option<Ledger> {
+        let mut ledger = self.follow.ledger.take()?;
+        let left = self
+            .in_flight
+            .into_iter()
+            .flatten()
+            .map(|a| (a, Ending::Unanswered))
+            .chain(self.pending.into_values().map(|a| (a, Ending::Unsent)));
+        for (attempt, ending) in left {
+            if let Some(request) = attempt.request.as_deref() {
+                ledger.record(Entry {
+                    at,
+                    request,
+                    attempt: attempt.number,
+                    cause: attempt.cause,
+                    ending,
+                });
+            }
+        }
+        Some(ledger)
+    }
 }
 
 /// Open connections, idle and waiting for a schedule.
@@ -127,7 +298,7 @@ impl Fleet {
                                 }
                             }
                             // No jobs were sent yet.
-                            Event::Done(_) => {}
+                            Event::Started { .. } | Event::Done(_) => continue,
                         }
                         reported += 1;
                     }
@@ -176,7 +347,8 @@ impl Fleet {
         &self.stats
     }
 
-    /// Sends `schedule` over the fleet, drains, closes the fleet.
+    /// Sends `schedule` over the fleet, and the follow-ups `follow` asks
+    /// for, drains, closes the fleet.
     ///
     /// `clock` pins an `Instant` to the wall-clock time it stands for, so
     /// each request's `sent_at` is its intended time on the wall clock.
@@ -184,6 +356,7 @@ impl Fleet {
         mut self,
         schedule: Schedule,
         clock: (Instant, DateTime<Utc>),
+        follow: FollowUp,
     ) -> DriveOutcome {
         let mut recorder = Recorder::new(
             schedule.clone(),
@@ -195,42 +368,70 @@ impl Fleet {
                 + chrono::Duration::from_std(at.saturating_duration_since(clock.0))
                     .unwrap_or_default()
         };
-        let drain_deadline = schedule.end() + self.ctx.timeout + DRAIN_GRACE;
+        let drain_deadline = schedule.end()
+            + self.ctx.timeout
+            + DRAIN_GRACE
+            + follow.policy.longest_follow_up(self.ctx.timeout);
+        let mut attempts = Attempts::new(follow, self.senders.len());
         let total = schedule.total();
         let mut next: u64 = 0;
         let mut in_flight: u64 = 0;
         let mut events = Vec::with_capacity(EVENT_BATCH);
 
         loop {
-            let due = schedule.due(Instant::now());
+            let now = Instant::now();
+            // Follow-ups first: they are older than anything newly due.
+            while !self.idle.is_empty() {
+                let Some(attempt) = attempts.take_due(now) else {
+                    break;
+                };
+                let Some(conn) = self.idle.pop_front() else {
+                    break;
+                };
+                let job = Job {
+                    seq: attempt.seq,
+                    sent_at: wall(schedule.intended(attempt.seq)),
+                    again: attempt.request.clone(),
+                };
+                if self.hand_over(conn, job) {
+                    in_flight += 1;
+                    attempts.sent(conn, attempt);
+                } else {
+                    attempts.wait(now, attempt);
+                }
+            }
+            let due = schedule.due(now);
             while next < due {
                 let Some(conn) = self.idle.pop_front() else {
                     break;
                 };
-                let Some(Some(tx)) = self.senders.get(conn as usize) else {
-                    continue;
-                };
                 let job = Job {
                     seq: next,
                     sent_at: wall(schedule.intended(next)),
+                    again: None,
                 };
-                if tx.try_send(job).is_ok() {
+                if self.hand_over(conn, job) {
+                    attempts.first_sent(conn, next);
                     next += 1;
                     in_flight += 1;
-                } else {
-                    // The task is gone (it only ends when its events can't
-                    // be delivered); drop it from the rotation.
-                    self.retire(conn);
                 }
             }
-            if next >= total && in_flight == 0 {
+            if next >= total && in_flight == 0 && attempts.none_waiting() {
                 break;
             }
             if self.idle.is_empty() && in_flight == 0 {
                 // Every connection task is gone: nothing more can be sent.
                 break;
             }
-            let wake = (next < total && !self.idle.is_empty()).then(|| schedule.intended(next));
+            let next_scheduled = (next < total).then(|| schedule.intended(next));
+            let wake = if self.idle.is_empty() {
+                None
+            } else {
+                [next_scheduled, attempts.next_due()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            };
             tokio::select! {
                 biased;
                 got = self.ev_rx.recv_many(&mut events, EVENT_BATCH) => {
@@ -238,17 +439,13 @@ impl Fleet {
                         break;
                     }
                     for ev in events.drain(..) {
-                        if let Event::Done(done) = ev {
-                            in_flight = in_flight.saturating_sub(1);
-                            let conn = done.conn;
-                            if done.reconnected {
-                                self.stats.reconnects += 1;
+                        match ev {
+                            Event::Done(done) => {
+                                in_flight = in_flight.saturating_sub(1);
+                                self.finished(done, &mut attempts, &mut recorder, wall);
                             }
-                            if let Some(o) = self.open.get_mut(conn as usize) {
-                                *o = done.open;
-                            }
-                            recorder.record(done);
-                            self.idle.push_back(conn);
+                            Event::Started { conn, request } => attempts.request_left(conn, request),
+                            Event::Connected { .. } | Event::ConnectFailed { .. } => {}
                         }
                     }
                 }
@@ -256,13 +453,15 @@ impl Fleet {
                 _ = sleep_until(drain_deadline) => break,
             }
         }
-        let elapsed_s = Instant::now()
+        let ended = Instant::now();
+        let elapsed_s = ended
             .saturating_duration_since(schedule.start())
             .as_secs_f64();
         let unfinished = schedule
             .measured_count()
             .saturating_sub(recorder.measured_completed());
         self.stats.open_at_end = self.open.iter().filter(|o| **o).count() as u32;
+        let ledger = attempts.close(wall(ended));
 
         // Close the fleet: dropping the job senders lets idle tasks close
         // their sockets; whatever is still stuck in a request is aborted.
@@ -290,6 +489,46 @@ impl Fleet {
                 elapsed_s,
             },
             recorder,
+            ledger,
+        }
+    }
+
+    /// A request on connection `conn` finished: the connection is idle again,
+    /// the recorder and the attempts learn how it went.
+    fn finished(
+        &mut self,
+        done: Completion,
+        attempts: &mut Attempts,
+        recorder: &mut Recorder,
+        wall: impl Fn(Instant) -> DateTime<Utc>,
+    ) {
+        let conn = done.conn;
+        if done.reconnected {
+            self.stats.reconnects += 1;
+        }
+        if let Some(o) = self.open.get_mut(conn as usize) {
+            *o = done.open;
+        }
+        let now = Instant::now();
+        match attempts.ended(conn, done.outcome, (now, wall(now))) {
+            Some(cause) if cause != Cause::First => recorder.record_follow_up(cause, &done.outcome),
+            _ => recorder.record(done),
+        }
+        self.idle.push_back(conn);
+    }
+
+    /// Gives `job` to connection `conn`; false when the connection's task is
+    /// gone, which drops it from the rotation.
+    fn hand_over(&mut self, conn: u32, job: Job) -> bool {
+        let Some(Some(tx)) = self.senders.get(conn as usize) else {
+            return false;
+        };
+        if tx.try_send(job).is_ok() {
+            true
+        } else {
+            // The task only ends when its events can't be delivered.
+            self.retire(conn);
+            false
         }
     }
 

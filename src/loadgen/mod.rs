@@ -26,22 +26,28 @@
 //!   connections, feeds completions to the recorder.
 //! - [`report`]: HdrHistogram recorder, per-second timeline, JSON and Markdown.
 //! - [`plot`]: the PNG of throughput and latency over time.
+//! - [`resend`]: when a request goes out again with the same message ids
+//!   (retries after 429, 5xx or no answer; deliberate re-sends).
+//! - [`ledger`]: every attempt of every message, one CSV line each, for
+//!   accounting id by id (`make chaos`).
 //! - [`e2e`]: sent → stored latency read back from Postgres.
 //! - [`shard`]: several generator processes for one run, when the
 //!   file-descriptor limit keeps one process from holding every connection.
 //!
 //! Flow: [`run`] validates the flags, resolves the target, raises the fd
 //! limit, runs the [`driver`] (which uses `schedule`, `client`, `payload`,
-//! `report`) in this process or, through [`shard`], in several, adds up
+//! `report`, `resend`, `ledger`) in this process or, through [`shard`], in several, adds up
 //! their figures, optionally asks [`e2e`], then writes `report.json`,
 //! `report.md` and `latency.png` into `--out`.
 
 pub mod client;
 pub mod driver;
 pub mod e2e;
+pub mod ledger;
 pub mod payload;
 pub mod plot;
 pub mod report;
+pub mod resend;
 pub mod schedule;
 pub mod shard;
 
@@ -64,9 +70,11 @@ pub use report::{LoadReport, Percentiles, Results, SecondStats};
 pub use shard::ShardSpec;
 
 use client::{ConnContext, Target};
-use driver::{DriveSettings, Fleet};
+use driver::{DriveSettings, Fleet, FollowUp};
+use ledger::Ledger;
 use payload::BotPlan;
 use report::{FdLimit, HostInfo, RunConfig};
+use resend::ResendPolicy;
 use schedule::{Schedule, WarmUp};
 use shard::ShardData;
 
@@ -160,6 +168,33 @@ pub struct LoadgenArgs {
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
 
+    /// Send a request again, with the same message ids, after a 429, a 5xx
+    /// or no answer, up to this many times (after its Retry-After, capped at
+    /// 10 s; 1 s when there is none).
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
+
+    /// Share of requests (0 to 1) sent a second time on purpose, with the
+    /// same message ids, whatever their answer: a client that lost the answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub resend: f64,
+
+    /// A deliberate re-send leaves up to this many seconds after the answer
+    /// it follows (spread evenly).
+    #[arg(long, default_value_t = 3.0)]
+    pub resend_within: f64,
+
+    /// Share of messages (0 to 1) sent without `sent_at` (the API then uses
+    /// the time it received them).
+    #[arg(long, default_value_t = 0.0)]
+    pub without_sent_at: f64,
+
+    /// Write every attempt of every message to this CSV file (at_ms,
+    /// message_id, attempt, cause, outcome, retry_after, sent_at), for
+    /// accounting id by id. Needs a single generator process.
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+
     /// API key sent as `Authorization: Bearer` when the API requires one.
     #[arg(long, env = "CHAT_ANALYTICS_LOADGEN_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -210,6 +245,7 @@ struct Plan {
     e2e_wait: Duration,
     messages_per_request: u64,
     request_rate: f64,
+    resends: ResendPolicy,
 }
 
 impl Plan {
@@ -250,6 +286,14 @@ impl Plan {
             }
         };
         let messages_per_request = u64::from(args.batch.max(1));
+        for (name, ratio) in [
+            ("resend", args.resend),
+            ("without-sent-at", args.without_sent_at),
+        ] {
+            if !(0.0..=1.0).contains(&ratio) {
+                return bad(format!("--{name} {ratio} must be from 0 to 1"));
+            }
+        }
         Ok(Plan {
             bots,
             warmup: secs("warmup", args.warmup, false)?,
@@ -263,6 +307,11 @@ impl Plan {
             e2e_wait: secs("e2e-wait", args.e2e_wait, false)?,
             messages_per_request,
             request_rate: args.rate / messages_per_request as f64,
+            resends: ResendPolicy {
+                retries: args.retries,
+                resend_ratio: args.resend,
+                resend_within: secs("resend-within", args.resend_within, false)?,
+            },
         })
     }
 }
@@ -281,6 +330,13 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
     let sources = source_addresses(target.addr, args.source_ips, args.connections)?;
     let fd_limit = raise_fd_limit(u64::from(args.connections) + FD_MARGIN);
     let processes = process_count(args.processes, args.connections, &fd_limit);
+    if processes > 1 && args.ledger.is_some() {
+        return Err(LoadgenError::InvalidArgs(format!(
+            "--ledger needs one generator process, and {} connections take {processes} \
+             here (open-file limit {})",
+            args.connections, fd_limit.soft
+        )));
+    }
     let out_dir = args.out.clone().unwrap_or_else(default_out_dir);
     std::fs::create_dir_all(&out_dir).map_err(|source| LoadgenError::Output {
         path: out_dir.clone(),
@@ -375,6 +431,10 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
             timeout_s: args.timeout,
             processes,
             postgres: args.postgres_url.is_some(),
+            retries: args.retries,
+            resend: args.resend,
+            without_sent_at: args.without_sent_at,
+            ledger: args.ledger.clone(),
         },
         fd_limit,
         connections,
@@ -421,7 +481,16 @@ where
         timeout: plan.timeout,
         connect_timeout: CONNECT_TIMEOUT,
         collect_ids: args.postgres_url.is_some(),
+        keep_requests: plan.resends.is_active() || args.ledger.is_some(),
+        without_sent_at: args.without_sent_at,
     });
+    let ledger = match &args.ledger {
+        Some(path) => Some(Ledger::create(path).map_err(|source| LoadgenError::Output {
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
     let settings = DriveSettings {
         connections,
         connect_rate: (args.connect_rate / spec.count).max(1),
@@ -455,7 +524,18 @@ where
         plan.duration,
         plan.warm_up,
     );
-    let outcome = fleet.run(schedule, clock).await;
+    let follow = FollowUp {
+        policy: plan.resends,
+        ledger,
+    };
+    let outcome = fleet.run(schedule, clock, follow).await;
+    if let Some(ledger) = outcome.ledger {
+        let path = ledger.path().to_owned();
+        let lines = ledger
+            .finish()
+            .map_err(|source| LoadgenError::Output { path, source })?;
+        tracing::info!(lines, "ledger written");
+    }
     let (raw, ids) = outcome.recorder.finish();
     Ok(ShardData {
         raw,

@@ -5,7 +5,9 @@
 //! chatbot's traffic: short, varied lines, a stable `bot_id` per connection, a
 //! conversation that changes every few messages, and a `message_id` chosen here
 //! so the end-to-end check can find each accepted message in Postgres. `sent_at`
-//! is the request's *intended* send time, the same origin as the latency.
+//! is the request's *intended* send time, the same origin as the latency; a
+//! chosen share of messages goes without it, as many bots send, and the server
+//! then uses the time it received them.
 
 use std::io::Write;
 
@@ -114,15 +116,14 @@ pub struct MessageSpec {
     pub bot: u32,
     /// Position in the run, used to vary text and conversation.
     pub seq: u64,
-    /// Intended send time, written as `sent_at`.
-    pub sent_at: DateTime<Utc>,
+    /// Intended send time, written as `sent_at`; `None` leaves the field out.
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 /// Appends one message object (no trailing separator) to `out`.
 pub fn write_message(out: &mut Vec<u8>, spec: &MessageSpec) {
     let text = chat_text(spec.seq);
     let conversation = spec.seq / MESSAGES_PER_CONVERSATION;
-    let sent_at = spec.sent_at.to_rfc3339_opts(SecondsFormat::Micros, true);
     // Writing into a Vec cannot fail; the text goes through serde_json so any
     // line added later is escaped correctly.
     let _ = write!(
@@ -135,7 +136,11 @@ pub fn write_message(out: &mut Vec<u8>, spec: &MessageSpec) {
         mix(spec.seq / MESSAGES_PER_CONVERSATION) % 100_000,
     );
     let _ = serde_json::to_writer(&mut *out, &text);
-    let _ = write!(out, ",\"sent_at\":\"{sent_at}\"}}");
+    if let Some(sent_at) = spec.sent_at {
+        let sent_at = sent_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let _ = write!(out, ",\"sent_at\":\"{sent_at}\"");
+    }
+    out.push(b'}');
 }
 
 /// Appends a batch body, a JSON array of the messages, to `out`.
@@ -163,6 +168,19 @@ pub fn chat_text(seq: u64) -> String {
     }
 }
 
+/// Whether item `n` falls in a share of `ratio` (0 to 1) of all items: a fixed
+/// choice by hash, so the same share is picked whatever the timing, and
+/// `salt` keeps two shares drawn over the same items independent.
+pub fn in_share(n: u64, salt: u64, ratio: f64) -> bool {
+    fraction(n, salt) < ratio
+}
+
+/// A fraction in [0, 1) fixed by `n` and `salt`, spread evenly over items.
+pub fn fraction(n: u64, salt: u64) -> f64 {
+    // The top 53 bits: exact in an f64.
+    (mix(n ^ salt) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// splitmix64: a cheap, well-spread hash so consecutive indexes pick unrelated
 /// lines without a random number generator.
 fn mix(x: u64) -> u64 {
@@ -182,7 +200,7 @@ mod tests {
             id: Uuid::now_v7(),
             bot: 7,
             seq,
-            sent_at: DateTime::from_timestamp_micros(1_767_225_600_123_456).unwrap_or_default(),
+            sent_at: DateTime::from_timestamp_micros(1_767_225_600_123_456),
         }
     }
 
@@ -197,6 +215,34 @@ mod tests {
         assert_eq!(v["sent_at"], "2026-01-01T00:00:00.123456Z");
         let text = v["text"].as_str().expect("text");
         assert!(!text.is_empty() && text.chars().count() <= 4096);
+    }
+
+    #[test]
+    fn a_message_without_sent_at_leaves_the_field_out() {
+        let s = MessageSpec {
+            sent_at: None,
+            ..spec(4)
+        };
+        let mut out = Vec::new();
+        write_message(&mut out, &s);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(v["message_id"], s.id.to_string());
+        assert!(v.get("sent_at").is_none(), "{v}");
+    }
+
+    #[test]
+    fn a_share_picks_about_its_ratio_and_salts_pick_apart() {
+        let picked = |salt, ratio| (0..10_000).filter(|n| in_share(*n, salt, ratio)).count();
+        assert_eq!(picked(1, 0.0), 0);
+        assert_eq!(picked(1, 1.0), 10_000);
+        let half = picked(1, 0.5);
+        assert!((4_800..=5_200).contains(&half), "{half}");
+        let tenth = picked(1, 0.1);
+        assert!((900..=1_100).contains(&tenth), "{tenth}");
+        let both = (0..10_000)
+            .filter(|n| in_share(*n, 1, 0.5) && in_share(*n, 2, 0.5))
+            .count();
+        assert!((2_300..=2_700).contains(&both), "{both}");
     }
 
     #[test]

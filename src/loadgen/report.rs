@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::client::{Completion, Outcome};
 use super::e2e::E2eReport;
+use super::resend::Cause;
 use super::schedule::Schedule;
 
 /// Histogram range in microseconds: 1 µs to 10 minutes, beyond any timeout.
@@ -137,6 +138,7 @@ pub struct Recorder {
     statuses: BTreeMap<u16, u64>,
     failures: BTreeMap<&'static str, u64>,
     retry_after_missing: u64,
+    follow_ups: FollowUpCounts,
     seconds: Vec<SecondBucket>,
     accepted_ids: Vec<Uuid>,
     /// Accepted messages whose answer came within the measured duration.
@@ -163,6 +165,7 @@ impl Recorder {
             statuses: BTreeMap::new(),
             failures: BTreeMap::new(),
             retry_after_missing: 0,
+            follow_ups: FollowUpCounts::new(),
             seconds: Vec::new(),
             accepted_ids: Vec::new(),
             accepted_in_window: 0,
@@ -232,6 +235,23 @@ impl Recorder {
         }
     }
 
+    /// Records a request sent again (see [`super::resend`]): counted by why
+    /// and how it ended, apart from the scheduled requests' figures, which
+    /// stay one per scheduled request.
+    pub fn record_follow_up(&mut self, cause: Cause, outcome: &Outcome) {
+        if let Outcome::Answered(r) = outcome {
+            if (r.status == THROTTLED || r.status == 503) && !r.retry_after {
+                self.retry_after_missing += 1;
+            }
+        }
+        *self
+            .follow_ups
+            .entry(cause.label().to_owned())
+            .or_default()
+            .entry(outcome.label())
+            .or_insert(0) += 1;
+    }
+
     /// Number of measured requests recorded so far.
     pub fn measured_completed(&self) -> u64 {
         self.measured_completed
@@ -252,6 +272,7 @@ impl Recorder {
                 .map(|(k, v)| ((*k).to_owned(), *v))
                 .collect(),
             retry_after_missing: self.retry_after_missing,
+            follow_ups: self.follow_ups,
             accepted_requests,
             accepted_messages: accepted_requests * self.messages_per_request,
             accepted_in_window: self.accepted_in_window,
@@ -272,6 +293,10 @@ impl Recorder {
         (raw, self.accepted_ids)
     }
 }
+
+/// Requests sent again, by why (`retry`, `resend`) and then by how they
+/// ended (HTTP status or failure kind).
+pub type FollowUpCounts = BTreeMap<String, BTreeMap<String, u64>>;
 
 /// A histogram as (value, count) pairs: what crosses a process boundary when
 /// several generator processes share a run, merged back without loss.
@@ -319,6 +344,8 @@ pub struct RawResults {
     pub statuses: BTreeMap<u16, u64>,
     pub failures: BTreeMap<String, u64>,
     pub retry_after_missing: u64,
+    #[serde(default)]
+    pub follow_ups: FollowUpCounts,
     pub accepted_requests: u64,
     pub accepted_messages: u64,
     pub accepted_in_window: u64,
@@ -349,6 +376,12 @@ pub fn summarize(parts: &[RawResults], duration_s: f64) -> Results {
         r.completed += p.completed;
         r.warmup_completed += p.warmup_completed;
         r.retry_after_missing += p.retry_after_missing;
+        for (cause, outcomes) in &p.follow_ups {
+            let merged = r.follow_ups.entry(cause.clone()).or_default();
+            for (outcome, n) in outcomes {
+                *merged.entry(outcome.clone()).or_insert(0) += n;
+            }
+        }
         r.accepted_requests += p.accepted_requests;
         r.accepted_messages += p.accepted_messages;
         accepted_in_window += p.accepted_in_window;
@@ -403,8 +436,13 @@ pub struct Results {
     /// Requests without an answer, by kind (connect, timeout, closed, io,
     /// bad_response).
     pub failures: BTreeMap<String, u64>,
-    /// 429 and 503 answers that lacked the promised `Retry-After`.
+    /// 429 and 503 answers that lacked the promised `Retry-After`, follow-ups
+    /// included.
     pub retry_after_missing: u64,
+    /// Requests sent again with the same message ids, apart from the figures
+    /// above (which count each scheduled request once, by its first attempt).
+    #[serde(default)]
+    pub follow_ups: FollowUpCounts,
     pub accepted_requests: u64,
     pub accepted_messages: u64,
     /// Accepted messages per second: those answered *within* the measured
@@ -471,6 +509,18 @@ pub struct RunConfig {
     pub processes: u32,
     /// Whether end-to-end latency was read back from Postgres.
     pub postgres: bool,
+    /// Retries of a request after a 429, a 5xx or no answer.
+    #[serde(default)]
+    pub retries: u32,
+    /// Share of requests deliberately sent a second time.
+    #[serde(default)]
+    pub resend: f64,
+    /// Share of messages sent without `sent_at`.
+    #[serde(default)]
+    pub without_sent_at: f64,
+    /// Where every attempt was written, one line per message.
+    #[serde(default)]
+    pub ledger: Option<PathBuf>,
 }
 
 /// The file-descriptor limit after raising it.
@@ -634,6 +684,19 @@ impl LoadReport {
                 },
             ),
             ("request timeout", format!("{} s", c.timeout_s)),
+            (
+                "sent again (same message ids)",
+                format!(
+                    "up to {} retries after 429, 5xx or no answer; {:.0}% of requests re-sent \
+                     once on purpose",
+                    c.retries,
+                    c.resend * 100.0
+                ),
+            ),
+            (
+                "messages without sent_at",
+                format!("{:.0}%", c.without_sent_at * 100.0),
+            ),
             ("generator processes", c.processes.to_string()),
             (
                 "file-descriptor limit (per process)",
@@ -728,6 +791,26 @@ impl LoadReport {
             let _ = writeln!(md, "| connect failed: {reason} | {n} |");
         }
 
+        if !r.follow_ups.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n## Sent again with the same message ids (not in the figures above)\n"
+            );
+            let _ = writeln!(md, "| why | answer | count |\n|---|---|---|");
+            for (cause, outcomes) in &r.follow_ups {
+                for (outcome, n) in outcomes {
+                    let _ = writeln!(md, "| {cause} | {outcome} | {n} |");
+                }
+            }
+        }
+        if let Some(ledger) = &c.ledger {
+            let _ = writeln!(
+                md,
+                "\nEvery attempt, one line per message: `{}`.",
+                ledger.display()
+            );
+        }
+
         let _ = writeln!(md, "\n## Over time\n");
         let _ = writeln!(
             md,
@@ -781,6 +864,7 @@ mod tests {
         Outcome::Answered(Response {
             status,
             retry_after,
+            retry_after_secs: retry_after.then_some(1),
             keep_alive: true,
         })
     }
@@ -862,6 +946,36 @@ mod tests {
             "{:?}",
             res.latency_ms
         );
+    }
+
+    #[test]
+    fn follow_ups_are_counted_apart_from_the_scheduled_requests() {
+        let s = Schedule::new(
+            Instant::now(),
+            100.0,
+            Duration::ZERO,
+            Duration::from_secs(1),
+            WarmUp::FullRate,
+        );
+        let mut rec = Recorder::new(s.clone(), 1, false);
+        rec.record(done(&s, 0, 1, answered(503, true)));
+        rec.record_follow_up(Cause::Retry, &answered(ACCEPTED, false));
+        rec.record_follow_up(Cause::Resend, &answered(ACCEPTED, false));
+        rec.record_follow_up(Cause::Resend, &answered(503, false));
+        let results = summarize(&[rec.finish().0], 1.0);
+        assert_eq!(results.completed, 1);
+        assert_eq!(results.status_counts.get("503"), Some(&1));
+        assert_eq!(results.accepted_requests, 0);
+        assert_eq!(results.follow_ups["retry"]["202"], 1);
+        assert_eq!(results.follow_ups["resend"]["202"], 1);
+        assert_eq!(results.follow_ups["resend"]["503"], 1);
+        assert_eq!(results.retry_after_missing, 1);
+        let md = LoadReport {
+            results,
+            ..LoadReport::default()
+        }
+        .to_markdown();
+        assert!(md.contains("| resend | 503 | 1 |"), "{md}");
     }
 
     #[test]

@@ -271,6 +271,16 @@ fn flags_have_the_documented_defaults() {
     assert_eq!(a.source_ips, 0);
     assert_eq!(a.processes, 0);
     assert_eq!(a.shard, None);
+    assert_eq!(a.retries, 0);
+    assert_eq!(a.resend, 0.0);
+    assert_eq!(a.resend_within, 3.0);
+    assert_eq!(a.without_sent_at, 0.0);
+    assert_eq!(a.ledger, None);
+    let too_much = Cli::try_parse_from(["loadgen", "--without-sent-at", "1.5"]).expect("flags");
+    assert!(matches!(
+        super::Plan::from_args(&too_much.args),
+        Err(LoadgenError::InvalidArgs(_))
+    ));
     assert!(Cli::try_parse_from(["loadgen", "--source-ips", "300"]).is_err());
     assert!(Cli::try_parse_from(["loadgen", "--shard", "0/2"]).is_err());
     let child = Cli::try_parse_from(["loadgen", "--shard", "1/2", "--shard-file", "/tmp/x"]);
@@ -359,5 +369,144 @@ async fn stale_keep_alive_connections_are_reopened_and_retried() {
         "{:?}",
         report.connections
     );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Every arrival of every message id: whether it carried `sent_at`.
+type Arrivals = Arc<Mutex<std::collections::HashMap<String, Vec<bool>>>>;
+
+/// A fake API that refuses, with 503 and `Retry-After: 0`, the first arrival
+/// of every `refuse_every`th new message id, and accepts everything else.
+async fn refusing_api(refuse_every: usize) -> (SocketAddr, Arrivals) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let arrivals: Arrivals = Arc::default();
+    let state = arrivals.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let state = state.clone();
+                    async move {
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                        let msg: serde_json::Value = body
+                            .ok()
+                            .and_then(|b| serde_json::from_slice(&b).ok())
+                            .unwrap_or_default();
+                        let id = msg["message_id"].as_str().unwrap_or("").to_owned();
+                        let (first, nth) = {
+                            let mut seen = state.lock().unwrap_or_else(|p| p.into_inner());
+                            let nth = seen.len();
+                            let copies = seen.entry(id).or_default();
+                            copies.push(msg.get("sent_at").is_some());
+                            (copies.len() == 1, nth)
+                        };
+                        let r = if first && nth % refuse_every == 0 {
+                            let mut r = reply(StatusCode::SERVICE_UNAVAILABLE, "{}");
+                            r.headers_mut().insert(
+                                "retry-after",
+                                hyper::header::HeaderValue::from_static("0"),
+                            );
+                            r
+                        } else {
+                            reply(StatusCode::ACCEPTED, "{}")
+                        };
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, arrivals)
+}
+
+/// Retries after a refusal and deliberate re-sends carry the same message
+/// ids, a share of messages goes without `sent_at`, and the ledger holds
+/// every attempt of every message exactly as the server saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_and_resends_reuse_message_ids_and_the_ledger_holds_every_attempt() {
+    let (addr, arrivals) = refusing_api(4).await;
+    let out = scratch_dir("ledger");
+    let ledger = out.join("ledger.csv");
+    let ledger_arg = ledger.display().to_string();
+    let a = args(
+        addr,
+        &out,
+        &[
+            "--rate",
+            "200",
+            "--connections",
+            "8",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--retries",
+            "2",
+            "--resend",
+            "0.25",
+            "--resend-within",
+            "0.2",
+            "--without-sent-at",
+            "0.5",
+            "--ledger",
+            &ledger_arg,
+        ],
+    );
+    std::fs::create_dir_all(&out).expect("out dir");
+    let report = run(a).await.expect("run");
+    let r = &report.results;
+    assert_eq!(r.completed, 200);
+    let refused = r.status_counts.get("503").copied().unwrap_or(0);
+    assert_eq!(refused, 50, "{:?}", r.status_counts);
+    assert_eq!(r.follow_ups["retry"].get("202"), Some(&refused));
+    let resent = r.follow_ups["resend"].get("202").copied().unwrap_or(0);
+    assert!((25..=75).contains(&resent), "{:?}", r.follow_ups);
+
+    let text = std::fs::read_to_string(&ledger).expect("ledger");
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(super::ledger::HEADER));
+    let mut from_ledger: std::collections::HashMap<String, Vec<(String, String, bool)>> =
+        std::collections::HashMap::new();
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 7, "{line}");
+        from_ledger.entry(f[1].to_owned()).or_default().push((
+            f[3].to_owned(),
+            f[4].to_owned(),
+            f[6] == "1",
+        ));
+    }
+    let seen = arrivals.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(from_ledger.len(), 200);
+    assert_eq!(seen.len(), 200);
+    let mut without_sent_at = 0;
+    for (id, attempts) in &from_ledger {
+        let copies = &seen[id];
+        assert_eq!(copies.len(), attempts.len(), "{id}: {attempts:?}");
+        assert!(
+            attempts.iter().any(|(_, outcome, _)| outcome == "202"),
+            "{id}: {attempts:?}"
+        );
+        assert!(
+            attempts.iter().zip(copies).all(|((_, _, a), b)| a == b),
+            "{id}: sent_at differs between attempts or from what the server saw"
+        );
+        if !copies[0] {
+            without_sent_at += 1;
+        }
+    }
+    assert!((70..=130).contains(&without_sent_at), "{without_sent_at}");
+    let resends = from_ledger
+        .values()
+        .filter(|a| a.iter().any(|(cause, _, _)| cause == "resend"))
+        .count() as u64;
+    assert_eq!(resends, resent);
+    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert!(md.contains("| retry | 202 |"), "{md}");
     let _ = std::fs::remove_dir_all(&out);
 }
