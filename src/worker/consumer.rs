@@ -2,7 +2,7 @@
 //! auto-commit off, a bounded pool of in-flight messages, and commits that follow the
 //! offset tracker, including on rebalance.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -69,6 +69,8 @@ pub struct WorkerContext {
     queue_depth: prometheus::IntGauge,
     /// Consumption is paused: partitions assigned meanwhile are paused too.
     paused: AtomicBool,
+    /// Last known lag per assigned partition.
+    last_lag: Mutex<HashMap<i32, i64>>,
 }
 
 fn lock(tracker: &Mutex<OffsetTracker>) -> MutexGuard<'_, OffsetTracker> {
@@ -79,19 +81,30 @@ fn lock(tracker: &Mutex<OffsetTracker>) -> MutexGuard<'_, OffsetTracker> {
 }
 
 impl ClientContext for WorkerContext {
+    /// `queue_depth`: the lag summed over assigned partitions. A partition whose lag is
+    /// unknown right now (the broker unreachable, a fresh assignment) counts with its last
+    /// known lag instead of 0, so the gauge does not read "no backlog" during an outage.
     fn stats(&self, stats: Statistics) {
-        let lag: i64 = stats
-            .topics
-            .get(&self.topic)
-            .map(|t| {
-                t.partitions
-                    .values()
-                    .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-                    .map(|p| p.consumer_lag)
-                    .sum()
-            })
-            .unwrap_or(0);
-        self.queue_depth.set(lag);
+        let Some(topic) = stats.topics.get(&self.topic) else {
+            return;
+        };
+        let mut last = self
+            .last_lag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let assigned: Vec<i32> = topic
+            .partitions
+            .values()
+            .filter(|p| p.partition >= 0 && p.fetch_state != "none")
+            .map(|p| p.partition)
+            .collect();
+        last.retain(|partition, _| assigned.contains(partition));
+        for p in topic.partitions.values().filter(|p| p.partition >= 0) {
+            if p.consumer_lag >= 0 && assigned.contains(&p.partition) {
+                last.insert(p.partition, p.consumer_lag);
+            }
+        }
+        self.queue_depth.set(last.values().sum());
     }
 }
 
@@ -166,6 +179,7 @@ impl MessageConsumer {
             topic: kafka.topic.clone(),
             queue_depth,
             paused: AtomicBool::new(false),
+            last_lag: Mutex::new(HashMap::new()),
         };
         let consumer: StreamConsumer<WorkerContext> = ClientConfig::new()
             .set("bootstrap.servers", &kafka.brokers)
