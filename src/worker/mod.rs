@@ -39,7 +39,7 @@ use crate::enrich::{EnrichError, Enricher};
 use crate::moderation::{ModerationError, Moderator};
 use crate::storage::partitions::PartitionMaintainer;
 use crate::storage::{BatchWriter, StorageMetrics};
-use crate::supervisor::supervise;
+use crate::supervisor::{supervise, Component};
 use crate::telemetry::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -153,14 +153,14 @@ impl Worker {
         let shutdown = self.shutdown.clone();
         let writer = self.writer.clone();
         let writer_task = tokio::spawn(supervise(
-            "batch_writer",
+            Component::BatchWriter,
             restarts.clone(),
             CancellationToken::new(),
             move || writer.clone().run(),
         ));
         let dlq = self.dead_letters.clone();
         let dlq_task = tokio::spawn(supervise(
-            "dead_letter_writer",
+            Component::DeadLetterWriter,
             restarts.clone(),
             CancellationToken::new(),
             move || dlq.clone().run(),
@@ -168,7 +168,7 @@ impl Worker {
         let committer = self.consumer.clone();
         let stop = shutdown.clone();
         let commit_task = tokio::spawn(supervise(
-            "offset_committer",
+            Component::OffsetCommitter,
             restarts.clone(),
             shutdown.clone(),
             move || committer.clone().commit_periodically(stop.clone()),
@@ -178,7 +178,7 @@ impl Worker {
         let every = self.maintenance_every;
         let stop = shutdown.clone();
         let maintenance_task = tokio::spawn(supervise(
-            "partition_maintainer",
+            Component::PartitionMaintainer,
             restarts.clone(),
             shutdown.clone(),
             move || {
@@ -194,7 +194,7 @@ impl Worker {
         let tasks = TaskTracker::new();
         let loop_tasks = tasks.clone();
         let stop = shutdown.clone();
-        supervise("consumer", restarts, shutdown.clone(), move || {
+        supervise(Component::Consumer, restarts, shutdown.clone(), move || {
             consumer.clone().run(
                 pipeline.clone(),
                 slots.clone(),
