@@ -9,13 +9,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ApiSettings, Settings};
+use crate::deadletter::Stage;
 use crate::http_server::{self, ConnectionTimeouts, Connections};
-use crate::ingest::{Admission, ApiKeys, AuthConfigError, IngestApi};
+use crate::ingest::{request_labels, Admission, ApiKeys, AuthConfigError, IngestApi};
 use crate::queue::{KafkaPublisher, ProducerError};
 use crate::storage::{connect_pool, PostgresProbe, StorageError};
-use crate::supervisor::supervise;
-use crate::telemetry::{AdminHandler, HealthChecks, Metrics, Probe};
-use crate::worker::{Worker, WorkerError};
+use crate::supervisor::{supervise, Component};
+use crate::telemetry::{AdminHandler, HealthChecks, KnownLabels, Metrics, Probe};
+use crate::worker::{Outcome, Worker, WorkerError};
 
 /// Which parts of the pipeline this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +86,7 @@ impl App {
         shutdown: CancellationToken,
     ) -> Result<App, StartupError> {
         let metrics = Metrics::new()?;
+        metrics.export_at_zero(&known_labels());
         let mut health = HealthChecks::default();
         let publisher = if role.runs_api() {
             let publisher =
@@ -160,7 +162,7 @@ impl App {
     /// producer and lets the worker finish, all within the grace period.
     pub async fn run(self) {
         let admin = tokio::spawn(supervised_server(
-            "admin_server",
+            Component::AdminServer,
             self.admin_listener,
             self.admin,
             self.admin_connections,
@@ -193,7 +195,7 @@ impl App {
 /// socket is closed once the loop has stopped for good, before open connections drain:
 /// with `api.reuse_port` the kernel then sends new connections to the other processes.
 async fn supervised_server<H: http_server::HttpHandler>(
-    component: &'static str,
+    component: Component,
     listener: Arc<TcpListener>,
     handler: Arc<H>,
     connections: Connections,
@@ -206,7 +208,7 @@ async fn supervised_server<H: http_server::HttpHandler>(
     // `supervise` owns (and drops on return) the only other handle on the listener.
     supervise(component, restarts, shutdown, move || {
         http_server::accept(
-            component,
+            component.as_str(),
             listener.clone(),
             handler.clone(),
             watched.clone(),
@@ -214,7 +216,7 @@ async fn supervised_server<H: http_server::HttpHandler>(
         )
     })
     .await;
-    http_server::drain(component, connections, grace).await;
+    http_server::drain(component.as_str(), connections, grace).await;
 }
 
 async fn serve_api(
@@ -226,7 +228,7 @@ async fn serve_api(
     let deadline = tokio::time::Instant::now() + grace;
     let housekeeping = tokio::spawn(forget_idle_bots(api.handler.clone(), shutdown.clone()));
     supervised_server(
-        "api_server",
+        Component::ApiServer,
         api.listener,
         api.handler,
         api.connections,
@@ -245,6 +247,21 @@ async fn serve_api(
         Err(err) => tracing::error!(error = %err, "producer flush incomplete"),
     }
     housekeeping.abort();
+}
+
+/// Every label set of the labelled metrics, from the types that own them.
+///
+/// Each role exports all of them, not only those it can produce: one binary has one
+/// metric set, as its unlabelled metrics already do (an ingest process exports
+/// `queue_depth`), so every process answers the same queries, and the sets stay
+/// in one list instead of one per role. The cost is a few dozen series at 0.
+fn known_labels() -> KnownLabels {
+    KnownLabels {
+        requests: request_labels().collect(),
+        outcomes: Outcome::ALL.map(Outcome::label).to_vec(),
+        dead_letter_stages: Stage::ALL.map(Stage::as_str).to_vec(),
+        components: Component::ALL.map(Component::as_str).to_vec(),
+    }
 }
 
 fn connection_timeouts(api: &ApiSettings) -> ConnectionTimeouts {

@@ -13,9 +13,52 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A run this long counts as healthy again: the next panic restarts quickly.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
+/// A supervised task: the `component` label of `component_restarts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Consumer,
+    OffsetCommitter,
+    BatchWriter,
+    DeadLetterWriter,
+    PartitionMaintainer,
+    DeadLetterReplayer,
+    Reenricher,
+    ApiServer,
+    AdminServer,
+}
+
+impl Component {
+    /// Every component, so each restart series can be exported at 0 from start.
+    pub const ALL: [Component; 9] = [
+        Component::Consumer,
+        Component::OffsetCommitter,
+        Component::BatchWriter,
+        Component::DeadLetterWriter,
+        Component::PartitionMaintainer,
+        Component::DeadLetterReplayer,
+        Component::Reenricher,
+        Component::ApiServer,
+        Component::AdminServer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Consumer => "consumer",
+            Component::OffsetCommitter => "offset_committer",
+            Component::BatchWriter => "batch_writer",
+            Component::DeadLetterWriter => "dead_letter_writer",
+            Component::PartitionMaintainer => "partition_maintainer",
+            Component::DeadLetterReplayer => "dead_letter_replayer",
+            Component::Reenricher => "reenricher",
+            Component::ApiServer => "api_server",
+            Component::AdminServer => "admin_server",
+        }
+    }
+}
+
 /// Runs `make()` until it returns normally or `shutdown` fires; restarts it on panic.
 pub async fn supervise<F, Fut>(
-    component: &'static str,
+    component: Component,
     restarts: prometheus::IntCounterVec,
     shutdown: CancellationToken,
     mut make: F,
@@ -31,6 +74,7 @@ pub async fn supervise<F, Fut>(
             Ok(()) => return,
             Err(err) if err.is_panic() => {
                 let reason = panic_message(err.into_panic());
+                let component = component.as_str();
                 tracing::error!(component, panic = %reason, "component panicked; restarting");
                 restarts.with_label_values(&[component]).inc();
             }
@@ -79,7 +123,7 @@ mod tests {
         let runs = Arc::new(AtomicU32::new(0));
         let counter = runs.clone();
         supervise(
-            "flaky",
+            Component::Consumer,
             restarts.clone(),
             CancellationToken::new(),
             move || {
@@ -93,7 +137,28 @@ mod tests {
         )
         .await;
         assert_eq!(runs.load(Ordering::SeqCst), 4);
-        assert_eq!(restarts.with_label_values(&["flaky"]).get(), 3);
+        assert_eq!(restarts.with_label_values(&["consumer"]).get(), 3);
+    }
+
+    #[test]
+    fn all_lists_every_component_once() {
+        for component in Component::ALL {
+            // A new variant does not compile here until it is added to ALL too.
+            match component {
+                Component::Consumer
+                | Component::OffsetCommitter
+                | Component::BatchWriter
+                | Component::DeadLetterWriter
+                | Component::PartitionMaintainer
+                | Component::DeadLetterReplayer
+                | Component::Reenricher
+                | Component::ApiServer
+                | Component::AdminServer => {}
+            }
+        }
+        let names: std::collections::HashSet<_> =
+            Component::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), Component::ALL.len());
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chat_analytics::app::Role;
+use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde_json::json;
@@ -287,6 +288,89 @@ async fn nlp_failures_store_rows_without_nlp_and_the_breaker_opens_then_closes()
         .await
             >= 9,
         "after closing, messages are enriched again"
+    );
+    app.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_quiet_bot_is_enriched_again_within_seconds_of_the_breaker_cooldown() {
+    let (topic, db, nlp) = (
+        create_topic(3).await,
+        TestDb::create().await,
+        NlpSim::start(5).await,
+    );
+    let mut settings = pipeline_settings(&topic, &db, &nlp);
+    settings.nlp.breaker_open_ms = 2_000;
+    let app = TestApp::spawn(Role::Serve, settings).await;
+    nlp.set_faults(json!({"error_rate": 1.0})).await;
+
+    // The breaker cannot open before the outage's first message, so its cooldown
+    // ends no earlier than this plus breaker_open_ms.
+    let outage_start = Utc::now();
+    post_many(&app, 60, "busy").await;
+    wait_for_metric(
+        &app.admin,
+        "circuit_breaker_state",
+        1.0,
+        Duration::from_secs(30),
+        "the breaker opens during the outage",
+    )
+    .await;
+    nlp.set_faults(json!({"error_rate": 0.0})).await;
+    let cooldown_over_at_the_earliest = outage_start + chrono::Duration::milliseconds(2_000);
+
+    // One message a second, through the rest of the cooldown and after it, until the
+    // breaker has closed. 5 successful trials close it: one a second takes about 5
+    // messages, the 10% share alone would take 41.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut quiet = 0;
+    let closed = loop {
+        tick.tick().await;
+        if metric_value(&scrape(&app.admin).await, "circuit_breaker_state") == 0.0 {
+            break true;
+        }
+        if quiet == 20 {
+            break false;
+        }
+        let r = app
+            .post(
+                "/v1/messages",
+                &json!({"bot_id": "quiet", "text": format!("quiet message {quiet} is fine")}),
+            )
+            .await;
+        assert_eq!(r.status(), 202);
+        quiet += 1;
+    };
+    assert!(
+        closed,
+        "the breaker closes within 20 messages at one a second"
+    );
+
+    let stored = db
+        .wait_for_count(
+            "SELECT count(*) FROM messages WHERE bot_id = 'quiet'",
+            quiet,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(stored, quiet);
+    let first_enriched: Option<DateTime<Utc>> = db
+        .pool
+        .get()
+        .await
+        .expect("connection")
+        .query_one(
+            "SELECT min(processed_at) FROM messages WHERE bot_id = 'quiet' AND nlp_status = 'ok'",
+            &[],
+        )
+        .await
+        .expect("query")
+        .get(0);
+    let first_enriched = first_enriched.expect("the quiet bot has enriched messages");
+    assert!(
+        first_enriched <= cooldown_over_at_the_earliest + chrono::Duration::seconds(5),
+        "first enriched at {first_enriched}: more than 5 s after the cooldown, which ended at {cooldown_over_at_the_earliest} or later"
     );
     app.stop().await;
     db.drop_db().await;

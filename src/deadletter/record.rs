@@ -20,6 +20,10 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Every stage, so each `dead_letters_total{stage}` series can be exported at 0
+    /// from start.
+    pub const ALL: [Stage; 3] = [Stage::Decode, Stage::Storage, Stage::Panic];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Decode => "decode",
@@ -112,6 +116,21 @@ impl DeadLetter {
 mod tests {
     use super::*;
     use crate::domain::{BotId, MessageId, MessageText};
+
+    #[test]
+    fn all_lists_every_stage_labelled_as_in_the_file() {
+        for stage in Stage::ALL {
+            // A new variant does not compile here until it is added to ALL too.
+            match stage {
+                Stage::Decode | Stage::Storage | Stage::Panic => {}
+            }
+            assert_eq!(
+                serde_json::to_value(stage).expect("json"),
+                stage.as_str(),
+                "the metric label and the dead-letter line name a stage alike"
+            );
+        }
+    }
 
     #[test]
     fn line_has_the_spec_fields() {

@@ -9,10 +9,14 @@
 //!   and failures / calls ≥ `failure_ratio`, it opens.
 //! * **Open**: every call is refused for `open_for`.
 //! * **Half-open**: after `open_for`, about `half_open_ratio` of calls are let
-//!   through as trials (deterministically: 1 in 10 for 0.1, the first one at
-//!   once); the rest are refused. `close_after` consecutive trial successes
-//!   close it with an empty window; any trial failure re-opens it for another
-//!   `open_for`.
+//!   through as trials (deterministically: 1 in 10 for 0.1), and at least one
+//!   a second whatever the traffic: half-open time is cut into one-second
+//!   slots ([`TRIAL_INTERVAL`]) from the moment it half-opened, and the first
+//!   call in a slot that has had no trial yet is one (so the first call at
+//!   once). The rest are refused. The ratio alone would pace recovery by
+//!   traffic: a bot sending one message a second would wait 10 s per trial and
+//!   50 s to close. `close_after` consecutive trial successes close it with an
+//!   empty window; any trial failure re-opens it for another `open_for`.
 //!
 //! A call's result only counts toward the state it was admitted in (each
 //! transition starts a new epoch): the 2,500 calls in flight when the breaker
@@ -35,6 +39,10 @@ use super::window::SlidingWindow;
 const WINDOW_BUCKETS: usize = 10;
 /// Fixed-point unit for the half-open admission share (parts per million).
 const PPM: u64 = 1_000_000;
+/// A half-open breaker admits at least one trial in each slot this long in
+/// which calls come: at low rates that is what recovery waits on, at high
+/// rates the ratio admits more.
+const TRIAL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The breaker's externally visible state (also the `circuit_breaker_state` gauge).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,8 +103,16 @@ struct Tally {
 #[derive(Debug)]
 enum State {
     Closed,
-    Open { until: Instant },
-    HalfOpen { credit_ppm: u64, successes: u32 },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        credit_ppm: u64,
+        successes: u32,
+        /// Start of the first trial slot without a trial yet: from then on,
+        /// the next call is a trial whatever the credit.
+        trial_due: Instant,
+    },
 }
 
 impl State {
@@ -179,15 +195,11 @@ impl Breaker {
             let admitted = match &mut inner.state {
                 State::Closed => true,
                 State::Open { .. } => false,
-                State::HalfOpen { credit_ppm, .. } => {
-                    *credit_ppm += self.half_open_ppm;
-                    if *credit_ppm >= PPM {
-                        *credit_ppm -= PPM;
-                        true
-                    } else {
-                        false
-                    }
-                }
+                State::HalfOpen {
+                    credit_ppm,
+                    trial_due,
+                    ..
+                } => self.admit_trial(credit_ppm, trial_due, now),
             };
             (admitted.then_some(Permit { epoch }), transition)
         };
@@ -234,6 +246,25 @@ impl Breaker {
         log(transition);
     }
 
+    /// The half-open admission: the ratio's credit, or a slot without a trial.
+    /// A slot's trial spends the credit gathered so far, so the share admitted
+    /// is about the larger of `half_open_ratio` and one call a slot, not their sum.
+    fn admit_trial(&self, credit_ppm: &mut u64, trial_due: &mut Instant, now: Instant) -> bool {
+        *credit_ppm += self.half_open_ppm;
+        let slot_without_trial = now >= *trial_due;
+        if *credit_ppm >= PPM {
+            *credit_ppm -= PPM;
+        } else if slot_without_trial {
+            *credit_ppm = 0;
+        } else {
+            return false;
+        }
+        if slot_without_trial {
+            *trial_due = next_slot(*trial_due, now);
+        }
+        true
+    }
+
     fn trip_if_needed(&self, inner: &mut Inner, now: Instant) -> Option<Transition> {
         let total = inner.window.fold(now, Tally::default(), |acc, t| Tally {
             successes: acc.successes + t.successes,
@@ -250,9 +281,10 @@ impl Breaker {
             State::Open { until } if now >= until => Some(self.set(
                 inner,
                 State::HalfOpen {
-                    // The first call after the open period is a trial at once.
-                    credit_ppm: PPM - self.half_open_ppm,
+                    credit_ppm: 0,
                     successes: 0,
+                    // The first call after the open period is a trial at once.
+                    trial_due: now,
                 },
             )),
             _ => None,
@@ -278,6 +310,14 @@ impl Breaker {
         self.gauge.set(to.gauge_value());
         Transition { from, to }
     }
+}
+
+/// Start of the trial slot after the one `now` falls in; slots are
+/// [`TRIAL_INTERVAL`] long and `slot_start` (≤ `now`) begins one of them.
+fn next_slot(slot_start: Instant, now: Instant) -> Instant {
+    let into_slot = (now - slot_start).as_nanos() % TRIAL_INTERVAL.as_nanos();
+    // The remainder is below one interval (1 s), so it fits in u64 nanoseconds.
+    now + (TRIAL_INTERVAL - Duration::from_nanos(into_slot as u64))
 }
 
 fn log(transition: Option<Transition>) {
@@ -405,6 +445,56 @@ mod tests {
             "admitted {admitted} of 1000"
         );
         assert_eq!(admitted, 100, "deterministic: exactly 1 in 10");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_one_call_a_second_every_call_is_a_trial_and_five_close_it() {
+        let (b, gauge) = breaker();
+        open_it(&b);
+        advance(Duration::from_secs(30)).await;
+        for i in 0..5 {
+            assert_eq!(b.state(), BreakerState::HalfOpen, "after {i} successes");
+            let trial = b
+                .try_acquire()
+                .unwrap_or_else(|| panic!("call {i} at 1/s refused"));
+            b.record(trial, false);
+            advance(TRIAL_INTERVAL).await;
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(gauge.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_three_calls_a_second_one_a_second_is_a_trial() {
+        let (b, _) = breaker();
+        open_it(&b);
+        advance(Duration::from_secs(30)).await;
+        let mut admitted = 0;
+        for _ in 0..30 {
+            // Trials stay unanswered (a dropped permit records nothing), so the
+            // breaker stays half-open throughout.
+            admitted += usize::from(b.try_acquire().is_some());
+            advance(Duration::from_millis(333)).await;
+        }
+        assert_eq!(admitted, 10, "one trial in each of the 10 seconds");
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_a_thousand_calls_a_second_about_10_percent_are_trials() {
+        let (b, _) = breaker();
+        open_it(&b);
+        advance(Duration::from_secs(30)).await;
+        let mut admitted = 0;
+        for _ in 0..3_000 {
+            admitted += usize::from(b.try_acquire().is_some());
+            advance(Duration::from_millis(1)).await;
+        }
+        assert!(
+            (300..=303).contains(&admitted),
+            "10% of 3,000 calls in 3 s, plus at most one a second: admitted {admitted}"
+        );
+        assert_eq!(b.state(), BreakerState::HalfOpen);
     }
 
     #[tokio::test(start_paused = true)]

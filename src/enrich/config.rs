@@ -41,7 +41,8 @@ pub struct EnrichSettings {
     pub breaker_window_ms: u64,
     /// How long the breaker stays open before letting trial calls through.
     pub breaker_open_ms: u64,
-    /// Share of calls let through as trials while half-open.
+    /// Share of calls let through as trials while half-open; at rates where
+    /// that is under one a second, one call a second is let through instead.
     pub breaker_half_open_ratio: f64,
     /// Consecutive successful trials that close a half-open breaker.
     pub breaker_half_open_successes: u32,

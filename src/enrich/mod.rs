@@ -17,7 +17,8 @@
 //!   with retries;
 //! * a circuit breaker opens at ≥ 50% breaker failures over 10 s once 20
 //!   calls were seen, stays open 30 s, then lets ~10% of calls through as
-//!   trials: 5 consecutive trial successes close it, one failure re-opens it.
+//!   trials, and at least one a second so a quiet bot's messages are trials
+//!   too: 5 consecutive trial successes close it, one failure re-opens it.
 //!
 //! # Layout
 //!

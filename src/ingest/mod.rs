@@ -14,4 +14,4 @@ pub use admission::Admission;
 pub use auth::{hash_key, ApiKeys, AuthConfigError};
 pub use error::ApiError;
 pub use request::{parse_batch, parse_single};
-pub use routes::IngestApi;
+pub use routes::{request_labels, IngestApi};

@@ -1,5 +1,9 @@
 //! Every Prometheus metric the service exports, named in one place (the names are a
 //! fixed contract with dashboards and alert rules).
+//!
+//! A labelled series only exists once it has a value, and `rate()` or `increase()` over
+//! a series that appears with the first event reads 0 for that event: every known label
+//! set is created at 0 at start ([`Metrics::export_at_zero`]).
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -18,6 +22,21 @@ const LATENCY_BUCKETS: &[f64] = &[
 const E2E_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+
+/// The values the labels of the labelled metrics can take. Telemetry sits below the
+/// stages, so the caller gathers them from the types that own them.
+#[derive(Debug, Clone, Default)]
+pub struct KnownLabels {
+    /// `(route, status)` pairs of `http_requests_total`; their routes also label
+    /// `http_request_duration_seconds`.
+    pub requests: Vec<(&'static str, &'static str)>,
+    /// `messages_processed_total{outcome}` and `dead_letters_replayed_total{outcome}`.
+    pub outcomes: Vec<&'static str>,
+    /// `dead_letters_total{stage}`.
+    pub dead_letter_stages: Vec<&'static str>,
+    /// `component_restarts_total{component}`.
+    pub components: Vec<&'static str>,
+}
 
 /// Handles to the registered metrics; cheap to clone (each handle is an `Arc`).
 #[derive(Clone)]
@@ -86,7 +105,7 @@ impl Metrics {
         let messages_processed = IntCounterVec::new(
             Opts::new(
                 "messages_processed_total",
-                "Messages finished by the worker, by outcome (stored, duplicate, dead_lettered)",
+                "Messages finished by the worker, by outcome",
             ),
             &["outcome"],
         )?;
@@ -192,6 +211,25 @@ impl Metrics {
         })
     }
 
+    /// Creates every label set in `known` at 0 (the `nlp_api_errors_total` kinds are
+    /// created with the enrich metrics).
+    pub fn export_at_zero(&self, known: &KnownLabels) {
+        for (route, status) in &known.requests {
+            self.http_requests.with_label_values(&[route, status]);
+            self.http_request_duration.with_label_values(&[route]);
+        }
+        for outcome in &known.outcomes {
+            self.messages_processed.with_label_values(&[outcome]);
+            self.dead_letters_replayed.with_label_values(&[outcome]);
+        }
+        for stage in &known.dead_letter_stages {
+            self.dead_letters.with_label_values(&[stage]);
+        }
+        for component in &known.components {
+            self.component_restarts.with_label_values(&[component]);
+        }
+    }
+
     /// The connection gauges of one HTTP server.
     pub fn connections(&self, server: &str) -> Connections {
         Connections::new(
@@ -247,6 +285,34 @@ mod tests {
             "db_write_duration_seconds_count",
         ] {
             assert!(text.contains(name), "{name} missing");
+        }
+    }
+
+    #[test]
+    fn known_label_sets_are_exported_at_zero_before_any_event() {
+        let m = Metrics::new().expect("registers");
+        let before = m.render();
+        m.export_at_zero(&KnownLabels {
+            requests: vec![("/v1/messages", "202"), ("/v1/messages", "503")],
+            outcomes: vec!["stored"],
+            dead_letter_stages: vec!["decode", "storage"],
+            components: vec!["consumer"],
+        });
+        let text = m.render();
+        for series in [
+            r#"http_requests_total{route="/v1/messages",status="202"} 0"#,
+            r#"http_requests_total{route="/v1/messages",status="503"} 0"#,
+            r#"http_request_duration_seconds_count{route="/v1/messages"} 0"#,
+            r#"messages_processed_total{outcome="stored"} 0"#,
+            r#"dead_letters_total{stage="decode"} 0"#,
+            r#"dead_letters_total{stage="storage"} 0"#,
+            r#"component_restarts_total{component="consumer"} 0"#,
+        ] {
+            assert!(
+                !before.contains(series),
+                "{series} only exists once created"
+            );
+            assert!(text.lines().any(|l| l == series), "{series} missing");
         }
     }
 }

@@ -8,4 +8,4 @@ mod metrics;
 pub use admin::{health_response, livez_response, AdminHandler, HEALTH_PROBE_TIMEOUT};
 pub use health::{HealthChecks, HealthReport, Probe};
 pub use logging::init_logging;
-pub use metrics::Metrics;
+pub use metrics::{KnownLabels, Metrics};

@@ -46,7 +46,7 @@ use crate::enrich::{EnrichError, Enricher};
 use crate::moderation::{ModerationError, Moderator};
 use crate::storage::partitions::PartitionMaintainer;
 use crate::storage::{BatchWriter, DatabaseOutage, StorageMetrics};
-use crate::supervisor::supervise;
+use crate::supervisor::{supervise, Component};
 use crate::telemetry::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -207,14 +207,14 @@ impl Worker {
         let shutdown = self.shutdown.clone();
         let writer = self.writer.clone();
         let writer_task = tokio::spawn(supervise(
-            "batch_writer",
+            Component::BatchWriter,
             restarts.clone(),
             CancellationToken::new(),
             move || writer.clone().run(),
         ));
         let dlq = self.dead_letters.clone();
         let dlq_task = tokio::spawn(supervise(
-            "dead_letter_writer",
+            Component::DeadLetterWriter,
             restarts.clone(),
             CancellationToken::new(),
             move || dlq.clone().run(),
@@ -222,7 +222,7 @@ impl Worker {
         let committer = self.consumer.clone();
         let stop = shutdown.clone();
         let commit_task = tokio::spawn(supervise(
-            "offset_committer",
+            Component::OffsetCommitter,
             restarts.clone(),
             shutdown.clone(),
             move || committer.clone().commit_periodically(stop.clone()),
@@ -232,7 +232,7 @@ impl Worker {
         let every = self.maintenance_every;
         let stop = shutdown.clone();
         let maintenance_task = tokio::spawn(supervise(
-            "partition_maintainer",
+            Component::PartitionMaintainer,
             restarts.clone(),
             shutdown.clone(),
             move || {
@@ -245,7 +245,7 @@ impl Worker {
         let replay_task = self.replayer.clone().map(|replayer| {
             let stop = shutdown.clone();
             tokio::spawn(supervise(
-                "dead_letter_replayer",
+                Component::DeadLetterReplayer,
                 restarts.clone(),
                 shutdown.clone(),
                 move || replayer.clone().run(stop.clone()),
@@ -256,7 +256,7 @@ impl Worker {
         let reenrich_task = self.reenricher.clone().map(|reenricher| {
             let (stop, slots) = (shutdown.clone(), slots.clone());
             tokio::spawn(supervise(
-                "reenricher",
+                Component::Reenricher,
                 restarts.clone(),
                 shutdown.clone(),
                 move || reenricher.clone().run(slots.clone(), stop.clone()),
@@ -267,7 +267,7 @@ impl Worker {
         let tasks = TaskTracker::new();
         let loop_tasks = tasks.clone();
         let stop = shutdown.clone();
-        supervise("consumer", restarts, shutdown.clone(), move || {
+        supervise(Component::Consumer, restarts, shutdown.clone(), move || {
             consumer.clone().run(
                 pipeline.clone(),
                 slots.clone(),

@@ -36,6 +36,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// One of each outcome, so each `messages_processed_total{outcome}` series can be
+    /// exported at 0 from start (a dead letter's stage is not part of the label).
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Stored,
+        Outcome::Duplicate,
+        Outcome::Conflict,
+        Outcome::DeadLettered(Stage::Decode),
+        Outcome::Abandoned,
+    ];
+
     pub fn is_durable(self) -> bool {
         self != Outcome::Abandoned
     }
@@ -317,6 +327,22 @@ pub(crate) fn nlp_fields(enrichment: Enrichment) -> NlpFields {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_has_one_of_each_outcome_with_its_own_label() {
+        for outcome in Outcome::ALL {
+            // A new variant does not compile here until it is added to ALL too.
+            match outcome {
+                Outcome::Stored
+                | Outcome::Duplicate
+                | Outcome::Conflict
+                | Outcome::DeadLettered(_)
+                | Outcome::Abandoned => {}
+            }
+        }
+        let labels: std::collections::HashSet<_> = Outcome::ALL.iter().map(|o| o.label()).collect();
+        assert_eq!(labels.len(), Outcome::ALL.len());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_slot_is_lent_to_the_pool_during_a_backoff_and_taken_back_after_it() {
