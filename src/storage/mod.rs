@@ -3,6 +3,7 @@
 mod batch_writer;
 mod enrichment;
 mod insert;
+mod keys;
 mod migrate;
 mod outage;
 pub mod partitions;
@@ -18,6 +19,7 @@ pub use enrichment::{
     UnenrichedRow,
 };
 pub use insert::{insert_messages, FailureKind, InsertError, RowWrite};
+pub use keys::prune_message_keys;
 pub use migrate::{migrate, prepare_database, PreparedDatabase, MIGRATIONS};
 pub use outage::{DatabaseOutage, OutageVerdict};
 pub use pool::{accepts_writes, connect_pool, PostgresProbe};

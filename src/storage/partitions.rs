@@ -158,6 +158,7 @@ pub enum Step {
     Commit,
     CreateIndex,
     DropIndex,
+    PruneKeys,
 }
 
 impl fmt::Display for Step {
@@ -170,6 +171,7 @@ impl fmt::Display for Step {
             Step::MoveRows => "move rows from the default partition",
             Step::Attach => "attach partition",
             Step::CountRows => "count rows",
+            Step::PruneKeys => "delete expired message keys",
             Step::Export => "export (COPY TO STDOUT)",
             Step::Detach => "detach partition",
             Step::Drop => "drop table",
@@ -1045,16 +1047,23 @@ impl PartitionMaintainer {
         ensure_partitions(&mut client, today, self.settings.ahead_days).await
     }
 
-    /// Archives and drops what retention says is expired.
+    /// Archives and drops what retention says is expired, then the message keys older
+    /// than the same cutoff.
     pub async fn retain(&self, today: NaiveDate) -> Result<Vec<ArchivedPartition>, PartitionError> {
         let mut client = self.pool.get().await?;
-        apply_retention(
+        let archived = apply_retention(
             &mut client,
             today,
             self.settings.retention_days,
             &self.settings.archive_dir,
         )
-        .await
+        .await?;
+        let cutoff = retention_cutoff(today, self.settings.retention_days)?;
+        let pruned = super::keys::prune_message_keys(&client, cutoff).await?;
+        if pruned > 0 {
+            tracing::info!(pruned, %cutoff, "expired message keys deleted");
+        }
+        Ok(archived)
     }
 
     /// One pass: create ahead, then retention. Retention runs even when creation failed

@@ -502,6 +502,39 @@ async fn the_maintainer_creates_ahead_and_applies_retention_in_one_pass() {
 }
 
 #[tokio::test]
+async fn message_keys_older_than_retention_are_pruned_and_newer_ones_kept() {
+    let db = TestDb::create().await;
+    let archive = TempDir::new("keys");
+    let client = db.connect().await;
+    // 25,000 keys stored on 2024-03-01 (more than one delete chunk), 10 on 2024-03-08.
+    client
+        .batch_execute(
+            "INSERT INTO message_keys (message_id, sent_at, stored_at) \
+             SELECT gen_random_uuid(), '2024-03-01', '2024-03-01 12:00+00' \
+               FROM generate_series(1, 25000); \
+             INSERT INTO message_keys (message_id, sent_at, stored_at) \
+             SELECT gen_random_uuid(), '2024-03-08', '2024-03-08 12:00+00' \
+               FROM generate_series(1, 10);",
+        )
+        .await
+        .expect("keys");
+    let maintainer = PartitionMaintainer::new(
+        db.pool(),
+        PartitionSettings {
+            ahead_days: 1,
+            retention_days: 3,
+            archive_dir: archive.0.clone(),
+        },
+    );
+    maintainer.retain(day(2024, 3, 10)).await.expect("retention");
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM message_keys").await,
+        10,
+        "keys stored before 2024-03-07 go, later ones stay"
+    );
+}
+
+#[tokio::test]
 async fn full_text_search_index_switches_on_and_off_and_reaches_new_partitions() {
     let db = TestDb::create().await;
     let mut client = db.connect().await;
