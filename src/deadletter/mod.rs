@@ -5,6 +5,8 @@ mod reader;
 mod record;
 mod writer;
 
-pub use reader::{read_dead_letters, BadLine, DeadLetterFile, DeadLetterStats, ReadError};
+pub use reader::{
+    read_dead_letter_lines, read_dead_letters, BadLine, DeadLetterFile, DeadLetterStats, ReadError,
+};
 pub use record::{DeadLetter, KafkaPosition, Stage};
 pub use writer::{file_for, DeadLetterError, DeadLetterHandle, DeadLetterWriter};
