@@ -16,7 +16,7 @@ const MAX_HEADERS: usize = 100;
 const MAX_TRACKED_HEAD: usize = 64 * 1024;
 
 #[derive(Debug, Default)]
-pub(super) struct RequestFraming {
+pub struct RequestFraming {
     state: State,
     /// The start of a head that has not fully arrived (empty almost always).
     partial_head: Vec<u8>,
@@ -41,17 +41,17 @@ enum Head {
 
 impl RequestFraming {
     /// Requests received in full so far.
-    pub(super) fn completed(&self) -> u64 {
+    pub fn completed(&self) -> u64 {
         self.completed
     }
 
     /// True when every byte observed belongs to a request received in full.
-    pub(super) fn at_boundary(&self) -> bool {
+    pub fn at_boundary(&self) -> bool {
         self.state == State::Head && self.partial_head.is_empty()
     }
 
     /// Follows the next bytes read from the connection, in order.
-    pub(super) fn observe(&mut self, mut bytes: &[u8]) {
+    pub fn observe(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             bytes = match self.state {
                 State::Untracked => return,
