@@ -267,6 +267,22 @@ mod tests {
     }
 
     #[test]
+    fn an_accepted_message_written_back_as_json_parses_to_itself() {
+        // Numbers whose shortest form reads back differently unless parsing is exact.
+        let m = single(
+            r#"{"bot_id":"b1","text":"x","sent_at":"0000-01-01T00:00:00Z",
+                "metadata":{"n":[-3e50,88888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888881]}}"#,
+        )
+        .expect("valid");
+        let written = serde_json::to_vec(&m).expect("serialises");
+        assert_eq!(parse_single(&written, now()).expect("still valid"), m);
+        let metadata = m.metadata.expect("set");
+        let numbers = &metadata.as_map()["n"];
+        assert_eq!(numbers[0].as_f64(), Some(-3e50));
+        assert_eq!(numbers[1].as_f64(), Some(8.88888888888889e106));
+    }
+
+    #[test]
     fn long_conversation_id_is_refused() {
         let json = format!(
             r#"{{"bot_id":"b1","text":"x","conversation_id":"{}"}}"#,
