@@ -19,9 +19,11 @@ TEST_THREADS ?= 4
 TEST_ARGS ?=
 # `make run NLP_SIM=0` runs against your own NLP API (set nlp.url) instead of nlp-sim.
 NLP_SIM ?= 1
+# Seconds per fuzz target for `make fuzz` (`make test` runs each for 20 s).
+FUZZ_SECONDS ?= 300
 
-.PHONY: help infra-up infra-down infra-status clean-infra build run test lint \
-	bench chaos k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
+.PHONY: help infra-up infra-down infra-status clean-infra build run test test-tools lint \
+	bench chaos fuzz k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -56,8 +58,16 @@ endif
 # Kafka and Postgres are left running after the tests: starting them costs seconds and the
 # next `make test` or `make run` reuses them. Stop them with `make infra-down`.
 # (.ci/run stops at the end whatever it had to start itself.)
-test: infra-up ## Every test, unit and integration (real Kafka and Postgres); leaves infra running
+# After cargo's tests: schemathesis against the running API, then a 20 s smoke of each fuzz
+# target (its first build on a machine, with nightly, compiles every dependency again, into
+# ~/.cache/chat-analytics/fuzz-target, which later runs and fresh clones reuse).
+test: infra-up test-tools ## Every test: unit, integration (real Kafka and Postgres), API schema, fuzz smoke
 	$(CARGO) test --release $(TEST_ARGS) -- --test-threads=$(TEST_THREADS)
+	scripts/check-api-schema.sh
+	FUZZ_SECONDS=20 scripts/fuzz.sh
+
+test-tools: ## Install nightly Rust, cargo-fuzz and schemathesis (in .cache/) if missing
+	scripts/install-test-tools.sh
 
 # Not part of `make test`: speed and memory targets are measured here, never asserted in tests.
 bench: ## Full stack + load generator: steady 10,000/s and 50,000 connections; report in bench/results/
@@ -69,8 +79,13 @@ bench: ## Full stack + load generator: steady 10,000/s and 50,000 connections; r
 chaos: ## Faults under load (kills, outages, rebalances), every message id accounted for; report in bench/results/
 	scripts/chaos.sh
 
-lint: ## rustfmt check, clippy on all targets (warnings are errors), promtool on deploy/
+# Not part of `make test` at this length: a report of executions and crashes per target.
+fuzz: test-tools ## Every fuzz target (fuzz/) for FUZZ_SECONDS each; report in bench/results/fuzz-*/
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+lint: ## rustfmt check (fuzz/ too), clippy on all targets (warnings are errors), promtool on deploy/
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --all-targets --release -- -D warnings
 	scripts/check-deploy.sh
 

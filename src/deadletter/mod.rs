@@ -9,6 +9,8 @@ mod writer;
 pub use progress::{
     dead_letter_files, is_dead_letter_file, PendingLine, ProgressError, ReplayCursor,
 };
-pub use reader::{read_dead_letters, BadLine, DeadLetterFile, DeadLetterStats, ReadError};
+pub use reader::{
+    read_dead_letter_lines, read_dead_letters, BadLine, DeadLetterFile, DeadLetterStats, ReadError,
+};
 pub use record::{DeadLetter, KafkaPosition, Stage};
 pub use writer::{file_for, DeadLetterError, DeadLetterHandle, DeadLetterWriter};

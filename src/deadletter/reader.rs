@@ -45,29 +45,46 @@ pub fn read_dead_letters(path: &Path) -> Result<DeadLetterFile, ReadError> {
     };
     let mut out = DeadLetterFile::default();
     for file in files {
-        let reader = std::fs::File::open(&file).map_err(|source| ReadError::Io {
+        let io = |source| ReadError::Io {
             path: file.clone(),
             source,
-        })?;
-        for (i, line) in std::io::BufReader::new(reader).lines().enumerate() {
-            let line = line.map_err(|source| ReadError::Io {
-                path: file.clone(),
-                source,
-            })?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<DeadLetter>(&line) {
-                Ok(letter) => out.letters.push(letter),
-                Err(e) => out.bad_lines.push(BadLine {
-                    file: file.clone(),
-                    line: i + 1,
-                    error: e.to_string(),
-                }),
-            }
-        }
+        };
+        let reader = std::fs::File::open(&file).map_err(io)?;
+        let read = read_dead_letter_lines(std::io::BufReader::new(reader), &file).map_err(io)?;
+        out.letters.extend(read.letters);
+        out.bad_lines.extend(read.bad_lines);
     }
     Ok(out)
+}
+
+/// Reads dead letters from `reader`, one JSON object a line; `file` names the source in
+/// the [`BadLine`]s. Lines are taken as bytes, so a line torn inside a multi-byte
+/// character (a crash mid-write) is one bad line, not an error for the whole file.
+pub fn read_dead_letter_lines(
+    mut reader: impl BufRead,
+    file: &Path,
+) -> std::io::Result<DeadLetterFile> {
+    let mut out = DeadLetterFile::default();
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(out);
+        }
+        number += 1;
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<DeadLetter>(&line) {
+            Ok(letter) => out.letters.push(letter),
+            Err(e) => out.bad_lines.push(BadLine {
+                file: file.to_owned(),
+                line: number,
+                error: e.to_string(),
+            }),
+        }
+    }
 }
 
 /// What `dlq stats` prints.
@@ -150,6 +167,36 @@ mod tests {
         assert_eq!(stats.replayable, 0);
         assert_eq!(stats.by_stage["decode"], 3);
         assert_eq!(stats.top_errors, vec![("bad".to_owned(), 3)]);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_line_torn_inside_a_multibyte_character_is_one_bad_line() {
+        let dir = std::env::temp_dir().join(format!("ca-dlq-torn-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let letter = DeadLetter::undecodable(
+            None,
+            Some("caf\u{e9}".as_bytes()),
+            "bad",
+            SourcePosition {
+                partition: 0,
+                offset: 7,
+            },
+        );
+        let line = serde_json::to_string(&letter).expect("json");
+        let cut = line
+            .find('\u{e9}')
+            .expect("the line holds the two-byte character")
+            + 1;
+        let mut bytes = format!("{line}\n").into_bytes();
+        bytes.extend_from_slice(&line.as_bytes()[..cut]);
+        let path = dir.join("dead-letters-2026-11-23.jsonl");
+        std::fs::write(&path, bytes).expect("write");
+
+        let file = read_dead_letters(&path).expect("a torn line does not fail the file");
+        assert_eq!(file.letters, vec![letter]);
+        assert_eq!(file.bad_lines.len(), 1);
+        assert_eq!(file.bad_lines[0].line, 2);
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -16,7 +16,7 @@ const MAX_HEADERS: usize = 100;
 const MAX_TRACKED_HEAD: usize = 64 * 1024;
 
 #[derive(Debug, Default)]
-pub(super) struct RequestFraming {
+pub struct RequestFraming {
     state: State,
     /// The start of a head that has not fully arrived (empty almost always).
     partial_head: Vec<u8>,
@@ -41,17 +41,17 @@ enum Head {
 
 impl RequestFraming {
     /// Requests received in full so far.
-    pub(super) fn completed(&self) -> u64 {
+    pub fn completed(&self) -> u64 {
         self.completed
     }
 
     /// True when every byte observed belongs to a request received in full.
-    pub(super) fn at_boundary(&self) -> bool {
+    pub fn at_boundary(&self) -> bool {
         self.state == State::Head && self.partial_head.is_empty()
     }
 
     /// Follows the next bytes read from the connection, in order.
-    pub(super) fn observe(&mut self, mut bytes: &[u8]) {
+    pub fn observe(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             bytes = match self.state {
                 State::Untracked => return,
@@ -130,10 +130,7 @@ fn parse_head(bytes: &[u8]) -> Head {
             return Head::Untrackable;
         }
         if name.eq_ignore_ascii_case("content-length") {
-            let length = std::str::from_utf8(header.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            match (body, length) {
+            match (body, content_length(header.value)) {
                 (None, Some(length)) => body = Some(length),
                 _ => return Head::Untrackable,
             }
@@ -143,6 +140,16 @@ fn parse_head(bytes: &[u8]) -> Head {
         len,
         body: body.unwrap_or(0),
     }
+}
+
+/// A `Content-Length` value as hyper reads it: digits only (`u64::from_str` would also take
+/// `+5`, which hyper refuses), surrounding spaces allowed.
+fn content_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -222,6 +229,15 @@ mod tests {
                 String::from_utf8_lossy(bytes)
             );
         }
+    }
+
+    #[test]
+    fn a_signed_content_length_stops_tracking_as_hyper_refuses_it() {
+        let mut framing = RequestFraming::default();
+        framing.observe(b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\nx");
+        framing.observe(GET);
+        assert!(!framing.at_boundary());
+        assert_eq!(framing.completed(), 0);
     }
 
     #[test]

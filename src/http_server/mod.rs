@@ -8,6 +8,14 @@ mod parking;
 
 pub use connection::{ConnectionTimeouts, Connections};
 
+/// The connection internals the fuzz targets in `fuzz/` drive directly (cargo-fuzz
+/// builds with `--cfg fuzzing`); not part of the API otherwise.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    pub use super::framing::RequestFraming;
+    pub use super::parking::{Answers, ParkingIo};
+}
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,6 +5,9 @@
 //! more to read), this socket reports end-of-stream to hyper. hyper then finishes the
 //! connection as a client that closed while idle, without writing or closing anything,
 //! and the server takes the socket back and parks it until the next request arrives.
+//!
+//! The stream type is a parameter only so the fuzz targets can drive hyper over an
+//! in-memory stream; the server uses a `TcpStream`.
 
 use std::io;
 use std::pin::Pin;
@@ -20,7 +23,7 @@ use super::framing::RequestFraming;
 /// What the request handlers of one connection have answered; shared by its service
 /// and its socket. Both run in the connection's task, so relaxed ordering suffices.
 #[derive(Debug, Default)]
-pub(super) struct Answers {
+pub struct Answers {
     given: AtomicU64,
     unflushed: AtomicBool,
 }
@@ -28,21 +31,21 @@ pub(super) struct Answers {
 impl Answers {
     /// Called as a handler hands its response to hyper, which writes it before it
     /// reads again.
-    pub(super) fn record(&self) {
+    pub fn record(&self) {
         self.unflushed.store(true, Ordering::Relaxed);
         self.given.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-pub(super) struct ParkingIo {
-    stream: TcpStream,
+pub struct ParkingIo<S = TcpStream> {
+    stream: S,
     framing: RequestFraming,
     answers: Arc<Answers>,
     parked: bool,
 }
 
-impl ParkingIo {
-    pub(super) fn new(stream: TcpStream) -> ParkingIo {
+impl<S> ParkingIo<S> {
+    pub fn new(stream: S) -> ParkingIo<S> {
         ParkingIo {
             stream,
             framing: RequestFraming::default(),
@@ -51,19 +54,14 @@ impl ParkingIo {
         }
     }
 
-    pub(super) fn answers(&self) -> Arc<Answers> {
+    pub fn answers(&self) -> Arc<Answers> {
         self.answers.clone()
     }
 
     /// Whether hyper was last told end-of-stream because the client was idle (rather
     /// than because the client closed, or hyper ended the connection itself).
-    pub(super) fn take_parked(&mut self) -> bool {
+    pub fn take_parked(&mut self) -> bool {
         std::mem::take(&mut self.parked)
-    }
-
-    /// Waits until the parked connection has bytes (or an end) to read.
-    pub(super) async fn readable(&self) -> io::Result<()> {
-        self.stream.readable().await
     }
 
     /// hyper holds nothing of this client's: no partial request, no unanswered request,
@@ -75,7 +73,14 @@ impl ParkingIo {
     }
 }
 
-impl AsyncRead for ParkingIo {
+impl ParkingIo<TcpStream> {
+    /// Waits until the parked connection has bytes (or an end) to read.
+    pub(super) async fn readable(&self) -> io::Result<()> {
+        self.stream.readable().await
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ParkingIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -97,7 +102,7 @@ impl AsyncRead for ParkingIo {
     }
 }
 
-impl AsyncWrite for ParkingIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ParkingIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -3,7 +3,7 @@
 //! The body is read as a generic JSON value first so every error can say which field
 //! is wrong and why, which serde's derived errors cannot.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -90,17 +90,13 @@ fn parse_message(value: Value) -> Result<ChatMessage, ApiError> {
     let conversation_id = optional_label(&mut fields, "conversation_id")?;
     let user_id = optional_label(&mut fields, "user_id")?;
     let sent_at = match optional_string(&mut fields, "sent_at")? {
-        Some(raw) => Some(
-            DateTime::parse_from_rfc3339(&raw)
-                .map(|t| to_storage_precision(t.with_timezone(&Utc)))
-                .map_err(|_| {
-                    ApiError::invalid_field(
-                        "sent_at",
-                        "invalid_timestamp",
-                        "must be an RFC 3339 time such as 2026-11-23T10:00:00Z",
-                    )
-                })?,
-        ),
+        Some(raw) => Some(parse_sent_at(&raw).ok_or_else(|| {
+            ApiError::invalid_field(
+                "sent_at",
+                "invalid_timestamp",
+                "must be an RFC 3339 time such as 2026-11-23T10:00:00Z, within years 0000-9999 in UTC",
+            )
+        })?),
         None => None,
     };
     let metadata = match fields.remove("metadata") {
@@ -116,6 +112,14 @@ fn parse_message(value: Value) -> Result<ChatMessage, ApiError> {
         sent_at,
         metadata,
     })
+}
+
+/// The message is passed on with `sent_at` in UTC (Kafka envelope, dead letters), so it
+/// must be an RFC 3339 time there too: `0000-01-01T00:30:00+01:00` is year -1 in UTC,
+/// which RFC 3339 cannot write.
+fn parse_sent_at(raw: &str) -> Option<DateTime<Utc>> {
+    let sent_at = to_storage_precision(DateTime::parse_from_rfc3339(raw).ok()?.with_timezone(&Utc));
+    (0..=9999).contains(&sent_at.year()).then_some(sent_at)
 }
 
 fn field_error(field: &str, err: FieldError) -> ApiError {
@@ -237,6 +241,40 @@ mod tests {
                 "{json}"
             );
         }
+    }
+
+    #[test]
+    fn sent_at_outside_years_0000_to_9999_in_utc_is_refused() {
+        // Valid RFC 3339 as written, but not once in UTC, which is how it is passed on.
+        for sent_at in ["0000-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"] {
+            let json = format!(r#"{{"bot_id":"b1","text":"x","sent_at":"{sent_at}"}}"#);
+            let err = single(&json).expect_err(sent_at);
+            assert_eq!(
+                code_and_field(err),
+                ("invalid_timestamp", Some("sent_at".into())),
+                "{sent_at}"
+            );
+        }
+        for sent_at in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"] {
+            let json = format!(r#"{{"bot_id":"b1","text":"x","sent_at":"{sent_at}"}}"#);
+            single(&json).expect(sent_at);
+        }
+    }
+
+    #[test]
+    fn an_accepted_message_written_back_as_json_parses_to_itself() {
+        // Numbers whose shortest form reads back differently unless parsing is exact.
+        let m = single(
+            r#"{"bot_id":"b1","text":"x","sent_at":"0000-01-01T00:00:00Z",
+                "metadata":{"n":[-3e50,88888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888881]}}"#,
+        )
+        .expect("valid");
+        let written = serde_json::to_vec(&m).expect("serialises");
+        assert_eq!(parse_single(&written).expect("still valid"), m);
+        let metadata = m.metadata.expect("set");
+        let numbers = &metadata.as_map()["n"];
+        assert_eq!(numbers[0].as_f64(), Some(-3e50));
+        assert_eq!(numbers[1].as_f64(), Some(8.88888888888889e106));
     }
 
     #[test]

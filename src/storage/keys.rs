@@ -21,7 +21,10 @@ pub async fn prune_message_keys(
         step: Step::PruneKeys,
         source,
     };
-    let statement = client.prepare_cached(PRUNE_MESSAGE_KEYS).await.map_err(fail)?;
+    let statement = client
+        .prepare_cached(PRUNE_MESSAGE_KEYS)
+        .await
+        .map_err(fail)?;
     let mut pruned = 0;
     loop {
         let deleted = client

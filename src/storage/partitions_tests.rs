@@ -526,7 +526,10 @@ async fn message_keys_older_than_retention_are_pruned_and_newer_ones_kept() {
             archive_dir: archive.0.clone(),
         },
     );
-    maintainer.retain(day(2024, 3, 10)).await.expect("retention");
+    maintainer
+        .retain(day(2024, 3, 10))
+        .await
+        .expect("retention");
     assert_eq!(
         count(&client, "SELECT count(*) FROM message_keys").await,
         10,

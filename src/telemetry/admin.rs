@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::health::HealthChecks;
@@ -36,8 +37,18 @@ impl HttpHandler for AdminHandler {
                 let mut response = Response::new(Full::new(Bytes::from(self.metrics.render())));
                 response.headers_mut().insert(
                     hyper::header::CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
                 );
+                response
+            }
+            (_, "/livez" | "/health" | "/metrics") => {
+                let mut response = json_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &serde_json::json!({"error": {"code": "method_not_allowed", "message": "this route only accepts GET", "field": null}}),
+                );
+                response
+                    .headers_mut()
+                    .insert(hyper::header::ALLOW, HeaderValue::from_static("GET"));
                 response
             }
             _ => json_response(
@@ -62,4 +73,47 @@ pub async fn health_response(health: &HealthChecks) -> HttpResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     json_response(status, &report)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::http_server::{listen, serve, Connections};
+
+    #[tokio::test]
+    async fn another_method_on_an_admin_route_is_405_naming_get() {
+        let listener = listen("127.0.0.1:0".parse().expect("address"), false).expect("listens");
+        let addr = listener.local_addr().expect("bound");
+        let handler = AdminHandler::new(Metrics::new().expect("metrics"), HealthChecks::default());
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            "admin",
+            listener,
+            handler,
+            Connections::unmetered(),
+            shutdown.clone(),
+            Duration::from_secs(1),
+        ));
+        let client = reqwest::Client::new();
+        let trace = reqwest::Method::from_bytes(b"TRACE").expect("method");
+        for path in ["/livez", "/health", "/metrics"] {
+            let response = client
+                .request(trace.clone(), format!("http://{addr}{path}"))
+                .send()
+                .await
+                .expect("answered");
+            assert_eq!(response.status(), 405, "{path}");
+            assert_eq!(response.headers()["allow"], "GET", "{path}");
+        }
+        let unknown = client
+            .get(format!("http://{addr}/nope"))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(unknown.status(), 404);
+        shutdown.cancel();
+        server.await.expect("server stops");
+    }
 }
