@@ -29,6 +29,11 @@
 #   pg-outage: BEFORE s of load, Postgres stopped (immediate) for OUTAGE s, then AFTER s more
 #     of load; the report says when Postgres was back and when queue_depth was back under its
 #     pre-outage level, e.g. `make chaos SCENARIO=pg-outage RATE=10000 OUTAGE=60`.
+#   nlp-outage: BEFORE s of load, the NLP API failing every call for OUTAGE s, then AFTER s
+#     more of load; the report says when the API healed, when the worker had re-enriched
+#     every row stored without NLP data, and the live messages' P99 end to end before,
+#     during, while re-enriching and after, e.g.
+#     `make chaos SCENARIO=nlp-outage RATE=2000 OUTAGE=30 AFTER=360`.
 #
 # Other knobs (environment): RATE (1500), CONNECTIONS (200), INGEST_PROCESSES (2),
 # WITHOUT_SENT_AT (0.5), RESEND (0.05), RETRIES (4), NLP_LATENCY_MS (200), DRAIN_SECS (240:
@@ -167,16 +172,18 @@ at() {
     fi
 }
 
-# Once a second, queue_depth and consumer_paused of every worker that answers.
+# Once a second, queue_depth, consumer_paused (any reason) and reenrich_backlog of every
+# worker that answers.
 sample_workers() {
     local round=0 name port
-    echo "round,at_ms,worker,queue_depth,consumer_paused"
+    echo "round,at_ms,worker,queue_depth,consumer_paused,reenrich_backlog"
     while [ -f "$RUN/sampling" ]; do
         while read -r name port; do
             curl -fsS -m 1 "http://127.0.0.1:$port/metrics" 2>/dev/null \
                 | awk -v r="$round" -v t="$(now_ms)" -v w="$name" '
-                    $1 == "queue_depth" { q = $2 } $1 == "consumer_paused" { p = $2 }
-                    END { if (q != "") printf "%s,%s,%s,%s,%s\n", r, t, w, q, p }' || true
+                    $1 == "queue_depth" { q = $2 } $1 ~ /^consumer_paused/ && $2 > p { p = $2 }
+                    $1 == "reenrich_backlog" { b = $2 }
+                    END { if (q != "") printf "%s,%s,%s,%s,%s,%s\n", r, t, w, q, p + 0, b }' || true
         done <"$RUN/workers"
         round=$((round + 1))
         sleep 1
@@ -285,11 +292,19 @@ timeline_secs() {
 }
 
 pg_outage() { at "$BEFORE"; fault_postgres "$OUTAGE"; }
+nlp_outage() {
+    at "$BEFORE"
+    event fault-start nlp-outage "100% errors for $OUTAGE s"
+    nlp_faults '{"error_rate": 1.0, "hang_rate": 0.0}'
+    sleep "$OUTAGE"
+    nlp_faults '{"error_rate": 0.0, "hang_rate": 0.0}'
+    event fault-end nlp-outage "NLP healthy"
+}
 
 case "$SCENARIO" in
     timeline) LOAD_SECS="$(timeline_secs)" ;;
-    pg-outage) LOAD_SECS=$((BEFORE + OUTAGE + AFTER)) ;;
-    *) die "SCENARIO=$SCENARIO: expected timeline or pg-outage" ;;
+    pg-outage | nlp-outage) LOAD_SECS=$((BEFORE + OUTAGE + AFTER)) ;;
+    *) die "SCENARIO=$SCENARIO: expected timeline, pg-outage or nlp-outage" ;;
 esac
 
 # ----- set-up ----------------------------------------------------------------------------
@@ -371,6 +386,7 @@ PIDS[loadgen]=$!
 case "$SCENARIO" in
     timeline) timeline ;;
     pg-outage) pg_outage ;;
+    nlp-outage) nlp_outage ;;
 esac
 loadgen_status=0
 wait "${PIDS[loadgen]}" || loadgen_status=$?
@@ -383,6 +399,10 @@ event load-end loadgen "exit status $loadgen_status"
 rows() {
     PGPASSWORD=chat psql -X -A -t -h 127.0.0.1 -U chat -d "$DB" -c 'SELECT count(*) FROM messages' \
         2>/dev/null || echo unknown
+}
+backlog() {
+    PGPASSWORD=chat psql -X -A -t -h 127.0.0.1 -U chat -d "$DB" -c \
+        "SELECT count(*) FROM messages WHERE nlp_status <> 'ok'" 2>/dev/null || echo unknown
 }
 lag() {
     local name total=0 q
@@ -400,11 +420,14 @@ while [ "$SECONDS" -lt "$deadline" ]; do
     now_rows="$(rows)"
     [ "$now_rows" = "$last" ] || stable_since=$SECONDS
     last="$now_rows"
-    # Lag is reported every 5 s; rows unchanged for 15 s means replays are done too.
-    if [ "$(lag)" = 0 ] && [ $((SECONDS - stable_since)) -ge 15 ]; then break; fi
+    # Lag is reported every 5 s; rows unchanged for 15 s means replays are done too; rows
+    # stored without NLP data during an NLP fault are re-enriched by the worker meanwhile.
+    if [ "$(lag)" = 0 ] && [ $((SECONDS - stable_since)) -ge 15 ] && [ "$(backlog)" = 0 ]; then
+        break
+    fi
     sleep 5
 done
-event drained worker "$last rows; lag $(lag)"
+event drained worker "$last rows; lag $(lag); rows without NLP data $(backlog)"
 rm -f "$RUN/sampling"
 for role in ingest- worker- nlp-sim sampler; do
     for name in "${!PIDS[@]}"; do
@@ -415,7 +438,15 @@ done
 PGPASSWORD=chat psql -X -q -h 127.0.0.1 -U chat -d "$DB" -c \
     "\\copy (SELECT message_id, count(*) FROM messages WHERE bot_id <> 'chaos-probe' GROUP BY message_id) TO '$OUT/stored.csv' WITH (FORMAT csv)"
 
+# Per row: when it was received, its end to end (sent_at to row committed), and whether it
+# still lacks NLP data at the end.
+per_row="SELECT (extract(epoch FROM received_at) * 1000)::bigint,"
+per_row+=" round(extract(epoch FROM processed_at - sent_at)::numeric, 4), nlp_status = 'ok'"
+per_row+=" FROM messages WHERE bot_id <> 'chaos-probe'"
+PGPASSWORD=chat psql -X -q -h 127.0.0.1 -U chat -d "$DB" -c \
+    "\\copy ($per_row) TO '$OUT/rows.csv' WITH (FORMAT csv)"
+
 status=0
 python3 scripts/chaos_accounting.py "$OUT" | tee "$OUT/summary.txt" || status=$?
-gzip -f "$OUT/ledger.csv"
+gzip -f "$OUT/ledger.csv" "$OUT/rows.csv"
 exit "$status"

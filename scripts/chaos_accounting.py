@@ -19,6 +19,7 @@ Definitions (also in the report): an id is *accepted* when any of its requests g
 its message is not in `messages` at the end (not replayed).
 """
 import csv
+import gzip
 import glob
 import json
 import os
@@ -152,6 +153,49 @@ def read_samples(path, events):
     return sorted(rounds.values())
 
 
+def read_backlog(path):
+    """(at_ms, reenrich_backlog) of each sample that has one, in time order."""
+    with open(path, newline="") as f:
+        return sorted((int(r["at_ms"]), int(float(r["reenrich_backlog"])))
+                      for r in csv.DictReader(f) if r.get("reenrich_backlog"))
+
+
+def read_rows(path):
+    """(received_ms, end_to_end_s, has_nlp) of every stored row."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", newline="") as f:
+        return [(int(r[0]), float(r[1]), r[2] == "t") for r in csv.reader(f)]
+
+
+def p99(values):
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 1)
+
+
+def nlp_recovery(events, backlog, rows):
+    """For the nlp-outage scenario: when the API healed, when every row had NLP data again,
+    and the live messages' P99 end to end before, during, while re-enriching, after."""
+    start = next((int(e["at_ms"]) for e in events if e["event"] == "fault-start" and e["name"] == "nlp-outage"), None)
+    healed = next((int(e["at_ms"]) for e in events if e["event"] == "fault-end" and e["name"] == "nlp-outage"), None)
+    if start is None or healed is None:
+        return None
+    peak = max((b for at, b in backlog if at >= start), default=None)
+    done = next((at for at, b in backlog if at > healed and b == 0), None)
+    load_end = max((r[0] for r in rows), default=healed)
+    windows = [("before the outage", start - 60_000, start), ("during the outage", start, healed),
+               ("while re-enriching", healed, done if done is not None else load_end),
+               ("after", done if done is not None else load_end, load_end + 1)]
+    return {
+        "healed_at_s": round((healed - start) / 1000, 1),
+        "backlog_peak": peak,
+        "all_enriched_after_heal_s": None if done is None else round((done - healed) / 1000, 1),
+        "p99_end_to_end_ms": {name: p99([e2e for at, e2e, _ in rows if lo <= at < hi]) for name, lo, hi in windows},
+        "messages": {name: sum(1 for at, _, _ in rows if lo <= at < hi) for name, lo, hi in windows},
+    }
+
+
 def faults(events, samples, per_second):
     """Each fault: when, how long, and how long after it ended queue_depth was back under
     its level before the fault."""
@@ -215,6 +259,8 @@ def account(out_dir):
     dead, stages, decode_found = read_dead_letters(os.path.join(out_dir, "dlq"), markers)
     events = read_events(os.path.join(out_dir, "events.csv"))
     samples = read_samples(os.path.join(out_dir, "samples.csv"), events)
+    rows_path = os.path.join(out_dir, "rows.csv")
+    rows = read_rows(rows_path if os.path.exists(rows_path) else rows_path + ".gz")
 
     accepted = {i for i, f in ids.items() if f & ACCEPTED}
     stored_sent = {i for i in ids if i in stored}
@@ -250,6 +296,8 @@ def account(out_dir):
         "refusals_without_retry_after": retry_after_missing,
         "undecodable_published": len(markers),
         "undecodable_dead_lettered": len(decode_found),
+        "rows_without_nlp": sum(1 for _, _, has_nlp in rows if not has_nlp),
+        "nlp_recovery": nlp_recovery(events, read_backlog(os.path.join(out_dir, "samples.csv")), rows),
         "examples": {"lost": sorted(lost)[:5], "duplicated": sorted(duplicated)[:5], "dead_letters_left": sorted(dead_left)[:5]},
     }
     return run, a, faults(events, samples, per_second)
@@ -291,8 +339,13 @@ def stored_ids_were_sent(run, a):
                  f"{a['stored_ids_never_sent']} stored ids not in the ledger")
 
 
+def every_row_enriched(run, a):
+    return check("every row has NLP data at the end (re-enriched after the NLP faults)",
+                 a["rows_without_nlp"] == 0, f"{a['rows_without_nlp']} rows without NLP data")
+
+
 CHECKS = [nothing_lost, nothing_duplicated, every_refusal_says_when, no_dead_letter_left,
-          undecodable_records_dead_lettered, stored_ids_were_sent]
+          undecodable_records_dead_lettered, stored_ids_were_sent, every_row_enriched]
 
 
 DEFINITIONS = [
@@ -316,6 +369,7 @@ DEFINITIONS = [
     ("refusals_without_retry_after", "429/503 without Retry-After", "answers that broke the API's promise"),
     ("undecodable_published", "undecodable records published", "straight to the topic during the dead-letter fault"),
     ("undecodable_dead_lettered", "undecodable records dead-lettered", "found as `decode` dead letters"),
+    ("rows_without_nlp", "rows without NLP data at the end", "not re-enriched after the NLP faults"),
 ]
 
 
@@ -357,6 +411,15 @@ def markdown(report):
                 else f"was back under it at T+{pg['recovered_after_end_s']} s"
             lines += ["", f"Postgres back at T = {pg['at_s'] + pg['lasted_s']:.1f} s into the load; `queue_depth` "
                       f"(before the outage at most {pg['queue_depth_before']}, peak {pg['queue_depth_peak']}) {back}."]
+    nlp = a.get("nlp_recovery")
+    if nlp:
+        after = "not within the run" if nlp["all_enriched_after_heal_s"] is None \
+            else f"{nlp['all_enriched_after_heal_s']} s after it healed"
+        lines += ["", "## NLP outage and re-enrichment", "",
+                  f"The NLP API failed every call from 0 s to {nlp['healed_at_s']} s; up to "
+                  f"{nlp['backlog_peak']} rows waited for NLP data; every row had it again {after}.", "",
+                  "| messages received | count | P99 end to end (ms) |", "|---|---:|---:|"]
+        lines += [f"| {w} | {nlp['messages'][w]} | {nlp['p99_end_to_end_ms'][w]} |" for w in nlp["messages"]]
     lines += ["", "## End-of-run checks", "", "| check | result | detail |", "|---|---|---|"]
     lines += [f"| {c['check']} | {'pass' if c['passed'] else 'FAIL'} | {c['detail']} |" for c in report["checks"]]
     lines += ["", f"**{report['verdict']}**", ""]

@@ -10,8 +10,9 @@
 //! - Never at the expense of live messages: each call holds a slot of the worker pool,
 //!   taken only when free, and only while a quarter of the pool stays free for live
 //!   traffic; each call is a single attempt that leaves the retry budget alone.
-//! - A walk goes from the oldest row to the newest; a row that fails again is passed over
-//!   until the next walk, `worker.reenrich_interval_secs` later.
+//! - Gentle with the API: a walk ends at the first batch with a failed call (a timeout or
+//!   an error says the API has no capacity to spare), and the next starts
+//!   `worker.reenrich_interval_secs` later. A walk goes from the oldest row to the newest.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,11 +159,20 @@ impl AutoReenricher {
                 .collect()
                 .await;
             drop(permits);
+            let failed = results
+                .iter()
+                .filter(|(_, _, nlp)| nlp.raw.is_none())
+                .count();
             let updated = update_enrichment(&tx, &results).await?;
             tx.commit().await?;
             enriched += updated;
             self.metrics.reenriched.inc_by(updated);
             self.metrics.backlog.sub(updated as i64);
+            if breaker == BreakerState::Closed && failed > 0 {
+                // The API is struggling (timeouts, errors): leave it to live messages
+                // until the next walk rather than push it into opening the breaker.
+                return Ok(enriched);
+            }
             if breaker == BreakerState::HalfOpen && updated == 0 {
                 // Not admitted as a trial (or the trial failed): the next chance is the
                 // breaker's next trial, about a second away.
