@@ -6,7 +6,7 @@
 #![no_main]
 
 use chat_analytics::ingest::{parse_batch, parse_single};
-use chat_analytics_fuzz::{assert_field_rules, assert_storage_precision, received_at};
+use chat_analytics_fuzz::{assert_field_rules, assert_storage_precision};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -14,7 +14,7 @@ use serde_json::Value;
 const MAX_MESSAGES: usize = 8;
 
 fuzz_target!(|body: &[u8]| {
-    let parsed = parse_batch(body, received_at(), MAX_MESSAGES);
+    let parsed = parse_batch(body, MAX_MESSAGES);
     let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(body) else {
         let refusal = parsed.expect_err("accepted a body that is not a JSON array");
         assert_eq!(refusal.status, 400);
@@ -25,7 +25,7 @@ fuzz_target!(|body: &[u8]| {
         .iter()
         .map(|item| {
             let json = serde_json::to_vec(item).expect("a JSON value serialises");
-            parse_single(&json, received_at())
+            parse_single(&json)
         })
         .collect();
     let messages = match parsed {
@@ -66,7 +66,7 @@ fuzz_target!(|body: &[u8]| {
     }
 
     let written = serde_json::to_vec(&messages).expect("messages serialise");
-    let reparsed = parse_batch(&written, received_at(), MAX_MESSAGES)
+    let reparsed = parse_batch(&written, MAX_MESSAGES)
         .unwrap_or_else(|e| panic!("an accepted batch written back is refused: {e:?}"));
     assert_eq!(reparsed, messages);
 });
