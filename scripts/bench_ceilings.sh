@@ -12,6 +12,10 @@
 #             RETURNING message_id per transaction, prepared. With 1 and 4 clients; rows/s =
 #             tps x 500. The rows are generated server-side (generate_series) instead of sent
 #             as UNNEST arrays, so client encoding and the parameter transfer are not counted.
+#             Run twice per client count: `plain` inserts into messages alone, `keyed` first
+#             claims each message_id in message_keys (sql/0003_message_keys.sql) and inserts
+#             only the rows whose key was new, as sql/queries/insert_messages.sql does; the
+#             ratio of the two is the write cost of exactly-once storage.
 #   http      the ingest API with Kafka taken out (examples/ingest_ceiling.rs acknowledges every
 #             valid message at once), driven by `chat-analytics loadgen` over 2,000 keep-alive
 #             connections at an offered rate above what it can answer: accepted msg/s is the
@@ -122,11 +126,12 @@ next_day="$(date -u -d "$day + 1 day" +%Y-%m-%d)"
 day_epoch="$(date -u -d "$day" +%s)"
 partition="messages_p$(date -u -d "$day" +%Y%m%d)"
 
-say "postgres: scratch database $PG_DB, sql/0001_messages.sql, partition $partition"
+say "postgres: scratch database $PG_DB, sql/0001_messages.sql and 0003_message_keys.sql, partition $partition"
 drop_db "$PG_DB"
 psql_q -d postgres -c "CREATE DATABASE $PG_DB" >/dev/null
 db_created=1
 psql_q -d "$PG_DB" -f sql/0001_messages.sql >/dev/null
+psql_q -d "$PG_DB" -f sql/0003_message_keys.sql >/dev/null
 psql_q -d "$PG_DB" -c "CREATE TABLE $partition PARTITION OF messages
     FOR VALUES FROM ('$day 00:00:00+00') TO ('$next_day 00:00:00+00')" >/dev/null
 pg_version="$(psql_q -d "$PG_DB" -c 'SHOW server_version' | cut -d' ' -f1)"
@@ -134,11 +139,7 @@ pg_sync_commit="$(psql_q -d "$PG_DB" -c 'SHOW synchronous_commit')"
 
 # One transaction = one batch: the worker's statement with server-generated rows. sent_at is
 # spread over today (UTC) so every row lands in $partition, whatever time the run ends.
-cat >"$OUT/pg_insert_batch.sql" <<EOF
-INSERT INTO messages (
-    message_id, bot_id, conversation_id, user_id, text, sent_at, received_at, processed_at,
-    sentiment_label, sentiment_score, toxicity, language, nlp, nlp_status,
-    flagged, flagged_terms, metadata, kafka_partition, kafka_offset)
+rows_sql="$(cat <<EOF
 SELECT gen_random_uuid(), 'bot-' || r.b, 'conv-' || r.b || '-' || (random() * 50)::int,
        'user-' || (random() * 100000)::int,
        'Hi, my order #' || (random() * 1000000)::int || ' still has not arrived and the tracking '
@@ -157,28 +158,66 @@ FROM (SELECT i, b, t, s, tox, random() < 0.02 AS flagged,
       FROM (SELECT i, (random() * 1000)::int AS b, to_timestamp(:day_epoch + random() * 86399) AS t,
                    (random() * 2 - 1)::real AS s, (random() * 0.3)::real AS tox
             FROM generate_series(1, $PG_BATCH) AS i) AS g) AS r
+EOF
+)"
+cat >"$OUT/pg_insert_plain.sql" <<EOF
+INSERT INTO messages (
+    message_id, bot_id, conversation_id, user_id, text, sent_at, received_at, processed_at,
+    sentiment_label, sentiment_score, toxicity, language, nlp, nlp_status,
+    flagged, flagged_terms, metadata, kafka_partition, kafka_offset)
+$rows_sql
+ON CONFLICT DO NOTHING
+RETURNING message_id;
+EOF
+# As plain, but each key is claimed first (in message_id order, with a 16-byte content hash)
+# and only the rows whose key was new are inserted.
+cat >"$OUT/pg_insert_keyed.sql" <<EOF
+WITH batch (
+    message_id, bot_id, conversation_id, user_id, text, sent_at, received_at, processed_at,
+    sentiment_label, sentiment_score, toxicity, language, nlp, nlp_status,
+    flagged, flagged_terms, metadata, kafka_partition, kafka_offset) AS (
+$rows_sql
+), claimed AS (
+    INSERT INTO message_keys (message_id, sent_at, content_hash)
+    SELECT message_id, sent_at, decode(md5(text), 'hex') FROM batch ORDER BY message_id
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING message_id
+)
+INSERT INTO messages (
+    message_id, bot_id, conversation_id, user_id, text, sent_at, received_at, processed_at,
+    sentiment_label, sentiment_score, toxicity, language, nlp, nlp_status,
+    flagged, flagged_terms, metadata, kafka_partition, kafka_offset)
+SELECT b.* FROM batch b JOIN claimed USING (message_id)
 ON CONFLICT DO NOTHING
 RETURNING message_id;
 EOF
 
 pg_json='[]'
 for c in $PG_CLIENTS; do
-    tx=$((PG_ROWS / PG_BATCH / c))
-    psql_q -d "$PG_DB" -c 'TRUNCATE messages' >/dev/null
-    say "postgres: $PG_ROWS rows, batches of $PG_BATCH, $c client(s) x $tx transactions"
-    log="$OUT/pgbench-c$c.txt"
-    timeout "$STEP_TIMEOUT" pgbench -n -M prepared -c "$c" -j "$c" -t "$tx" -D day_epoch="$day_epoch" \
-        -f "$OUT/pg_insert_batch.sql" "$PG_DB" >"$log" 2>&1 \
-        || { tail -n 20 "$log" >&2; die "pgbench with $c client(s) failed"; }
-    tps="$(sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\).*/\1/p' "$log")"
-    lat="$(sed -nE 's/^latency average = ([0-9.]+) ms.*/\1/p' "$log")"
-    if [ -z "$tps" ] || [ -z "$lat" ]; then die "cannot parse $log"; fi
-    rows="$(psql_q -d "$PG_DB" -c "SELECT count(*) FROM $partition")"
-    [ "$rows" = "$PG_ROWS" ] || die "$partition holds $rows rows after the run, expected $PG_ROWS"
-    rps="$(awk -v t="$tps" -v b="$PG_BATCH" 'BEGIN { printf "%.0f", t * b }')"
-    say "postgres: $c client(s): $tps batches/s = $rps rows/s, $lat ms per batch"
-    pg_json="$(jq -c --argjson c "$c" --argjson tps "$tps" --argjson rps "$rps" --argjson lat "$lat" \
-        '. + [{clients: $c, batches_per_sec: $tps, rows_per_sec: $rps, batch_latency_avg_ms: $lat}]' <<<"$pg_json")"
+    for statement in plain keyed; do
+        tx=$((PG_ROWS / PG_BATCH / c))
+        psql_q -d "$PG_DB" -c 'TRUNCATE messages, message_keys' >/dev/null
+        say "postgres: $statement, $PG_ROWS rows, batches of $PG_BATCH, $c client(s) x $tx transactions"
+        log="$OUT/pgbench-$statement-c$c.txt"
+        timeout "$STEP_TIMEOUT" pgbench -n -M prepared -c "$c" -j "$c" -t "$tx" -D day_epoch="$day_epoch" \
+            -f "$OUT/pg_insert_$statement.sql" "$PG_DB" >"$log" 2>&1 \
+            || { tail -n 20 "$log" >&2; die "pgbench ($statement) with $c client(s) failed"; }
+        tps="$(sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\).*/\1/p' "$log")"
+        lat="$(sed -nE 's/^latency average = ([0-9.]+) ms.*/\1/p' "$log")"
+        if [ -z "$tps" ] || [ -z "$lat" ]; then die "cannot parse $log"; fi
+        rows="$(psql_q -d "$PG_DB" -c "SELECT count(*) FROM $partition")"
+        [ "$rows" = "$PG_ROWS" ] || die "$partition holds $rows rows after the run, expected $PG_ROWS"
+        if [ "$statement" = keyed ]; then
+            keys="$(psql_q -d "$PG_DB" -c "SELECT count(*) FROM message_keys")"
+            [ "$keys" = "$PG_ROWS" ] || die "message_keys holds $keys keys after the run, expected $PG_ROWS"
+        fi
+        rps="$(awk -v t="$tps" -v b="$PG_BATCH" 'BEGIN { printf "%.0f", t * b }')"
+        say "postgres: $statement, $c client(s): $tps batches/s = $rps rows/s, $lat ms per batch"
+        pg_json="$(jq -c --arg st "$statement" --argjson c "$c" --argjson tps "$tps" --argjson rps "$rps" \
+            --argjson lat "$lat" \
+            '. + [{statement: $st, clients: $c, batches_per_sec: $tps, rows_per_sec: $rps, batch_latency_avg_ms: $lat}]' \
+            <<<"$pg_json")"
+    done
 done
 
 # ---------------------------------------------------------------------------------------------
@@ -227,7 +266,8 @@ jq -n \
                summary_line: $summary},
        postgres: {version: $pg_version, synchronous_commit: $sync, table: "messages",
                   rows: $rows, batch: $batch,
-                  statement: "INSERT ... SELECT ... FROM generate_series ON CONFLICT DO NOTHING RETURNING message_id (pgbench -M prepared)",
+                  statements: {plain: "INSERT ... SELECT ... FROM generate_series ON CONFLICT DO NOTHING RETURNING message_id (pgbench -M prepared)",
+                              keyed: "the same rows, each message_id claimed in message_keys first, only new keys inserted"},
                   runs: $pg},
        http: {server: "examples/ingest_ceiling (ingest API, publisher acknowledges at once)",
               connections: 2000, offered_per_sec: $h_rate, accepted_per_sec: $h_rps,
@@ -240,7 +280,7 @@ jq -n \
     printf '| Kafka produce (%s x %s B, 12 partitions, acks=all, lz4) | %.0f records/s (%s MB/s) | avg %s ms, p99 %s ms, max %s ms |\n' \
         "$KAFKA_RECORDS" "$KAFKA_RECORD_SIZE" "$k_rps" "${k_mbps:-?}" "$k_avg" "$k_p99" "$k_max"
     jq -r --argjson rows "$PG_ROWS" --argjson batch "$PG_BATCH" '.[] |
-        "| Postgres insert into messages (\($rows) rows, batches of \($batch), \(.clients) client\(if .clients > 1 then "s" else "" end)) | \(.rows_per_sec) rows/s | avg \(.batch_latency_avg_ms) ms per batch |"' <<<"$pg_json"
+        "| Postgres insert into messages, \(.statement) (\($rows) rows, batches of \($batch), \(.clients) client\(if .clients > 1 then "s" else "" end)) | \(.rows_per_sec) rows/s | avg \(.batch_latency_avg_ms) ms per batch |"' <<<"$pg_json"
     printf '| HTTP ingest API without Kafka (2,000 connections, %s msg/s offered) | %.0f msg/s | p99 %s ms at saturation |\n' \
         "$HTTP_RATE" "$h_rps" "$h_p99"
 }
