@@ -18,7 +18,7 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chat_analytics::domain::{ChatMessage, NlpFields, ProcessedMessage, SourcePosition};
+use chat_analytics::domain::{ChatMessage, NlpFields, NlpStatus, ProcessedMessage, SourcePosition};
 use chat_analytics::ingest::{parse_batch, parse_single};
 use chat_analytics::loadgen::payload::chat_text;
 use chat_analytics::moderation::Moderator;
@@ -241,7 +241,7 @@ fn processed(message: ChatMessage, moderator: &Moderator, offset: i64) -> Proces
             language: Some("en".into()),
             raw: Some(json!({"sentiment": {"label": "negative", "score": -0.42},
                               "toxicity": 0.08, "language": "en"})),
-            status: "ok",
+            status: NlpStatus::Ok,
         },
         flagged: verdict.flagged,
         flagged_terms: verdict.terms,

@@ -10,7 +10,8 @@
 //! - [`domain`]: `ChatMessage`, `BotId`, `MessageText`, ...: parsed once at the edge,
 //!   trusted everywhere after.
 //! - [`ingest`]: the HTTP API: routes, request parsing, API keys, admission (429/503).
-//! - [`queue`]: Kafka: the envelope codec and the producer.
+//! - [`queue`]: Kafka: the envelope codec, the producer, the consumer client and its
+//!   offset tracker.
 //! - [`storage`]: Postgres pool and migrations.
 //! - [`nlp_sim`]: the reference NLP API server; [`loadgen`]: the load generator.
 //! - [`telemetry`]: metrics registry, health probes, the admin listener, logging.

@@ -14,7 +14,7 @@ use chat_analytics::enrich::{EnrichMetrics, Enricher};
 use chat_analytics::ingest::hash_key;
 use chat_analytics::storage::partitions::PartitionMaintainer;
 use chat_analytics::telemetry::Metrics;
-use chat_analytics::worker::{build_pipeline, reenrich, replay_dead_letters};
+use chat_analytics::worker::{reenrich, replay_file};
 use chat_analytics::{nlp_sim, shutdown, storage, telemetry};
 
 /// glibc's malloc was ~17% of the service's CPU under load and its per-thread arenas kept
@@ -155,13 +155,7 @@ async fn replay(settings: &Settings, path: &std::path::Path) -> anyhow::Result<(
     let metrics = Metrics::new()?;
     let pool = storage::connect_pool(&settings.postgres)?;
     let token = shutdown::on_signal().context("installing signal handlers")?;
-    let parts = build_pipeline(settings, &metrics, pool, token)?;
-    let writer = tokio::spawn(parts.writer.run());
-    let dead_letters = tokio::spawn(parts.dead_letters.run());
-    let report = replay_dead_letters(path, parts.pipeline).await?;
-    // The pipeline (and its writer handles) is gone: the writers finish and stop.
-    writer.await.context("batch writer")?;
-    dead_letters.await.context("dead-letter writer")?;
+    let report = replay_file(settings, &metrics, pool, token, path).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     anyhow::ensure!(
         report.dead_lettered_again == 0,

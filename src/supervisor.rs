@@ -3,10 +3,14 @@
 //! that grows with repeated failures.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -66,7 +70,9 @@ pub async fn supervise<F, Fut>(
     F: FnMut() -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut backoff = FIRST_BACKOFF;
+    // No jitter: restarts of one component are not a crowd that needs spreading.
+    let backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF, 0.0);
+    let mut failures = 0;
     loop {
         let started = tokio::time::Instant::now();
         let outcome = tokio::spawn(make()).await;
@@ -81,14 +87,37 @@ pub async fn supervise<F, Fut>(
             Err(_) => return,
         }
         if started.elapsed() > HEALTHY_AFTER {
-            backoff = FIRST_BACKOFF;
+            failures = 0;
         }
+        failures += 1;
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(backoff.delay(failures)) => {}
             () = shutdown.cancelled() => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Spawns a shared component's `run` under [`supervise`]: each start gets the component
+/// and `shutdown` (its stop signal), and a panic restarts it until `shutdown` fires.
+pub fn spawn_supervised<T, F, Fut>(
+    component: Component,
+    restarts: &prometheus::IntCounterVec,
+    shutdown: &CancellationToken,
+    target: &Arc<T>,
+    run: F,
+) -> JoinHandle<()>
+where
+    T: Send + Sync + 'static,
+    F: Fn(Arc<T>, CancellationToken) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (target, stop) = (target.clone(), shutdown.clone());
+    tokio::spawn(supervise(
+        component,
+        restarts.clone(),
+        shutdown.clone(),
+        move || run(target.clone(), stop.clone()),
+    ))
 }
 
 /// Runs one future, turning a panic into an error with its message.
@@ -110,34 +139,43 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::Arc;
 
     #[tokio::test(start_paused = true)]
-    async fn a_panicking_task_is_restarted_and_counted() {
+    async fn a_panicking_task_is_restarted_and_counted_after_waits_of_100_ms_doubling_to_10_s() {
         let restarts = prometheus::IntCounterVec::new(
             prometheus::Opts::new("component_restarts_total", "test"),
             &["component"],
         )
         .expect("metric");
-        let runs = Arc::new(AtomicU32::new(0));
-        let counter = runs.clone();
+        let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = starts.clone();
         supervise(
             Component::Consumer,
             restarts.clone(),
             CancellationToken::new(),
             move || {
-                let counter = counter.clone();
+                let log = log.clone();
                 async move {
-                    if counter.fetch_add(1, Ordering::SeqCst) < 3 {
+                    let runs = {
+                        let mut log = log.lock().expect("not poisoned");
+                        log.push(tokio::time::Instant::now());
+                        log.len()
+                    };
+                    if runs < 10 {
                         panic!("boom");
                     }
                 }
             },
         )
         .await;
-        assert_eq!(runs.load(Ordering::SeqCst), 4);
-        assert_eq!(restarts.with_label_values(&["consumer"]).get(), 3);
+        assert_eq!(restarts.with_label_values(&["consumer"]).get(), 9);
+        let starts = starts.lock().expect("not poisoned");
+        let waits: Vec<_> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(
+            waits,
+            [100, 200, 400, 800, 1_600, 3_200, 6_400, 10_000, 10_000].map(ms)
+        );
     }
 
     #[test]

@@ -166,7 +166,7 @@ mod tests {
         assert_eq!(stats.total, 3);
         assert_eq!(stats.replayable, 0);
         assert_eq!(stats.by_stage["decode"], 3);
-        assert_eq!(stats.top_errors, vec![("bad".to_owned(), 3)]);
+        assert_eq!(stats.top_errors, vec![("undecodable: bad".to_owned(), 3)]);
         std::fs::remove_dir_all(dir).ok();
     }
 

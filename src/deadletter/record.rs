@@ -5,7 +5,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ChatMessage, SourcePosition};
+use std::fmt::Display;
+
+use crate::domain::{ChatMessage, FailureCode, SourcePosition};
 
 /// The pipeline stage that gave up on a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -58,6 +60,7 @@ pub struct DeadLetter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_at: Option<DateTime<Utc>>,
     pub stage: Stage,
+    /// `<code>: <detail>`, the code a [`FailureCode`].
     pub error: String,
     pub attempts: u32,
     pub failed_at: DateTime<Utc>,
@@ -70,7 +73,8 @@ impl DeadLetter {
         message: &ChatMessage,
         received_at: DateTime<Utc>,
         stage: Stage,
-        error: impl Into<String>,
+        code: FailureCode,
+        detail: impl Display,
         attempts: u32,
         source: Option<SourcePosition>,
     ) -> DeadLetter {
@@ -78,7 +82,7 @@ impl DeadLetter {
             message: serde_json::to_value(message).unwrap_or(serde_json::Value::Null),
             received_at: Some(received_at),
             stage,
-            error: error.into(),
+            error: code.describe(detail),
             attempts,
             failed_at: Utc::now(),
             kafka: source.map(KafkaPosition::from),
@@ -88,7 +92,7 @@ impl DeadLetter {
     pub fn undecodable(
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        error: impl Into<String>,
+        detail: impl Display,
         source: SourcePosition,
     ) -> DeadLetter {
         let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -99,11 +103,16 @@ impl DeadLetter {
             }),
             received_at: None,
             stage: Stage::Decode,
-            error: error.into(),
+            error: FailureCode::Undecodable.describe(detail),
             attempts: 1,
             failed_at: Utc::now(),
             kafka: Some(source.into()),
         }
+    }
+
+    /// Why the message failed, when its `error` starts with a known code.
+    pub fn code(&self) -> Option<FailureCode> {
+        FailureCode::of(&self.error)
     }
 
     /// The chat message to replay, when this dead letter holds a valid one.
@@ -147,6 +156,7 @@ mod tests {
             &message,
             Utc::now(),
             Stage::Storage,
+            FailureCode::DatabaseUnavailable,
             "connection refused",
             2,
             Some(SourcePosition {
@@ -166,6 +176,8 @@ mod tests {
             assert!(v.get(key).is_some(), "missing {key}: {v}");
         }
         assert_eq!(v["stage"], "storage");
+        assert_eq!(v["error"], "database_unavailable: connection refused");
+        assert_eq!(dl.code(), Some(FailureCode::DatabaseUnavailable));
         assert_eq!(v["kafka"]["partition"], 3);
         assert_eq!(v["kafka"]["offset"], 42);
         assert_eq!(dl.chat_message(), Some(message));
@@ -183,6 +195,8 @@ mod tests {
             },
         );
         assert_eq!(dl.stage, Stage::Decode);
+        assert_eq!(dl.error, "undecodable: bad envelope");
+        assert_eq!(dl.code(), Some(FailureCode::Undecodable));
         assert!(dl.message["raw_value"]
             .as_str()
             .is_some_and(|s| s.ends_with("not json")));

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::ChatMessage;
+use super::{ChatMessage, NlpStatus};
 
 /// Where a record was read from, kept on the row for tracing a row back to Kafka.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,7 +12,7 @@ pub struct SourcePosition {
 }
 
 /// NLP results as stored; all `None` when the message was stored without them.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NlpFields {
     pub sentiment_label: Option<String>,
     pub sentiment_score: Option<f32>,
@@ -20,8 +20,22 @@ pub struct NlpFields {
     pub language: Option<String>,
     /// The NLP API's whole answer, for fields not broken out into columns.
     pub raw: Option<serde_json::Value>,
-    /// `ok`, or why there is no NLP data (`breaker_open`, `failed_after_retries`, ...).
-    pub status: &'static str,
+    /// [`NlpStatus::Ok`], or why there is no NLP data.
+    pub status: NlpStatus,
+}
+
+impl NlpFields {
+    /// A row stored without NLP data, and why.
+    pub fn missing(status: NlpStatus) -> NlpFields {
+        NlpFields {
+            sentiment_label: None,
+            sentiment_score: None,
+            toxicity: None,
+            language: None,
+            raw: None,
+            status,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -23,7 +23,7 @@
 //! # Layout
 //!
 //! * `config.rs`: [`EnrichSettings`] (serde, defaults, validation), [`EnrichError`];
-//! * `outcome.rs`: [`Enrichment`], [`NlpStatus`], [`NlpAnalysis`] (parsed
+//! * `outcome.rs`: [`Enrichment`] (with its [`NlpStatus`]), [`NlpAnalysis`] (parsed
 //!   and range-checked answer), [`AttemptError`] (retry / breaker classification);
 //! * `client.rs`: one HTTP attempt with the shared pooled hyper client (HTTP/1.1 or h2c);
 //! * `retry.rs`: `RetryBudget` (the backoff is [`crate::backoff::Backoff`]);
@@ -54,12 +54,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
+use crate::domain::NlpStatus;
 pub use breaker::BreakerState;
 use breaker::{Breaker, BreakerConfig};
 use client::NlpClient;
 pub use config::{EnrichError, EnrichSettings};
 pub use metrics::{EnrichMetrics, DURATION_BUCKETS, ERROR_KINDS};
-pub use outcome::{AttemptError, Enrichment, NlpAnalysis, NlpStatus};
+pub use outcome::{AttemptError, Enrichment, NlpAnalysis};
 use retry::RetryBudget;
 
 /// How a call waits out a retry back-off. A caller that holds something

@@ -44,24 +44,27 @@ impl Route {
         Route::Unknown,
     ];
 
-    fn of(path: &str) -> Route {
-        match path {
-            "/v1/messages" => Route::Message,
-            "/v1/messages/batch" => Route::Batch,
-            "/health" => Route::Health,
-            "/livez" => Route::Livez,
-            _ => Route::Unknown,
+    /// The path a route answers on; `None` for the catch-all.
+    fn path(self) -> Option<&'static str> {
+        match self {
+            Route::Message => Some("/v1/messages"),
+            Route::Batch => Some("/v1/messages/batch"),
+            Route::Health => Some("/health"),
+            Route::Livez => Some("/livez"),
+            Route::Unknown => None,
         }
     }
 
+    fn of(path: &str) -> Route {
+        Route::ALL
+            .into_iter()
+            .find(|route| route.path() == Some(path))
+            .unwrap_or(Route::Unknown)
+    }
+
+    /// The `route` label: the path itself, or `other` for every unknown path.
     fn label(self) -> &'static str {
-        match self {
-            Route::Message => "/v1/messages",
-            Route::Batch => "/v1/messages/batch",
-            Route::Health => "/health",
-            Route::Livez => "/livez",
-            Route::Unknown => "other",
-        }
+        self.path().unwrap_or("other")
     }
 
     /// Every status [`IngestApi::route`] can answer on this route (a panic's 500 is
@@ -315,5 +318,11 @@ mod tests {
         assert_eq!(Route::of("/v1/messages").label(), "/v1/messages");
         assert_eq!(Route::of("/v1/messages/").label(), "other");
         assert_eq!(Route::of("/etc/passwd").label(), "other");
+        assert_eq!(Route::of("other"), Route::Unknown);
+        for route in Route::ALL {
+            if let Some(path) = route.path() {
+                assert_eq!(Route::of(path), route, "{path} routes back to its route");
+            }
+        }
     }
 }

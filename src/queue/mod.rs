@@ -1,9 +1,14 @@
-//! Kafka: the envelope codec and the producer used by the ingest API.
+//! Kafka: the envelope codec, the producer used by the ingest API, and the worker's
+//! consumer with its offset tracker.
 
+mod consumer;
 mod envelope;
+mod offsets;
 mod producer;
 mod topic_check;
 
+pub use consumer::{ConsumerError, KafkaConsumer, SharedOffsets};
 pub use envelope::{encode_message, Envelope, EnvelopeError, ENVELOPE_VERSION};
+pub use offsets::{OffsetTracker, Ticket};
 pub use producer::{Delivery, KafkaPublisher, ProducerError, PublishError, Publisher};
 pub use topic_check::check_topic;

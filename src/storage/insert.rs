@@ -6,7 +6,7 @@ use deadpool_postgres::Pool;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use crate::domain::{ContentDigest, ProcessedMessage};
+use crate::domain::{ContentDigest, FailureCode, ProcessedMessage};
 
 const INSERT_MESSAGES: &str = include_str!("../../sql/queries/insert_messages.sql");
 
@@ -23,18 +23,18 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
-    /// Stable name, used in dead letters' `error` and in logs.
-    pub fn as_str(self) -> &'static str {
+    /// The dead-letter code of rows that fail this way; also how logs name it.
+    pub fn code(self) -> FailureCode {
         match self {
-            FailureKind::Unavailable => "database_unavailable",
-            FailureKind::Content => "row_refused",
+            FailureKind::Unavailable => FailureCode::DatabaseUnavailable,
+            FailureKind::Content => FailureCode::RowRefused,
         }
     }
 }
 
 impl std::fmt::Display for FailureKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        self.code().fmt(f)
     }
 }
 
@@ -126,7 +126,7 @@ pub async fn insert_messages(
     let toxicity: Vec<Option<f32>> = rows.iter().map(|r| r.nlp.toxicity).collect();
     let languages: Vec<Option<&str>> = rows.iter().map(|r| r.nlp.language.as_deref()).collect();
     let nlp: Vec<Option<&serde_json::Value>> = rows.iter().map(|r| r.nlp.raw.as_ref()).collect();
-    let statuses: Vec<&str> = rows.iter().map(|r| r.nlp.status).collect();
+    let statuses: Vec<&str> = rows.iter().map(|r| r.nlp.status.as_str()).collect();
     let flagged: Vec<bool> = rows.iter().map(|r| r.flagged).collect();
     let terms: Vec<serde_json::Value> = rows
         .iter()

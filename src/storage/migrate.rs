@@ -89,7 +89,7 @@ pub async fn prepare_database(
         partitions.ahead_days,
     )
     .await?;
-    super::partitions::set_full_text_search(&mut client, storage.full_text_search).await?;
+    super::fulltext::set_full_text_search(&mut client, storage.full_text_search).await?;
     Ok(PreparedDatabase {
         migrations_applied: applied,
         partitions_created: created,

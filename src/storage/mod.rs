@@ -2,13 +2,12 @@
 
 mod batch_writer;
 mod enrichment;
+pub mod fulltext;
 mod insert;
 mod keys;
 mod migrate;
 mod outage;
 pub mod partitions;
-#[cfg(test)]
-mod partitions_tests;
 mod pool;
 
 pub use batch_writer::{

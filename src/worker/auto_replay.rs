@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::pipeline::{Outcome, Pipeline};
 use crate::deadletter::{dead_letter_files, DeadLetter, ProgressError, ReplayCursor, Stage};
-use crate::domain::SourcePosition;
-use crate::storage::{accepts_writes, FailureKind};
+use crate::domain::{FailureCode, SourcePosition};
+use crate::storage::accepts_writes;
 
 /// Messages replayed at once.
 const CONCURRENCY: usize = 64;
@@ -46,7 +46,7 @@ pub struct DeadLetterReplayer {
 
 /// True for a dead letter written because the database was unavailable.
 pub fn is_outage_dead_letter(letter: &DeadLetter) -> bool {
-    letter.stage == Stage::Storage && letter.error.starts_with(FailureKind::Unavailable.as_str())
+    letter.stage == Stage::Storage && letter.code() == Some(FailureCode::DatabaseUnavailable)
 }
 
 impl DeadLetterReplayer {
@@ -195,7 +195,7 @@ mod tests {
     use super::*;
     use crate::domain::{BotId, ChatMessage, MessageId, MessageText};
 
-    fn letter(stage: Stage, error: &str) -> DeadLetter {
+    fn letter(stage: Stage, code: FailureCode) -> DeadLetter {
         let message = ChatMessage {
             message_id: MessageId::generate(),
             bot_id: BotId::parse("b1".into()).expect("valid"),
@@ -205,15 +205,25 @@ mod tests {
             sent_at: None,
             metadata: None,
         };
-        DeadLetter::for_message(&message, chrono::Utc::now(), stage, error, 2, None)
+        DeadLetter::for_message(&message, chrono::Utc::now(), stage, code, "detail", 2, None)
     }
 
     #[test]
     fn only_outage_dead_letters_are_replayed_by_themselves() {
-        let outage = format!("{}: no database connection", FailureKind::Unavailable);
-        let refused = format!("{}: value too long", FailureKind::Content);
-        assert!(is_outage_dead_letter(&letter(Stage::Storage, &outage)));
-        assert!(!is_outage_dead_letter(&letter(Stage::Storage, &refused)));
-        assert!(!is_outage_dead_letter(&letter(Stage::Panic, &outage)));
+        let outage = FailureCode::DatabaseUnavailable;
+        assert!(is_outage_dead_letter(&letter(Stage::Storage, outage)));
+        assert!(!is_outage_dead_letter(&letter(
+            Stage::Storage,
+            FailureCode::RowRefused
+        )));
+        assert!(!is_outage_dead_letter(&letter(Stage::Panic, outage)));
+    }
+
+    #[test]
+    fn outage_dead_letters_in_existing_files_are_still_recognised() {
+        let line = r#"{"message":{"message_id":"0190b7a0-0000-7000-8000-000000000001","bot_id":"b1","text":"hi"},"received_at":"2026-01-05T10:00:00Z","stage":"storage","error":"database_unavailable: no database connection: timed out","attempts":1,"failed_at":"2026-01-05T10:05:00Z","kafka":{"partition":0,"offset":7}}"#;
+        let letter: DeadLetter = serde_json::from_str(line).expect("today's line format reads");
+        assert!(is_outage_dead_letter(&letter));
+        assert!(letter.chat_message().is_some(), "and replays");
     }
 }

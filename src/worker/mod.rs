@@ -4,7 +4,8 @@
 //! Tasks (each supervised: a panic is counted and the task restarted):
 //! - `consumer`: reads records into a pool of at most `worker.concurrency` in-flight
 //!   messages, each run by [`pipeline::Pipeline`];
-//! - `offset_committer`: commits the durable prefix per partition ([`offsets`]);
+//! - `offset_committer`: commits the durable prefix per partition
+//!   ([`crate::queue::OffsetTracker`]);
 //! - `batch_writer`: batched, idempotent inserts into Postgres;
 //! - `dead_letter_writer`: group-committed, fsynced dead-letter files;
 //! - `partition_maintainer`: partitions ahead and retention.
@@ -16,11 +17,11 @@ mod auto_reenrich;
 mod auto_replay;
 mod consumer;
 mod intake;
-mod offsets;
 mod pipeline;
 mod reenrich;
 mod replay;
 mod turns;
+mod writers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,20 +34,21 @@ use tokio_util::task::TaskTracker;
 
 pub use auto_reenrich::{AutoReenrichSettings, AutoReenricher, ReenrichMetrics};
 pub use auto_replay::{is_outage_dead_letter, AutoReplaySettings, DeadLetterReplayer};
-pub use consumer::{ConsumerError, MessageConsumer, WorkerSettings};
+pub use consumer::{MessageConsumer, WorkerSettings};
 pub use intake::{HoldReason, Intake, IntakeProbe};
-pub use offsets::{OffsetTracker, Ticket};
 pub use pipeline::{Outcome, Pipeline, Received};
 pub use reenrich::{reenrich, ReenrichReport};
-pub use replay::{replay_dead_letters, ReplayReport};
+pub use replay::{replay_file, ReplayReport};
+pub use writers::Writers;
 
 use crate::config::Settings;
-use crate::deadletter::DeadLetterWriter;
+use crate::deadletter::{DeadLetterWriter, ReadError};
 use crate::enrich::{EnrichError, Enricher};
 use crate::moderation::{ModerationError, Moderator};
+use crate::queue::ConsumerError;
 use crate::storage::partitions::PartitionMaintainer;
 use crate::storage::{BatchWriter, DatabaseOutage, StorageMetrics};
-use crate::supervisor::{supervise, Component};
+use crate::supervisor::{spawn_supervised, supervise, Component};
 use crate::telemetry::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,8 @@ pub enum WorkerError {
     Moderation(#[from] ModerationError),
     #[error(transparent)]
     Enrich(#[from] EnrichError),
+    #[error(transparent)]
+    DeadLetters(#[from] ReadError),
 }
 
 /// A pipeline and the writer tasks that must run for it to make progress.
@@ -117,9 +121,7 @@ pub struct Worker {
     reenricher: Option<Arc<AutoReenricher>>,
     partitions: Arc<PartitionMaintainer>,
     maintenance_every: Duration,
-    pipeline: Arc<Pipeline>,
-    writer: Arc<BatchWriter>,
-    dead_letters: Arc<DeadLetterWriter>,
+    parts: PipelineParts,
     concurrency: usize,
     metrics: Metrics,
     shutdown: CancellationToken,
@@ -132,11 +134,8 @@ impl Worker {
         pool: Pool,
         shutdown: CancellationToken,
     ) -> Result<Worker, WorkerError> {
-        let PipelineParts {
-            pipeline,
-            writer,
-            dead_letters,
-        } = build_pipeline(settings, metrics, pool.clone(), shutdown.clone())?;
+        let parts = build_pipeline(settings, metrics, pool.clone(), shutdown.clone())?;
+        let pipeline = &parts.pipeline;
         let consumer = Arc::new(MessageConsumer::new(
             &settings.kafka,
             &settings.worker,
@@ -182,9 +181,7 @@ impl Worker {
             maintenance_every: Duration::from_secs(
                 settings.worker.partition_maintenance_interval_s,
             ),
-            pipeline,
-            writer,
-            dead_letters,
+            parts,
             concurrency: settings.worker.concurrency,
             metrics: metrics.clone(),
             shutdown,
@@ -198,78 +195,60 @@ impl Worker {
 
     /// `/health` probe that fails while consumption is paused, saying why.
     pub fn intake_probe(&self) -> Arc<dyn crate::telemetry::Probe> {
-        Arc::new(IntakeProbe(self.pipeline.intake.clone()))
+        Arc::new(IntakeProbe(self.parts.pipeline.intake.clone()))
     }
 
     /// Runs until shutdown, then drains within `grace`.
     pub async fn run(self, grace: Duration) {
         let restarts = self.metrics.component_restarts.clone();
         let shutdown = self.shutdown.clone();
-        let writer = self.writer.clone();
-        let writer_task = tokio::spawn(supervise(
-            Component::BatchWriter,
-            restarts.clone(),
-            CancellationToken::new(),
-            move || writer.clone().run(),
-        ));
-        let dlq = self.dead_letters.clone();
-        let dlq_task = tokio::spawn(supervise(
-            Component::DeadLetterWriter,
-            restarts.clone(),
-            CancellationToken::new(),
-            move || dlq.clone().run(),
-        ));
-        let committer = self.consumer.clone();
-        let stop = shutdown.clone();
-        let commit_task = tokio::spawn(supervise(
+        let (pipeline, writers) = self.parts.start(&restarts);
+        let commit_task = spawn_supervised(
             Component::OffsetCommitter,
-            restarts.clone(),
-            shutdown.clone(),
-            move || committer.clone().commit_periodically(stop.clone()),
-        ));
-
-        let maintainer = self.partitions.clone();
+            &restarts,
+            &shutdown,
+            &self.consumer,
+            MessageConsumer::commit_periodically,
+        );
         let every = self.maintenance_every;
-        let stop = shutdown.clone();
-        let maintenance_task = tokio::spawn(supervise(
+        let maintenance_task = spawn_supervised(
             Component::PartitionMaintainer,
-            restarts.clone(),
-            shutdown.clone(),
-            move || {
-                let maintainer = maintainer.clone();
-                let stop = stop.clone();
-                async move { maintainer.run_until(every, stop.cancelled_owned()).await }
+            &restarts,
+            &shutdown,
+            &self.partitions,
+            move |maintainer, stop| async move {
+                maintainer.run_until(every, stop.cancelled_owned()).await
             },
-        ));
-
-        let replay_task = self.replayer.clone().map(|replayer| {
-            let stop = shutdown.clone();
-            tokio::spawn(supervise(
+        );
+        let replay_task = self.replayer.as_ref().map(|replayer| {
+            spawn_supervised(
                 Component::DeadLetterReplayer,
-                restarts.clone(),
-                shutdown.clone(),
-                move || replayer.clone().run(stop.clone()),
-            ))
+                &restarts,
+                &shutdown,
+                replayer,
+                DeadLetterReplayer::run,
+            )
         });
 
         let slots = Arc::new(Semaphore::new(self.concurrency));
-        let reenrich_task = self.reenricher.clone().map(|reenricher| {
-            let (stop, slots) = (shutdown.clone(), slots.clone());
-            tokio::spawn(supervise(
+        let reenrich_task = self.reenricher.as_ref().map(|reenricher| {
+            let slots = slots.clone();
+            spawn_supervised(
                 Component::Reenricher,
-                restarts.clone(),
-                shutdown.clone(),
-                move || reenricher.clone().run(slots.clone(), stop.clone()),
-            ))
+                &restarts,
+                &shutdown,
+                reenricher,
+                move |reenricher, stop| reenricher.run(slots.clone(), stop),
+            )
         });
         let consumer = self.consumer.clone();
-        let pipeline = self.pipeline.clone();
+        let loop_pipeline = pipeline.clone();
         let tasks = TaskTracker::new();
         let loop_tasks = tasks.clone();
         let stop = shutdown.clone();
         supervise(Component::Consumer, restarts, shutdown.clone(), move || {
             consumer.clone().run(
-                pipeline.clone(),
+                loop_pipeline.clone(),
                 slots.clone(),
                 loop_tasks.clone(),
                 stop.clone(),
@@ -293,14 +272,11 @@ impl Worker {
         }
         // The writers stop once the last handles (held by the pipeline) are gone.
         drop(self.replayer);
-        drop(self.pipeline);
+        drop(pipeline);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if tokio::time::timeout(left.max(Duration::from_secs(1)), async {
-            drop(writer_task.await);
-            drop(dlq_task.await);
-        })
-        .await
-        .is_err()
+        if tokio::time::timeout(left.max(Duration::from_secs(1)), writers.drained())
+            .await
+            .is_err()
         {
             tracing::warn!("writers still busy at the end of the grace period");
         }

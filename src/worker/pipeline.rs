@@ -8,8 +8,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::deadletter::{DeadLetter, DeadLetterHandle, Stage};
-use crate::domain::{ChatMessage, NlpFields, ProcessedMessage, SourcePosition};
+use crate::domain::{ChatMessage, FailureCode, NlpFields, ProcessedMessage, SourcePosition};
 use crate::enrich::{BackoffWait, Enricher, Enrichment};
 use crate::moderation::Moderator;
 use crate::queue::Envelope;
@@ -159,12 +160,9 @@ impl Pipeline {
                 envelope,
                 source,
             },
-            Some(Err(err)) => Received::Undecodable(DeadLetter::undecodable(
-                key,
-                payload,
-                err.to_string(),
-                source,
-            )),
+            Some(Err(err)) => {
+                Received::Undecodable(DeadLetter::undecodable(key, payload, err, source))
+            }
             None => Received::Undecodable(DeadLetter::undecodable(
                 key,
                 None,
@@ -200,7 +198,8 @@ impl Pipeline {
                     &envelope.message,
                     envelope.received_at,
                     Stage::Panic,
-                    format!("processing panicked: {panic}"),
+                    FailureCode::Panicked,
+                    panic,
                     1,
                     Some(source),
                 );
@@ -260,7 +259,8 @@ impl Pipeline {
                     &message,
                     received_at,
                     Stage::Storage,
-                    format!("{kind}: {error}"),
+                    kind.code(),
+                    error,
                     attempts,
                     source,
                 );
@@ -273,7 +273,8 @@ impl Pipeline {
     /// meanwhile); gives up only at shutdown, leaving the offset uncommitted.
     async fn dead_letter(&self, letter: DeadLetter) -> Outcome {
         let stage = letter.stage;
-        let mut wait = DLQ_RETRY_FIRST;
+        let backoff = Backoff::new(DLQ_RETRY_FIRST, DLQ_RETRY_MAX, 0.0);
+        let mut failures = 0;
         let mut blocked = false;
         let outcome = loop {
             match self.dead_letters.write(letter.clone()).await {
@@ -285,6 +286,8 @@ impl Pipeline {
                     break Outcome::DeadLettered(stage);
                 }
                 Err(err) => {
+                    failures += 1;
+                    let wait = backoff.delay(failures);
                     if !blocked {
                         blocked = true;
                         self.intake.dead_letter_failing();
@@ -294,7 +297,6 @@ impl Pipeline {
                         () = tokio::time::sleep(wait) => {}
                         () = self.shutdown.cancelled() => break Outcome::Abandoned,
                     }
-                    wait = (wait * 2).min(DLQ_RETRY_MAX);
                 }
             }
         };
@@ -307,7 +309,7 @@ impl Pipeline {
 
 /// The NLP columns of a row, from what enrichment produced.
 pub(crate) fn nlp_fields(enrichment: Enrichment) -> NlpFields {
-    let status = enrichment.status.as_str();
+    let status = enrichment.status;
     match enrichment.analysis {
         Some(a) => NlpFields {
             sentiment_label: Some(a.sentiment_label),
@@ -317,10 +319,7 @@ pub(crate) fn nlp_fields(enrichment: Enrichment) -> NlpFields {
             raw: Some(a.raw),
             status,
         },
-        None => NlpFields {
-            status,
-            ..NlpFields::default()
-        },
+        None => NlpFields::missing(status),
     }
 }
 

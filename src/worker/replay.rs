@@ -5,12 +5,17 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use deadpool_postgres::Pool;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use super::pipeline::{Outcome, Pipeline};
+use super::{build_pipeline, WorkerError};
+use crate::config::Settings;
 use crate::deadletter::{read_dead_letters, ReadError};
 use crate::domain::SourcePosition;
+use crate::telemetry::Metrics;
 
 /// Messages replayed at once.
 const REPLAY_CONCURRENCY: usize = 256;
@@ -32,7 +37,25 @@ pub struct ReplayReport {
     pub unreadable_lines: usize,
 }
 
-pub async fn replay_dead_letters(
+/// Replays the file at `path` through the worker's pipeline and writers (without Kafka);
+/// returns once every replayed message is stored or dead-lettered again, and the writers
+/// have drained.
+pub async fn replay_file(
+    settings: &Settings,
+    metrics: &Metrics,
+    pool: Pool,
+    shutdown: CancellationToken,
+    path: &Path,
+) -> Result<ReplayReport, WorkerError> {
+    let parts = build_pipeline(settings, metrics, pool, shutdown)?;
+    let (pipeline, writers) = parts.start(&metrics.component_restarts);
+    let report = replay_dead_letters(path, pipeline).await;
+    // The pipeline (and its writer handles) is gone: the writers finish and stop.
+    writers.drained().await;
+    Ok(report?)
+}
+
+async fn replay_dead_letters(
     path: &Path,
     pipeline: Arc<Pipeline>,
 ) -> Result<ReplayReport, ReadError> {

@@ -15,12 +15,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures::SinkExt;
 use tokio_postgres::{Client, NoTls};
 
-use super::partitions::{
-    apply_retention, ensure_partitions, full_text_search_enabled, list_partitions,
-    set_full_text_search, ArchiveStep, PartitionError, PartitionMaintainer, PartitionSettings,
-    FTS_INDEX,
+use super::{
+    apply_retention, ensure_partitions, list_partitions, ArchiveStep, PartitionError,
+    PartitionMaintainer, PartitionSettings,
 };
-use super::MIGRATIONS;
+use crate::storage::fulltext::{full_text_search_enabled, set_full_text_search, FTS_INDEX};
+use crate::storage::MIGRATIONS;
 
 const ADMIN_URL_ENV: &str = "CHAT_ANALYTICS_TEST_PG_ADMIN_URL";
 const DEFAULT_ADMIN_URL: &str = "postgres://chat:chat@127.0.0.1:5432/postgres";
