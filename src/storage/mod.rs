@@ -11,9 +11,7 @@ pub mod partitions;
 mod partitions_tests;
 mod pool;
 
-pub use batch_writer::{
-    BatchWriter, BatchWriterHandle, StorageMetrics, StorageSettings, StoreOutcome,
-};
+pub use batch_writer::{BatchWriter, BatchWriterHandle, StorageMetrics, StoreOutcome};
 pub use enrichment::{
     count_unenriched, lock_unenriched, select_unenriched, update_enrichment, UnenrichedCursor,
     UnenrichedRow,

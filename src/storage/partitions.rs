@@ -35,9 +35,10 @@ use deadpool_postgres::Pool;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use futures::{pin_mut, TryStreamExt};
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, GenericClient, Transaction};
+
+use crate::config::PartitionSettings;
 
 /// The partitioned table the partitions belong to (created by `sql/0001_messages.sql`).
 pub const PARENT_TABLE: &str = "messages";
@@ -71,75 +72,6 @@ const RANGE_BOUND_PATTERN: &str = r"^FOR VALUES FROM \('([^']*)'\) TO \('([^']*)
 const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks in flight between the COPY stream and the gzip thread (bounded memory).
 const EXPORT_CHANNEL_DEPTH: usize = 16;
-
-/// `[partitions]` settings: how far ahead to create, how long to keep, where archives go.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PartitionSettings {
-    /// Days after today that get a partition in advance (default 7).
-    pub ahead_days: u32,
-    /// Full days before today that are kept; older partitions are archived then
-    /// dropped (default 30).
-    pub retention_days: u32,
-    /// Where `messages_pYYYYMMDD.csv.gz` archives are written (default `var/archive`).
-    pub archive_dir: PathBuf,
-}
-
-impl Default for PartitionSettings {
-    fn default() -> Self {
-        PartitionSettings {
-            ahead_days: 7,
-            retention_days: 30,
-            archive_dir: PathBuf::from("var/archive"),
-        }
-    }
-}
-
-/// A `[partitions]` value that cannot be used; names the key like the config loader does.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: `{key}` = {value}: {reason}")]
-pub struct InvalidPartitionSettings {
-    pub key: &'static str,
-    pub value: String,
-    pub reason: &'static str,
-}
-
-impl PartitionSettings {
-    /// Checks the values once at start-up so a typo cannot drop data later.
-    pub fn validate(&self) -> Result<(), InvalidPartitionSettings> {
-        if self.retention_days == 0 {
-            return Err(InvalidPartitionSettings {
-                key: "partitions.retention_days",
-                value: self.retention_days.to_string(),
-                reason: "must be at least 1: 0 would archive and drop yesterday's partition \
-                         while late messages still arrive for it",
-            });
-        }
-        if self.retention_days > 36_500 {
-            return Err(InvalidPartitionSettings {
-                key: "partitions.retention_days",
-                value: self.retention_days.to_string(),
-                reason: "must be at most 36500 (100 years)",
-            });
-        }
-        if self.ahead_days > 366 {
-            return Err(InvalidPartitionSettings {
-                key: "partitions.ahead_days",
-                value: self.ahead_days.to_string(),
-                reason: "must be at most 366: each day is a table, and planning cost grows \
-                         with the number of partitions",
-            });
-        }
-        if self.archive_dir.as_os_str().is_empty() {
-            return Err(InvalidPartitionSettings {
-                key: "partitions.archive_dir",
-                value: String::new(),
-                reason: "must not be empty",
-            });
-        }
-        Ok(())
-    }
-}
 
 /// What was being done when a partition operation failed; part of every error so an
 /// operator knows whether data moved, was exported, or was dropped.
@@ -1036,7 +968,7 @@ pub struct PartitionMaintainer {
 }
 
 impl PartitionMaintainer {
-    /// A maintainer on `pool`; call [`PartitionSettings::validate`] first (config load).
+    /// A maintainer on `pool`, with settings checked at load.
     pub fn new(pool: Pool, settings: PartitionSettings) -> Self {
         PartitionMaintainer { pool, settings }
     }
@@ -1054,11 +986,11 @@ impl PartitionMaintainer {
         let archived = apply_retention(
             &mut client,
             today,
-            self.settings.retention_days,
+            self.settings.retention_days.get(),
             &self.settings.archive_dir,
         )
         .await?;
-        let cutoff = retention_cutoff(today, self.settings.retention_days)?;
+        let cutoff = retention_cutoff(today, self.settings.retention_days.get())?;
         let pruned = super::keys::prune_message_keys(&client, cutoff).await?;
         if pruned > 0 {
             tracing::info!(pruned, %cutoff, "expired message keys deleted");
@@ -1190,26 +1122,5 @@ mod tests {
     fn identifiers_are_quoted() {
         assert_eq!(quote_ident("messages_p20240101"), "\"messages_p20240101\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-    }
-
-    #[test]
-    fn settings_read_from_toml_and_refuse_unknown_keys() {
-        let settings: PartitionSettings =
-            toml::from_str("ahead_days = 7\nretention_days = 30\narchive_dir = \"var/archive\"")
-                .expect("valid settings");
-        assert_eq!(settings, PartitionSettings::default());
-        let typo = toml::from_str::<PartitionSettings>(
-            "ahead_days = 7\nretention_days = 30\narchive_dir = \"a\"\nretention = 1",
-        );
-        assert!(typo.is_err());
-    }
-
-    #[test]
-    fn settings_validation_names_the_key() {
-        let mut settings = PartitionSettings::default();
-        assert!(settings.validate().is_ok());
-        settings.retention_days = 0;
-        let error = settings.validate().expect_err("0 days is refused");
-        assert_eq!(error.key, "partitions.retention_days");
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -17,10 +18,10 @@ use tokio_postgres::{Client, NoTls};
 
 use super::partitions::{
     apply_retention, ensure_partitions, full_text_search_enabled, list_partitions,
-    set_full_text_search, ArchiveStep, PartitionError, PartitionMaintainer, PartitionSettings,
-    FTS_INDEX,
+    set_full_text_search, ArchiveStep, PartitionError, PartitionMaintainer, FTS_INDEX,
 };
 use super::MIGRATIONS;
+use crate::config::PartitionSettings;
 
 const ADMIN_URL_ENV: &str = "CHAT_ANALYTICS_TEST_PG_ADMIN_URL";
 const DEFAULT_ADMIN_URL: &str = "postgres://chat:chat@127.0.0.1:5432/postgres";
@@ -472,7 +473,7 @@ async fn the_maintainer_creates_ahead_and_applies_retention_in_one_pass() {
         db.pool(),
         PartitionSettings {
             ahead_days: 2,
-            retention_days: 3,
+            retention_days: NonZeroU32::new(3).expect("not zero"),
             archive_dir: archive.0.clone(),
         },
     );
@@ -522,7 +523,7 @@ async fn message_keys_older_than_retention_are_pruned_and_newer_ones_kept() {
         db.pool(),
         PartitionSettings {
             ahead_days: 1,
-            retention_days: 3,
+            retention_days: NonZeroU32::new(3).expect("not zero"),
             archive_dir: archive.0.clone(),
         },
     );

@@ -14,7 +14,6 @@ use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientConfig, ClientContext, Message};
-use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::intake::HoldReason;
 use super::offsets::{OffsetTracker, Ticket};
 use super::pipeline::{Pipeline, PoolSlot, Received};
-use crate::config::KafkaSettings;
+use crate::config::{KafkaSettings, WorkerSettings};
 use crate::domain::SourcePosition;
 use crate::queue::check_topic;
 use crate::telemetry::Metrics;
@@ -30,29 +29,6 @@ use crate::telemetry::Metrics;
 /// How often the loop looks at the intake's hold while nothing else wakes it (blocked on
 /// a slot, or paused with no records coming).
 const HOLD_RECHECK: Duration = Duration::from_millis(200);
-
-/// `[worker]` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkerSettings {
-    /// Most messages being moderated and enriched at once (a ceiling, not a target); one
-    /// waiting out an NLP retry backoff does not count.
-    pub concurrency: usize,
-    /// How often finished offsets are committed.
-    pub commit_interval_ms: u64,
-    /// How soon the group notices a dead worker and hands its partitions on.
-    pub session_timeout_ms: u64,
-    /// Directory of moderation word lists (`*.txt`).
-    pub moderation_dir: std::path::PathBuf,
-    /// How often partitions ahead are created and retention applied.
-    pub partition_maintenance_interval_s: u64,
-    /// Re-enrich rows stored without NLP data in the background.
-    pub reenrich: bool,
-    /// Pause between two walks over such rows.
-    pub reenrich_interval_secs: u64,
-    /// Most re-enrichment NLP calls at once (taken from spare pool slots only).
-    pub reenrich_max_in_flight: usize,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
@@ -190,15 +166,20 @@ impl MessageConsumer {
             .set("auto.offset.reset", "earliest")
             .set(
                 "session.timeout.ms",
-                settings.session_timeout_ms.to_string(),
+                settings.session_timeout.as_millis().to_string(),
             )
             .set(
                 "heartbeat.interval.ms",
-                (settings.session_timeout_ms / 4).max(500).to_string(),
+                (settings.session_timeout.as_millis() / 4)
+                    .max(500)
+                    .to_string(),
             )
             .set("statistics.interval.ms", "5000")
             .set("fetch.min.bytes", kafka.fetch_min_bytes.to_string())
-            .set("fetch.wait.max.ms", kafka.fetch_max_wait_ms.to_string())
+            .set(
+                "fetch.wait.max.ms",
+                kafka.fetch_max_wait.as_millis().to_string(),
+            )
             // Bounds the prefetch buffer, the one queue all partitions share (64 MB by
             // default would dwarf the rest of the worker): 2 MB is ~6,000 messages.
             .set("queued.max.messages.kbytes", "2048")
@@ -386,8 +367,7 @@ impl MessageConsumer {
 
     /// Commits on a timer until `stop` fires.
     pub async fn commit_periodically(self: Arc<Self>, stop: CancellationToken) {
-        let mut tick =
-            tokio::time::interval(Duration::from_millis(self.settings.commit_interval_ms));
+        let mut tick = tokio::time::interval(self.settings.commit_interval);
         loop {
             tokio::select! {
                 _ = tick.tick() => self.commit(CommitMode::Async),

@@ -31,9 +31,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use auto_reenrich::{AutoReenrichSettings, AutoReenricher, ReenrichMetrics};
-pub use auto_replay::{is_outage_dead_letter, AutoReplaySettings, DeadLetterReplayer};
-pub use consumer::{ConsumerError, MessageConsumer, WorkerSettings};
+pub use auto_reenrich::{AutoReenricher, ReenrichMetrics};
+pub use auto_replay::{is_outage_dead_letter, DeadLetterReplayer};
+pub use consumer::{ConsumerError, MessageConsumer};
 pub use intake::{HoldReason, Intake, IntakeProbe};
 pub use offsets::{OffsetTracker, Ticket};
 pub use pipeline::{Outcome, Pipeline, Received};
@@ -42,7 +42,7 @@ pub use replay::{replay_dead_letters, ReplayReport};
 
 use crate::config::Settings;
 use crate::deadletter::DeadLetterWriter;
-use crate::enrich::{EnrichError, Enricher};
+use crate::enrich::Enricher;
 use crate::moderation::{ModerationError, Moderator};
 use crate::storage::partitions::PartitionMaintainer;
 use crate::storage::{BatchWriter, DatabaseOutage, StorageMetrics};
@@ -55,8 +55,6 @@ pub enum WorkerError {
     Consumer(#[from] ConsumerError),
     #[error("moderation word lists: {0}")]
     Moderation(#[from] ModerationError),
-    #[error(transparent)]
-    Enrich(#[from] EnrichError),
 }
 
 /// A pipeline and the writer tasks that must run for it to make progress.
@@ -79,10 +77,8 @@ pub fn build_pipeline(
         terms = moderator.term_count(),
         "moderation word lists loaded"
     );
-    let enricher = Enricher::new(settings.nlp.clone(), metrics.enrich.clone())?;
-    let outage = Arc::new(DatabaseOutage::new(Duration::from_secs(
-        settings.storage.max_outage_secs,
-    )));
+    let enricher = Enricher::new(&settings.nlp, metrics.enrich.clone());
+    let outage = Arc::new(DatabaseOutage::new(settings.storage.max_outage));
     let (writer, writer_handle) = BatchWriter::new(
         pool,
         settings.storage.clone(),
@@ -150,22 +146,14 @@ impl Worker {
         }
         let replayer = settings.dlq.auto_replay.then(|| {
             Arc::new(DeadLetterReplayer::new(
-                AutoReplaySettings {
-                    dir: settings.dlq.dir.clone(),
-                    every: Duration::from_secs(settings.dlq.replay_interval_secs),
-                    rate_per_sec: settings.dlq.replay_rate_per_sec,
-                },
+                settings.dlq.clone(),
                 pipeline.clone(),
                 pool.clone(),
             ))
         });
         let reenricher = settings.worker.reenrich.then(|| {
             Arc::new(AutoReenricher::new(
-                AutoReenrichSettings {
-                    every: Duration::from_secs(settings.worker.reenrich_interval_secs),
-                    max_in_flight: settings.worker.reenrich_max_in_flight,
-                    pool_size: settings.worker.concurrency,
-                },
+                settings.worker.clone(),
                 pool.clone(),
                 pipeline.enricher.clone(),
                 ReenrichMetrics {
@@ -179,13 +167,11 @@ impl Worker {
             replayer,
             reenricher,
             partitions: Arc::new(PartitionMaintainer::new(pool, settings.partitions.clone())),
-            maintenance_every: Duration::from_secs(
-                settings.worker.partition_maintenance_interval_s,
-            ),
+            maintenance_every: settings.worker.partition_maintenance_interval,
             pipeline,
             writer,
             dead_letters,
-            concurrency: settings.worker.concurrency,
+            concurrency: settings.worker.concurrency.get(),
             metrics: metrics.clone(),
             shutdown,
         })
