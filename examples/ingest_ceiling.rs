@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let api = IngestApi::new(
         InstantAck,
         ApiKeys::from_settings(&settings.auth.keys).context("api keys")?,
-        Admission::new(settings.kafka.max_in_flight, &settings.api),
+        Admission::new(settings.kafka.max_in_flight.get(), &settings.api),
         HealthChecks::default(),
         Metrics::new().context("metrics")?,
         settings.api.clone(),

@@ -120,13 +120,13 @@ impl App {
                 handler: IngestApi::new(
                     publisher.clone(),
                     ApiKeys::from_settings(&settings.auth.keys)?,
-                    Admission::new(settings.kafka.max_in_flight, &settings.api),
+                    Admission::new(settings.kafka.max_in_flight.get(), &settings.api),
                     health.clone(),
                     metrics.clone(),
                     settings.api.clone(),
                     shutdown.clone(),
                 ),
-                listener: Arc::new(bind("api", settings.api_addr(), settings.api.reuse_port)?),
+                listener: Arc::new(bind("api", settings.api.listen, settings.api.reuse_port)?),
                 connections: metrics
                     .connections("api_server")
                     .with_timeouts(connection_timeouts(&settings.api)),
@@ -134,7 +134,7 @@ impl App {
             }),
             None => None,
         };
-        let admin_listener = Arc::new(bind("admin", settings.admin_addr(), false)?);
+        let admin_listener = Arc::new(bind("admin", settings.admin.listen, false)?);
         let restarts = metrics.component_restarts.clone();
         let admin_connections = metrics.connections("admin_server");
         Ok(App {
@@ -145,7 +145,7 @@ impl App {
             restarts,
             admin_connections,
             shutdown,
-            grace: Duration::from_millis(settings.shutdown.grace_ms),
+            grace: settings.shutdown.grace,
         })
     }
 
@@ -266,8 +266,8 @@ fn known_labels() -> KnownLabels {
 
 fn connection_timeouts(api: &ApiSettings) -> ConnectionTimeouts {
     ConnectionTimeouts {
-        idle: (api.idle_timeout_secs > 0).then(|| Duration::from_secs(api.idle_timeout_secs)),
-        header_read: Duration::from_secs(api.header_read_timeout_secs),
+        idle: api.idle_timeout,
+        header_read: api.header_read_timeout,
     }
 }
 

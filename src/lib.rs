@@ -17,7 +17,9 @@
 //! - [`telemetry`]: metrics registry, health probes, the admin listener, logging.
 //! - [`http_server`]: the HTTP/1.1 server both listeners share: accept loop, idle
 //!   connections parked without buffers, timeouts, graceful drain.
-//! - [`config`]: the typed settings tree; [`cli`]: the command line;
+//! - [`config`]: the typed settings tree, one file per section, parsed at load; it
+//!   imports nothing else of the crate, every component takes its own section from it;
+//!   [`cli`]: the command line;
 //!   [`app`]: assembles a role from settings; [`shutdown`]: the signal;
 //!   [`supervisor`]: restarts long-lived tasks that panic.
 

@@ -37,8 +37,8 @@ fn main() -> ExitCode {
     telemetry::init_logging(&settings.log);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
-    if settings.runtime.worker_threads > 0 {
-        runtime.worker_threads(settings.runtime.worker_threads);
+    if let Some(threads) = settings.runtime.worker_threads {
+        runtime.worker_threads(threads.get());
     }
     let runtime = match runtime.build() {
         Ok(rt) => rt,
@@ -110,7 +110,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Reenrich { limit } => {
             let pool = storage::connect_pool(&settings.postgres)?;
-            let enricher = Enricher::new(settings.nlp.clone(), EnrichMetrics::unregistered()?)?;
+            let enricher = Enricher::new(&settings.nlp, EnrichMetrics::unregistered()?);
             let report = reenrich(&pool, &enricher, limit).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chat_analytics::config::Settings;
 use serde::Deserialize;
@@ -93,16 +94,16 @@ fn compose_publishes_the_api_and_admin_ports_the_service_listens_on() {
     let compose = compose();
     let settings = compose_settings(&compose);
     let defaults = default_settings();
-    let api = settings.api_addr();
-    let admin = settings.admin_addr();
+    let api = settings.api.listen;
+    let admin = settings.admin.listen;
     assert_eq!(
         api.port(),
-        defaults.api_addr().port(),
+        defaults.api.listen.port(),
         "API port differs from config default"
     );
     assert_eq!(
         admin.port(),
-        defaults.admin_addr().port(),
+        defaults.admin.listen.port(),
         "admin port differs from config default"
     );
     assert!(
@@ -156,7 +157,8 @@ fn compose_points_the_service_at_the_compose_kafka_postgres_and_nlp_sim() {
     );
     assert_eq!(pg.get_ports(), [5432], "the postgres image listens on 5432");
 
-    let nlp = settings.nlp.url.trim_start_matches("http://");
+    let nlp = settings.nlp.url.to_string();
+    let nlp = nlp.trim_start_matches("http://");
     let (nlp_authority, nlp_path) = nlp.split_once('/').expect("nlp url has a path");
     assert_eq!(
         nlp_path, "v1/analyze",
@@ -246,9 +248,9 @@ fn compose_gives_the_service_longer_to_stop_than_the_shutdown_grace() {
         .as_str()
         .expect("stop_grace_period is set (docker's default, 10 s, is below the drain)");
     assert!(
-        duration_ms(period) > settings.shutdown.grace_ms,
+        u128::from(duration_ms(period)) > settings.shutdown.grace.as_millis(),
         "stop_grace_period {period} must exceed shutdown.grace_ms {}",
-        settings.shutdown.grace_ms
+        settings.shutdown.grace.as_millis()
     );
 }
 
@@ -279,7 +281,7 @@ fn compose_keeps_dead_letters_on_a_volume() {
 #[test]
 fn prometheus_scrapes_metrics_from_the_admin_port() {
     let compose = compose();
-    let admin_port = compose_settings(&compose).admin_addr().port();
+    let admin_port = compose_settings(&compose).admin.listen.port();
     let prometheus = yaml("deploy/prometheus/prometheus.yml");
     let job = prometheus["scrape_configs"]
         .as_sequence()
@@ -470,7 +472,7 @@ fn runtime_image_ships_config_and_sql_and_exposes_both_ports() {
         .map(|p| p.parse().expect("EXPOSE takes port numbers"))
         .collect();
     let defaults = default_settings();
-    for port in [defaults.api_addr().port(), defaults.admin_addr().port()] {
+    for port in [defaults.api.listen.port(), defaults.admin.listen.port()] {
         assert!(
             exposed.contains(&port),
             "port {port} is not exposed: {exposed:?}"
@@ -592,7 +594,7 @@ fn k8s_manifests_parse_and_deploy_an_ingest_and_a_worker_role() {
 
 #[test]
 fn k8s_probes_check_health_and_livez_on_the_admin_port() {
-    let admin_port = default_settings().admin_addr().port();
+    let admin_port = default_settings().admin.listen.port();
     let deployments = k8s_pod_specs("Deployment");
     assert!(deployments.len() >= 2);
     for (name, spec) in &deployments {
@@ -623,7 +625,7 @@ fn k8s_service_exposes_the_api_and_admin_ports_of_the_ingest_pods() {
             )
         })
         .collect();
-    for port in [defaults.api_addr().port(), defaults.admin_addr().port()] {
+    for port in [defaults.api.listen.port(), defaults.admin.listen.port()] {
         assert!(
             ports.contains_key(&u64::from(port)),
             "Service lacks port {port}: {ports:?}"
@@ -667,9 +669,10 @@ fn k8s_pods_get_longer_to_stop_than_the_shutdown_grace() {
             .max()
             .unwrap_or(0);
         assert!(
-            grace_s * 1000 > settings.shutdown.grace_ms + pre_stop_ms,
+            Duration::from_secs(grace_s)
+                > settings.shutdown.grace + Duration::from_millis(pre_stop_ms),
             "{name}: {grace_s} s is not above preStop {pre_stop_ms} ms + shutdown.grace_ms {}",
-            settings.shutdown.grace_ms
+            settings.shutdown.grace.as_millis()
         );
     }
 }

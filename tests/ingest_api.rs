@@ -4,6 +4,8 @@
 mod support;
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use chat_analytics::app::{App, Role};
@@ -299,8 +301,8 @@ async fn a_burst_above_capacity_gets_429s_and_every_202_is_in_the_topic() {
     let topic = create_topic(3).await;
     let mut settings = test_settings(&topic);
     // A tiny capacity and a long linger keep publishes in flight long enough to fill it.
-    settings.kafka.max_in_flight = 20;
-    settings.kafka.linger_ms = 400;
+    settings.kafka.max_in_flight = NonZeroUsize::new(20).expect("not zero");
+    settings.kafka.linger = Duration::from_millis(400);
     let app = TestApp::spawn(Role::Ingest, settings).await;
 
     let responses = join_all((0..200).map(|i| {
@@ -364,7 +366,7 @@ async fn api_keys_gate_every_request_and_limit_bots() {
     let mut settings = test_settings(&topic);
     settings.auth.keys = vec![ApiKeySettings {
         name: "support".into(),
-        sha256: hash_key("support-key-123"),
+        sha256: hash_key("support-key-123").parse().expect("hex digest"),
         bot_ids: vec!["support-*".into()],
     }];
     let app = TestApp::spawn(Role::Ingest, settings).await;
@@ -441,7 +443,7 @@ async fn unreachable_kafka_gets_503_with_retry_after_within_the_publish_timeout(
     let mut settings = test_settings("chat.messages");
     // Nothing listens on port 1: the broker is unreachable from the start.
     settings.kafka.brokers = "127.0.0.1:1".into();
-    settings.kafka.publish_timeout_ms = 1_000;
+    settings.kafka.publish_timeout = Duration::from_secs(1);
     let app = TestApp::spawn(Role::Ingest, settings).await;
     let started = std::time::Instant::now();
     let response = app
@@ -473,7 +475,7 @@ async fn unreachable_kafka_gets_503_with_retry_after_within_the_publish_timeout(
 async fn ingest_processes_sharing_the_port_split_connections_and_lose_nothing() {
     let topic = create_topic(3).await;
     let mut settings = test_settings(&topic);
-    settings.api.listen = format!("127.0.0.1:{}", support::free_port());
+    settings.api.listen = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     settings.api.reuse_port = true;
     let first = TestApp::spawn(Role::Ingest, settings.clone()).await;
     let second = TestApp::spawn(Role::Ingest, settings.clone()).await;
@@ -487,7 +489,7 @@ async fn ingest_processes_sharing_the_port_split_connections_and_lose_nothing() 
         .err()
         .expect("a second listener without reuse_port is refused");
     assert!(
-        err.to_string().contains(&settings.api.listen),
+        err.to_string().contains(&settings.api.listen.to_string()),
         "the error names the address: {err}"
     );
 
@@ -545,7 +547,7 @@ async fn shutdown_closes_the_listener_while_requests_in_flight_finish() {
     let topic = create_topic(3).await;
     let mut settings = test_settings(&topic);
     // A long linger keeps the publish, and so the request, in flight through the drain.
-    settings.kafka.linger_ms = 1_500;
+    settings.kafka.linger = Duration::from_millis(1_500);
     let app = TestApp::spawn(Role::Ingest, settings).await;
     let addr = app.api.trim_start_matches("http://").to_owned();
 

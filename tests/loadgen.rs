@@ -20,7 +20,7 @@ async fn loadgen_reports_what_the_service_accepted_and_stored() {
     let mut settings = test_settings(&topic);
     settings.postgres.url = SecretUrl::new(db.url.clone());
     settings.kafka.consumer_group = format!("test-group-{}", Uuid::new_v4().simple());
-    settings.nlp.url = nlp.analyze_url();
+    settings.nlp.url = nlp.analyze_url().parse().expect("nlp-sim URL");
     settings.dlq.dir = temp_dir("dlq");
     let app = TestApp::spawn(Role::Serve, settings).await;
     let out = temp_dir("loadgen");

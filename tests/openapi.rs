@@ -5,9 +5,11 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
 
 use chat_analytics::app::Role;
-use chat_analytics::config::ApiKeySettings;
+use chat_analytics::config::{ApiKeySettings, PerBotLimit};
 use chat_analytics::ingest::hash_key;
 use serde_json::{json, Value};
 use support::{create_topic, test_settings, TestApp};
@@ -115,7 +117,7 @@ async fn observe_everything() -> Observations {
     let mut keyed = test_settings(&topic);
     keyed.auth.keys = vec![ApiKeySettings {
         name: "test".into(),
-        sha256: hash_key(KEY),
+        sha256: hash_key(KEY).parse().expect("hex digest"),
         bot_ids: vec!["*".into()],
     }];
     let app = TestApp::spawn(Role::Ingest, keyed).await;
@@ -177,9 +179,11 @@ async fn observe_everything() -> Observations {
 
     // Overload: a per-bot rate limit of 1/s, and a batch larger than the in-flight cap.
     let mut tight = test_settings(&topic);
-    tight.api.per_bot_rate_per_sec = 1;
-    tight.api.per_bot_burst = 1;
-    tight.kafka.max_in_flight = 10;
+    tight.api.per_bot_limit = Some(PerBotLimit {
+        rate: NonZeroU32::MIN,
+        burst: NonZeroU32::MIN,
+    });
+    tight.kafka.max_in_flight = NonZeroUsize::new(10).expect("not zero");
     let app = TestApp::spawn(Role::Ingest, tight).await;
     let first = app.post("/v1/messages", &one).await;
     assert_eq!(first.status(), 202);
@@ -207,7 +211,7 @@ async fn observe_everything() -> Observations {
     // Kafka unreachable.
     let mut down = test_settings(&topic);
     down.kafka.brokers = "127.0.0.1:1".into();
-    down.kafka.publish_timeout_ms = 500;
+    down.kafka.publish_timeout = Duration::from_millis(500);
     let app = TestApp::spawn(Role::Ingest, down).await;
     for path in ["/v1/messages", "/v1/messages/batch"] {
         let body = if path.ends_with("batch") {

@@ -45,7 +45,7 @@ async fn with_kafka_stopped_requests_get_503_and_no_202_is_given_for_a_lost_mess
     let _one_at_a_time = OUTAGE.lock().await;
     let topic = create_topic(3).await;
     let mut settings = test_settings(&topic);
-    settings.kafka.publish_timeout_ms = 2_000;
+    settings.kafka.publish_timeout = Duration::from_secs(2);
     let app = TestApp::spawn(Role::Ingest, settings).await;
     let post = |i: usize| {
         let app = &app;
@@ -127,8 +127,8 @@ impl OutageFixture {
         );
         let mut settings = pipeline_settings(&topic, &db, &nlp);
         let dlq = settings.dlq.dir.clone();
-        settings.postgres.connect_timeout_ms = 500;
-        settings.storage.outage_retry_max_ms = 500;
+        settings.postgres.connect_timeout = Duration::from_millis(500);
+        settings.storage.outage_retry_max = Duration::from_millis(500);
         adjust(&mut settings);
         let app = TestApp::spawn(Role::Serve, settings).await;
         OutageFixture { app, db, nlp, dlq }
@@ -252,8 +252,8 @@ async fn a_postgres_outage_is_held_in_kafka_and_heals_by_itself_without_dead_let
 async fn an_outage_longer_than_max_outage_is_dead_lettered_then_replayed_by_itself() {
     let _one_at_a_time = OUTAGE.lock().await;
     let fx = OutageFixture::start(|s| {
-        s.storage.max_outage_secs = 2;
-        s.dlq.replay_interval_secs = 1;
+        s.storage.max_outage = Duration::from_secs(2);
+        s.dlq.replay_interval = Duration::from_secs(1);
     })
     .await;
     let mut accepted = fx.post_batch("before", 100).await;

@@ -4,6 +4,7 @@
 mod support;
 
 use std::collections::HashSet;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use chat_analytics::app::Role;
@@ -169,7 +170,7 @@ async fn a_row_refused_for_its_content_is_the_only_one_dead_lettered_and_not_rep
         .await
         .expect("constraint");
     let mut settings = pipeline_settings(&topic, &db, &nlp);
-    settings.dlq.replay_interval_secs = 1;
+    settings.dlq.replay_interval = Duration::from_secs(1);
     let dlq = settings.dlq.dir.clone();
     let app = TestApp::spawn(Role::Serve, settings).await;
     let batch: Vec<_> = (0..50)
@@ -237,7 +238,7 @@ async fn nlp_failures_store_rows_without_nlp_and_the_breaker_opens_then_closes()
         NlpSim::start(5).await,
     );
     let mut settings = pipeline_settings(&topic, &db, &nlp);
-    settings.nlp.breaker_open_ms = 1_500;
+    settings.nlp.breaker_open = Duration::from_millis(1_500);
     let app = TestApp::spawn(Role::Serve, settings).await;
     nlp.set_faults(json!({"error_rate": 1.0})).await;
 
@@ -301,7 +302,7 @@ async fn a_quiet_bot_is_enriched_again_within_seconds_of_the_breaker_cooldown() 
         NlpSim::start(5).await,
     );
     let mut settings = pipeline_settings(&topic, &db, &nlp);
-    settings.nlp.breaker_open_ms = 2_000;
+    settings.nlp.breaker_open = Duration::from_secs(2);
     let app = TestApp::spawn(Role::Serve, settings).await;
     nlp.set_faults(json!({"error_rate": 1.0})).await;
 
@@ -384,10 +385,10 @@ async fn a_message_waiting_out_an_nlp_backoff_lends_its_pool_slot_to_the_next() 
         NlpSim::start(5).await,
     );
     let mut settings = pipeline_settings(&topic, &db, &nlp);
-    settings.worker.concurrency = 1;
-    settings.nlp.max_attempts = 2;
-    settings.nlp.backoff_base_ms = 5_000;
-    settings.nlp.backoff_max_ms = 5_000;
+    settings.worker.concurrency = NonZeroUsize::MIN;
+    settings.nlp.max_attempts = NonZeroU32::new(2).expect("not zero");
+    settings.nlp.backoff_base = Duration::from_secs(5);
+    settings.nlp.backoff_max = Duration::from_secs(5);
     settings.nlp.backoff_jitter_ratio = 0.0;
     let app = TestApp::spawn(Role::Serve, settings).await;
     nlp.set_faults(json!({"error_rate": 1.0})).await;
@@ -617,8 +618,8 @@ async fn rows_stored_without_nlp_are_enriched_by_the_worker_once_the_api_heals()
         NlpSim::start(5).await,
     );
     let mut settings = pipeline_settings(&topic, &db, &nlp);
-    settings.nlp.breaker_open_ms = 1_000;
-    settings.worker.reenrich_interval_secs = 1;
+    settings.nlp.breaker_open = Duration::from_secs(1);
+    settings.worker.reenrich_interval = Duration::from_secs(1);
     let app = TestApp::spawn(Role::Serve, settings).await;
     nlp.set_faults(json!({"error_rate": 1.0})).await;
     let accepted = post_many(&app, 60, "outage").await;
@@ -691,8 +692,7 @@ async fn reenrich_fills_in_nlp_data_for_rows_stored_without_it() {
 
     nlp.set_faults(json!({"error_rate": 0.0})).await;
     let metrics = chat_analytics::enrich::EnrichMetrics::unregistered().expect("metrics");
-    let enricher =
-        chat_analytics::enrich::Enricher::new(settings.nlp.clone(), metrics).expect("enricher");
+    let enricher = chat_analytics::enrich::Enricher::new(&settings.nlp, metrics);
     let report = chat_analytics::worker::reenrich(&db.pool, &enricher, None)
         .await
         .expect("reenrich runs");

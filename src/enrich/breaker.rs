@@ -75,7 +75,7 @@ impl BreakerState {
     }
 }
 
-/// Thresholds of the breaker, taken from `EnrichSettings`.
+/// Thresholds of the breaker, taken from `NlpSettings`.
 #[derive(Debug, Clone)]
 pub(crate) struct BreakerConfig {
     pub failure_ratio: f64,

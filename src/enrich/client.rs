@@ -22,8 +22,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::config::{EnrichError, EnrichSettings};
 use super::outcome::{AttemptError, NlpAnalysis};
+use crate::config::NlpSettings;
 
 /// Largest response body read; the contract's answers are a few hundred bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -61,15 +61,14 @@ impl NlpClient {
     /// * `TCP_NODELAY`: small request/response pairs must not wait on Nagle;
     /// * no proxy, no redirects, no client-level retries: every retry decision
     ///   is ours and counted by our budget.
-    pub(crate) fn new(settings: &EnrichSettings) -> Result<NlpClient, EnrichError> {
-        let url = settings.parsed_url()?;
+    pub(crate) fn new(settings: &NlpSettings) -> NlpClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(settings.max_connections)
+            .pool_max_idle_per_host(settings.max_connections.get())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT);
         if settings.http2 {
             builder
@@ -78,12 +77,12 @@ impl NlpClient {
                 .http2_keep_alive_interval(H2_KEEP_ALIVE)
                 .http2_keep_alive_timeout(H2_KEEP_ALIVE);
         }
-        Ok(NlpClient {
+        NlpClient {
             http: builder.build(connector),
-            url,
+            url: settings.url.clone(),
             lang_hint: settings.lang_hint.clone(),
-            timeout: settings.attempt_timeout(),
-        })
+            timeout: settings.attempt_timeout,
+        }
     }
 
     /// One attempt, bounded by the per-attempt timeout (connect, send and

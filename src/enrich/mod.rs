@@ -8,7 +8,7 @@
 //!
 //! # Policy (spec, "NLP API contract")
 //!
-//! * each attempt: 300 ms deadline ([`EnrichSettings::attempt_timeout_ms`]);
+//! * each attempt: 300 ms deadline ([`NlpSettings::attempt_timeout`]);
 //! * up to 3 attempts, waiting 100 ms then 200 ms (×2 each, capped at
 //!   400 ms) plus up to 50% jitter;
 //! * only transient errors are retried (timeout, connection, 5xx, 429), and
@@ -22,7 +22,6 @@
 //!
 //! # Layout
 //!
-//! * `config.rs`: [`EnrichSettings`] (serde, defaults, validation), [`EnrichError`];
 //! * `outcome.rs`: [`Enrichment`] (with its [`NlpStatus`]), [`NlpAnalysis`] (parsed
 //!   and range-checked answer), [`AttemptError`] (retry / breaker classification);
 //! * `client.rs`: one HTTP attempt with the shared pooled hyper client (HTTP/1.1 or h2c);
@@ -34,11 +33,11 @@
 //!
 //! All time goes through `tokio::time`, so tests pause and advance the clock.
 //! Apart from its tests (which also run against the real nlp-sim), the folder
-//! depends on nothing else in the project.
+//! depends on nothing else in the project but its settings ([`NlpSettings`],
+//! parsed and checked at load) and the shared backoff.
 
 mod breaker;
 mod client;
-mod config;
 mod metrics;
 mod outcome;
 mod retry;
@@ -54,11 +53,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
+use crate::config::NlpSettings;
 use crate::domain::NlpStatus;
 pub use breaker::BreakerState;
 use breaker::{Breaker, BreakerConfig};
 use client::NlpClient;
-pub use config::{EnrichError, EnrichSettings};
 pub use metrics::{EnrichMetrics, DURATION_BUCKETS, ERROR_KINDS};
 pub use outcome::{AttemptError, Enrichment, NlpAnalysis};
 use retry::RetryBudget;
@@ -101,42 +100,41 @@ struct Inner {
 }
 
 impl Enricher {
-    /// Validates `settings` and builds the client, breaker and budget.
+    /// Builds the client, breaker and budget from settings checked at load.
     /// `metrics` are the caller's (registered wherever it exports them).
-    pub fn new(settings: EnrichSettings, metrics: EnrichMetrics) -> Result<Enricher, EnrichError> {
-        settings.validate()?;
-        let client = NlpClient::new(&settings)?;
+    pub fn new(settings: &NlpSettings, metrics: EnrichMetrics) -> Enricher {
+        let client = NlpClient::new(settings);
         let breaker = Breaker::new(
             BreakerConfig {
                 failure_ratio: settings.breaker_failure_ratio,
-                min_calls: u64::from(settings.breaker_min_calls),
-                window: Duration::from_millis(settings.breaker_window_ms),
-                open_for: Duration::from_millis(settings.breaker_open_ms),
+                min_calls: u64::from(settings.breaker_min_calls.get()),
+                window: settings.breaker_window,
+                open_for: settings.breaker_open,
                 half_open_ratio: settings.breaker_half_open_ratio,
-                close_after: settings.breaker_half_open_successes,
+                close_after: settings.breaker_half_open_successes.get(),
             },
             metrics.breaker_state.clone(),
         );
         let budget = RetryBudget::new(
             settings.retry_budget_ratio,
             settings.retry_budget_min_per_sec,
-            Duration::from_millis(settings.retry_budget_window_ms),
+            settings.retry_budget_window,
         );
         let backoff = Backoff::new(
-            Duration::from_millis(settings.backoff_base_ms),
-            Duration::from_millis(settings.backoff_max_ms),
+            settings.backoff_base,
+            settings.backoff_max,
             settings.backoff_jitter_ratio,
         );
-        Ok(Enricher {
+        Enricher {
             inner: Arc::new(Inner {
                 client,
                 breaker,
                 budget,
                 backoff,
-                max_attempts: settings.max_attempts,
+                max_attempts: settings.max_attempts.get(),
                 metrics,
             }),
-        })
+        }
     }
 
     /// Enriches one message text; never fails (see [`NlpStatus`] for the

@@ -4,6 +4,7 @@
 //! These use real time (the HTTP client needs a real clock); each stays short.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use super::*;
+use crate::config::{NlpSettings, Settings};
 
 /// How the fake NLP API answers.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,17 +156,32 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u
     Some(body)
 }
 
-fn enricher(settings: EnrichSettings) -> (Enricher, EnrichMetrics) {
+fn enricher(settings: NlpSettings) -> (Enricher, EnrichMetrics) {
     let metrics = EnrichMetrics::unregistered().expect("metrics");
-    let enricher = Enricher::new(settings, metrics.clone()).expect("enricher");
+    let enricher = Enricher::new(&settings, metrics.clone());
     (enricher, metrics)
 }
 
-fn settings_for(api: &FakeApi) -> EnrichSettings {
-    EnrichSettings {
-        url: api.url(),
-        ..EnrichSettings::default()
+/// The shipped `[nlp]` section: the spec's client policy.
+fn defaults() -> NlpSettings {
+    Settings::load_from(None, Vec::new())
+        .expect("defaults load")
+        .nlp
+}
+
+fn settings_for(api: &FakeApi) -> NlpSettings {
+    NlpSettings {
+        url: uri(&api.url()),
+        ..defaults()
     }
+}
+
+fn uri(url: &str) -> hyper::Uri {
+    url.parse().expect("a test URL")
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).expect("not zero")
 }
 
 fn errors(metrics: &EnrichMetrics, kind: &str) -> u64 {
@@ -284,8 +301,8 @@ async fn a_4xx_is_not_retried_and_does_not_open_the_breaker() {
 #[tokio::test]
 async fn a_429_is_retried() {
     let api = FakeApi::start(Mode::Status(429)).await;
-    let (enricher, _) = enricher(EnrichSettings {
-        max_attempts: 2,
+    let (enricher, _) = enricher(NlpSettings {
+        max_attempts: nonzero(2),
         ..settings_for(&api)
     });
 
@@ -300,9 +317,9 @@ async fn a_refused_connection_is_retried_then_falls_back() {
     let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = closed.local_addr().expect("addr");
     drop(closed);
-    let (enricher, metrics) = enricher(EnrichSettings {
-        url: format!("http://{addr}/v1/analyze"),
-        ..EnrichSettings::default()
+    let (enricher, metrics) = enricher(NlpSettings {
+        url: uri(&format!("http://{addr}/v1/analyze")),
+        ..defaults()
     });
 
     let result = enricher.enrich("hello").await;
@@ -346,9 +363,9 @@ async fn concurrent_calls_share_one_enricher() {
 #[tokio::test]
 async fn an_open_breaker_falls_back_without_calling() {
     let api = FakeApi::start(Mode::Status(503)).await;
-    let (enricher, metrics) = enricher(EnrichSettings {
-        max_attempts: 1,
-        breaker_min_calls: 5,
+    let (enricher, metrics) = enricher(NlpSettings {
+        max_attempts: nonzero(1),
+        breaker_min_calls: nonzero(5),
         ..settings_for(&api)
     });
 
@@ -370,12 +387,12 @@ async fn an_open_breaker_falls_back_without_calling() {
 #[tokio::test]
 async fn the_breaker_recovers_through_half_open_trials() {
     let api = FakeApi::start(Mode::Status(500)).await;
-    let (enricher, metrics) = enricher(EnrichSettings {
-        max_attempts: 1,
-        breaker_min_calls: 5,
-        breaker_open_ms: 200,
+    let (enricher, metrics) = enricher(NlpSettings {
+        max_attempts: nonzero(1),
+        breaker_min_calls: nonzero(5),
+        breaker_open: Duration::from_millis(200),
         breaker_half_open_ratio: 1.0,
-        breaker_half_open_successes: 3,
+        breaker_half_open_successes: nonzero(3),
         ..settings_for(&api)
     });
     for _ in 0..5 {
@@ -397,7 +414,7 @@ async fn the_breaker_recovers_through_half_open_trials() {
 #[tokio::test]
 async fn the_retry_budget_stops_retries() {
     let api = FakeApi::start(Mode::Status(500)).await;
-    let (enricher, metrics) = enricher(EnrichSettings {
+    let (enricher, metrics) = enricher(NlpSettings {
         retry_budget_ratio: 0.0,
         retry_budget_min_per_sec: 0,
         ..settings_for(&api)
@@ -448,25 +465,6 @@ async fn each_backoff_is_waited_out_by_the_callers_wait() {
     );
 }
 
-#[tokio::test]
-async fn invalid_settings_are_refused_by_new() {
-    let metrics = EnrichMetrics::unregistered().expect("metrics");
-    let result = Enricher::new(
-        EnrichSettings {
-            max_attempts: 0,
-            ..EnrichSettings::default()
-        },
-        metrics,
-    );
-    assert!(matches!(
-        result,
-        Err(EnrichError::InvalidSetting {
-            key: "nlp.max_attempts",
-            ..
-        })
-    ));
-}
-
 /// The real nlp-sim behind a counting TCP relay: how many connections the
 /// client opened is what HTTP/2 is for.
 struct RelayedSim {
@@ -513,13 +511,13 @@ impl RelayedSim {
 #[tokio::test]
 async fn http2_multiplexes_every_call_over_one_connection_to_nlp_sim() {
     let sim = RelayedSim::start(20).await;
-    let (enricher, metrics) = enricher(EnrichSettings {
-        url: sim.url.clone(),
+    let (enricher, metrics) = enricher(NlpSettings {
+        url: uri(&sim.url),
         http2: true,
         // 500 analyses on this test's one thread, unoptimised, take about as long as
         // the default 300 ms: what is tested here is the connection count, not speed.
-        attempt_timeout_ms: 10_000,
-        ..EnrichSettings::default()
+        attempt_timeout: Duration::from_secs(10),
+        ..defaults()
     });
     let tasks: Vec<_> = (0..500)
         .map(|i| {
@@ -540,12 +538,12 @@ async fn http2_multiplexes_every_call_over_one_connection_to_nlp_sim() {
 #[tokio::test]
 async fn http2_timeouts_leave_the_shared_connection_usable() {
     let sim = RelayedSim::start(400).await;
-    let (enricher, metrics) = enricher(EnrichSettings {
-        url: sim.url.clone(),
+    let (enricher, metrics) = enricher(NlpSettings {
+        url: uri(&sim.url),
         http2: true,
-        max_attempts: 1,
-        breaker_min_calls: 1_000_000,
-        ..EnrichSettings::default()
+        max_attempts: nonzero(1),
+        breaker_min_calls: nonzero(1_000_000),
+        ..defaults()
     });
     let timed_out: Vec<_> = (0..300)
         .map(|i| {

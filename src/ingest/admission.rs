@@ -30,9 +30,8 @@ pub struct Admitted {
 impl Admission {
     pub fn new(max_in_flight: usize, api: &ApiSettings) -> Admission {
         let limit = ((max_in_flight as f64) * ADMIT_UP_TO).floor().max(1.0) as u32;
-        let per_bot = NonZeroU32::new(api.per_bot_rate_per_sec).map(|rate| {
-            let burst = NonZeroU32::new(api.per_bot_burst).unwrap_or(rate);
-            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        let per_bot = api.per_bot_limit.map(|limit| {
+            RateLimiter::keyed(Quota::per_second(limit.rate).allow_burst(limit.burst))
         });
         Admission {
             in_flight: Arc::new(Semaphore::new(limit as usize)),
@@ -94,25 +93,20 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{PerBotLimit, Settings};
 
-    fn api(rate: u32, burst: u32) -> ApiSettings {
+    fn api(per_bot_limit: Option<PerBotLimit>) -> ApiSettings {
         ApiSettings {
-            listen: "127.0.0.1:0".into(),
-            max_body_bytes: 65536,
-            max_batch_messages: 500,
-            retry_after_overloaded_secs: 1,
-            retry_after_unavailable_secs: 5,
-            per_bot_rate_per_sec: rate,
-            per_bot_burst: burst,
-            reuse_port: false,
-            idle_timeout_secs: 300,
-            header_read_timeout_secs: 30,
+            per_bot_limit,
+            ..Settings::load_from(None, Vec::new())
+                .expect("defaults load")
+                .api
         }
     }
 
     #[test]
     fn refuses_from_ninety_percent_of_capacity() {
-        let admission = Admission::new(100, &api(0, 0));
+        let admission = Admission::new(100, &api(None));
         let held: Vec<_> = (0..90).map(|_| admission.admit(1).expect("room")).collect();
         assert_eq!(admission.in_flight(), 90);
         let err = admission.admit(1).err().expect("full");
@@ -125,7 +119,13 @@ mod tests {
 
     #[test]
     fn per_bot_limit_only_hits_the_busy_bot() {
-        let admission = Admission::new(100, &api(1, 3));
+        let admission = Admission::new(
+            100,
+            &api(Some(PerBotLimit {
+                rate: NonZeroU32::MIN,
+                burst: NonZeroU32::new(3).expect("not zero"),
+            })),
+        );
         let busy = BotId::parse("busy".into()).expect("valid");
         let quiet = BotId::parse("quiet".into()).expect("valid");
         for _ in 0..3 {

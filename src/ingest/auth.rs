@@ -14,8 +14,6 @@ use crate::domain::BotId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
-    #[error("auth.keys: key {name:?} has an invalid sha256")]
-    BadHash { name: String },
     #[error("auth.keys: key {name:?} has an invalid bot_ids pattern {pattern:?}: {source}")]
     BadPattern {
         name: String,
@@ -64,12 +62,6 @@ impl ApiKeys {
         let keys = settings
             .iter()
             .map(|k| {
-                let mut hash = [0u8; 32];
-                hex::decode_to_slice(&k.sha256, &mut hash).map_err(|_| {
-                    AuthConfigError::BadHash {
-                        name: k.name.clone(),
-                    }
-                })?;
                 let mut bots = GlobSetBuilder::new();
                 for pattern in &k.bot_ids {
                     let glob =
@@ -87,7 +79,7 @@ impl ApiKeys {
                 })?;
                 Ok(ApiKey {
                     name: k.name.clone(),
-                    hash,
+                    hash: *k.sha256.as_bytes(),
                     bots,
                 })
             })
@@ -146,7 +138,7 @@ mod tests {
     fn keys() -> ApiKeys {
         ApiKeys::from_settings(&[ApiKeySettings {
             name: "support".into(),
-            sha256: hash_key("s3cret"),
+            sha256: hash_key("s3cret").parse().expect("hex digest"),
             bot_ids: vec!["support-*".into(), "helpdesk".into()],
         }])
         .expect("valid keys")

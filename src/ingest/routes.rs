@@ -165,7 +165,7 @@ impl<P: Publisher> IngestApi<P> {
         // posted without one.
         let received_at = to_storage_precision(Utc::now());
         let messages = match route {
-            Route::Batch => parse_batch(&body, self.settings.max_batch_messages)?,
+            Route::Batch => parse_batch(&body, self.settings.max_batch_messages.get())?,
             _ => vec![parse_single(&body)?],
         };
         for message in &messages {
@@ -190,7 +190,7 @@ impl<P: Publisher> IngestApi<P> {
     }
 
     async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, ApiError> {
-        let limit = self.settings.max_body_bytes;
+        let limit = self.settings.max_body_bytes.get();
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)

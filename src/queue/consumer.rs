@@ -152,11 +152,11 @@ pub struct KafkaConsumer {
 }
 
 impl KafkaConsumer {
-    /// Creates the consumer and subscribes to the topic; `session_timeout_ms` is how soon
+    /// Creates the consumer and subscribes to the topic; `session_timeout` is how soon
     /// the group notices a dead worker.
     pub fn new(
         kafka: &KafkaSettings,
-        session_timeout_ms: u64,
+        session_timeout: Duration,
         queue_depth: prometheus::IntGauge,
     ) -> Result<KafkaConsumer, ConsumerError> {
         let offsets = SharedOffsets::default();
@@ -174,14 +174,20 @@ impl KafkaConsumer {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", session_timeout_ms.to_string())
+            .set(
+                "session.timeout.ms",
+                session_timeout.as_millis().to_string(),
+            )
             .set(
                 "heartbeat.interval.ms",
-                (session_timeout_ms / 4).max(500).to_string(),
+                (session_timeout.as_millis() / 4).max(500).to_string(),
             )
             .set("statistics.interval.ms", "5000")
             .set("fetch.min.bytes", kafka.fetch_min_bytes.to_string())
-            .set("fetch.wait.max.ms", kafka.fetch_max_wait_ms.to_string())
+            .set(
+                "fetch.wait.max.ms",
+                kafka.fetch_max_wait.as_millis().to_string(),
+            )
             // Bounds the prefetch buffer, the one queue all partitions share (64 MB by
             // default would dwarf the rest of the worker): 2 MB is ~6,000 messages.
             .set("queued.max.messages.kbytes", "2048")

@@ -68,13 +68,13 @@ impl KafkaPublisher {
             .set("client.id", "chat-analytics-ingest")
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("compression.type", &settings.compression)
-            .set("linger.ms", settings.linger_ms.to_string())
+            .set("compression.type", settings.compression.as_str())
+            .set("linger.ms", settings.linger.as_millis().to_string())
             // librdkafka gives up on the record itself at the publish timeout, so a 503
             // and a late delivery of the same record cannot both happen by our timer.
             .set(
                 "message.timeout.ms",
-                settings.publish_timeout_ms.to_string(),
+                settings.publish_timeout.as_millis().to_string(),
             )
             .set("queue.buffering.max.messages", "200000")
             .set("socket.keepalive.enable", "true")
@@ -89,7 +89,7 @@ impl KafkaPublisher {
         Ok(KafkaPublisher {
             producer,
             topic: Arc::from(settings.topic.as_str()),
-            publish_timeout: Duration::from_millis(settings.publish_timeout_ms),
+            publish_timeout: settings.publish_timeout,
             produce_duration,
         })
     }

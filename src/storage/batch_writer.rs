@@ -9,12 +9,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use futures::future::BoxFuture;
-use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -23,33 +21,8 @@ use uuid::Uuid;
 use super::insert::{insert_messages, FailureKind, RowWrite};
 use super::outage::{DatabaseOutage, OutageVerdict};
 use crate::backoff::Backoff;
+use crate::config::StorageSettings;
 use crate::domain::ProcessedMessage;
-
-/// The `[storage]` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StorageSettings {
-    /// Apply migrations when a worker starts (`migrate` does it on demand).
-    pub migrate_on_start: bool,
-    /// Keep a GIN full-text index on `text` (costs write throughput; see docs).
-    pub full_text_search: bool,
-    /// A batch is written when it holds this many rows...
-    pub batch_max_rows: usize,
-    /// ...or when its first row has waited this long.
-    pub batch_max_delay_ms: u64,
-    /// Batches written at once (each on its own pooled connection).
-    pub concurrent_batches: usize,
-    /// Attempts for a row the database refuses for its content before it is failed
-    /// (dead-lettered), `write_backoff_ms` apart.
-    pub write_attempts: u32,
-    pub write_backoff_ms: u64,
-    /// How long rows are held and retried while the database is unavailable before they
-    /// are failed (dead-lettered); 0 fails them on the first try.
-    pub max_outage_secs: u64,
-    /// Longest wait between two tries of a held batch (the wait doubles from
-    /// `write_backoff_ms` up to this).
-    pub outage_retry_max_ms: u64,
-}
 
 /// What happened to one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,16 +117,12 @@ impl BatchWriter {
         shutdown: CancellationToken,
     ) -> (Arc<BatchWriter>, BatchWriterHandle) {
         // Room for a few batches of backlog; beyond it, senders wait (back-pressure).
-        let (tx, rx) = mpsc::channel(settings.batch_max_rows * 4);
-        let outage_backoff = Backoff::new(
-            Duration::from_millis(settings.write_backoff_ms),
-            Duration::from_millis(settings.outage_retry_max_ms),
-            0.2,
-        );
+        let (tx, rx) = mpsc::channel(settings.batch_max_rows.get() * 4);
+        let outage_backoff = Backoff::new(settings.write_backoff, settings.outage_retry_max, 0.2);
         let writer = BatchWriter {
             rx: Mutex::new(rx),
             pool,
-            flushes: Arc::new(Semaphore::new(settings.concurrent_batches)),
+            flushes: Arc::new(Semaphore::new(settings.concurrent_batches.get())),
             settings,
             metrics,
             outage,
@@ -167,12 +136,12 @@ impl BatchWriter {
     /// panic: the queue survives in `self`.
     pub async fn run(self: Arc<Self>) {
         let mut rx = self.rx.lock().await;
-        let max_delay = Duration::from_millis(self.settings.batch_max_delay_ms);
+        let max_delay = self.settings.batch_max_delay;
         while let Some(first) = rx.recv().await {
-            let mut batch = Vec::with_capacity(self.settings.batch_max_rows);
+            let mut batch = Vec::with_capacity(self.settings.batch_max_rows.get());
             batch.push(first);
             let deadline = Instant::now() + max_delay;
-            while batch.len() < self.settings.batch_max_rows {
+            while batch.len() < self.settings.batch_max_rows.get() {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(Some(p)) => batch.push(p),
                     Ok(None) | Err(_) => break,
@@ -188,7 +157,7 @@ impl BatchWriter {
             });
         }
         // Wait for batches still being written.
-        let all = u32::try_from(self.settings.concurrent_batches).unwrap_or(u32::MAX);
+        let all = u32::try_from(self.settings.concurrent_batches.get()).unwrap_or(u32::MAX);
         drop(self.flushes.acquire_many(all).await);
     }
 
@@ -268,7 +237,7 @@ impl BatchWriter {
                     }
                     FailureKind::Content => {
                         content_attempts += 1;
-                        content_attempts >= self.settings.write_attempts
+                        content_attempts >= self.settings.write_attempts.get()
                     }
                     FailureKind::Unavailable => self.outage.write_failed() == OutageVerdict::GiveUp,
                 };
@@ -282,7 +251,7 @@ impl BatchWriter {
                     return vec![failed; rows.len()];
                 }
                 let wait = match kind {
-                    FailureKind::Content => Duration::from_millis(self.settings.write_backoff_ms),
+                    FailureKind::Content => self.settings.write_backoff,
                     FailureKind::Unavailable => {
                         outage_retries += 1;
                         self.outage_backoff.jittered(outage_retries)

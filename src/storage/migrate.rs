@@ -4,6 +4,7 @@
 use deadpool_postgres::Pool;
 
 use super::StorageError;
+use crate::config::{PartitionSettings, StorageSettings};
 
 /// The migrations, compiled in so the binary never runs against a mismatched folder.
 pub const MIGRATIONS: &[(&str, &str)] = &[
@@ -73,8 +74,8 @@ async fn apply_pending(
 /// switched to what the settings say.
 pub async fn prepare_database(
     pool: &Pool,
-    storage: &super::StorageSettings,
-    partitions: &super::partitions::PartitionSettings,
+    storage: &StorageSettings,
+    partitions: &PartitionSettings,
 ) -> Result<PreparedDatabase, StorageError> {
     let applied = migrate(pool).await?;
     // One connection for both steps; a pool failure is reported as the partition step's,

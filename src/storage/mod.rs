@@ -10,9 +10,7 @@ mod outage;
 pub mod partitions;
 mod pool;
 
-pub use batch_writer::{
-    BatchWriter, BatchWriterHandle, StorageMetrics, StorageSettings, StoreOutcome,
-};
+pub use batch_writer::{BatchWriter, BatchWriterHandle, StorageMetrics, StoreOutcome};
 pub use enrichment::{
     count_unenriched, lock_unenriched, select_unenriched, update_enrichment, UnenrichedCursor,
     UnenrichedRow,

@@ -17,7 +17,7 @@ pub fn connect_pool(settings: &PostgresSettings) -> Result<Pool, StorageError> {
         .expose()
         .parse()
         .map_err(|e: tokio_postgres::Error| StorageError::Config(e.to_string()))?;
-    pg.connect_timeout(Duration::from_millis(settings.connect_timeout_ms));
+    pg.connect_timeout(settings.connect_timeout);
     pg.application_name("chat-analytics");
     let manager = Manager::from_config(
         pg,
@@ -27,10 +27,10 @@ pub fn connect_pool(settings: &PostgresSettings) -> Result<Pool, StorageError> {
         },
     );
     Pool::builder(manager)
-        .max_size(settings.pool_size)
+        .max_size(settings.pool_size.get())
         .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
-        .create_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
+        .wait_timeout(Some(settings.connect_timeout))
+        .create_timeout(Some(settings.connect_timeout))
         .build()
         .map_err(|e| StorageError::Config(e.to_string()))
 }

@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::pipeline::nlp_fields;
+use crate::config::WorkerSettings;
 use crate::enrich::{BreakerState, Enricher};
 use crate::storage::{
     count_unenriched, lock_unenriched, update_enrichment, InsertError, UnenrichedCursor,
@@ -35,17 +36,6 @@ const HALF_OPEN_TRIAL_WAIT: Duration = Duration::from_secs(1);
 /// How long to wait for spare pool slots before looking again.
 const SLOTS_RECHECK: Duration = Duration::from_millis(100);
 
-/// `[worker]` settings of the automatic re-enrichment.
-#[derive(Debug, Clone)]
-pub struct AutoReenrichSettings {
-    /// Pause between two walks over the rows without NLP data.
-    pub every: Duration,
-    /// Most NLP calls of re-enrichment at once (and rows per locked batch).
-    pub max_in_flight: usize,
-    /// Size of the worker pool: a quarter of it is always left to live messages.
-    pub pool_size: usize,
-}
-
 /// Metrics of the automatic re-enrichment.
 #[derive(Clone)]
 pub struct ReenrichMetrics {
@@ -57,7 +47,7 @@ pub struct ReenrichMetrics {
 
 /// Re-enriches stored rows in the background.
 pub struct AutoReenricher {
-    settings: AutoReenrichSettings,
+    settings: WorkerSettings,
     pool: Pool,
     enricher: Enricher,
     metrics: ReenrichMetrics,
@@ -65,7 +55,7 @@ pub struct AutoReenricher {
 
 impl AutoReenricher {
     pub fn new(
-        settings: AutoReenrichSettings,
+        settings: WorkerSettings,
         pool: Pool,
         enricher: Enricher,
         metrics: ReenrichMetrics,
@@ -81,7 +71,7 @@ impl AutoReenricher {
     /// Walks every interval until `stop`, taking NLP capacity only from `slots` (the
     /// worker pool) when it is spare.
     pub async fn run(self: Arc<Self>, slots: Arc<Semaphore>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(self.settings.every);
+        let mut tick = tokio::time::interval(self.settings.reenrich_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -185,12 +175,12 @@ impl AutoReenricher {
     }
 
     /// Slots this walk may take now: what is free beyond a quarter of the pool, up to
-    /// `max_in_flight`; 0 when live messages need them.
+    /// `reenrich_max_in_flight`; 0 when live messages need them.
     fn spare_slots(&self, slots: &Semaphore) -> usize {
-        let reserve = self.settings.pool_size.div_ceil(4);
+        let reserve = self.settings.concurrency.get().div_ceil(4);
         slots
             .available_permits()
             .saturating_sub(reserve)
-            .min(self.settings.max_in_flight)
+            .min(self.settings.reenrich_max_in_flight.get())
     }
 }

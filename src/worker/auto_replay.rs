@@ -10,7 +10,6 @@
 //! ([`ReplayCursor`]) moves only once a chunk's outcomes are durable, so a line is never
 //! skipped.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::pipeline::{Outcome, Pipeline};
+use crate::config::DlqSettings;
 use crate::deadletter::{dead_letter_files, DeadLetter, ProgressError, ReplayCursor, Stage};
 use crate::domain::{FailureCode, SourcePosition};
 use crate::storage::accepts_writes;
@@ -29,17 +29,9 @@ const CONCURRENCY: usize = 64;
 /// How long the check that the database takes writes again may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `[dlq]` settings of the automatic replay.
-#[derive(Debug, Clone)]
-pub struct AutoReplaySettings {
-    pub dir: PathBuf,
-    pub every: Duration,
-    pub rate_per_sec: u32,
-}
-
 /// Replays outage dead letters in the background.
 pub struct DeadLetterReplayer {
-    settings: AutoReplaySettings,
+    settings: DlqSettings,
     pipeline: Arc<Pipeline>,
     pool: Pool,
 }
@@ -50,11 +42,7 @@ pub fn is_outage_dead_letter(letter: &DeadLetter) -> bool {
 }
 
 impl DeadLetterReplayer {
-    pub fn new(
-        settings: AutoReplaySettings,
-        pipeline: Arc<Pipeline>,
-        pool: Pool,
-    ) -> DeadLetterReplayer {
+    pub fn new(settings: DlqSettings, pipeline: Arc<Pipeline>, pool: Pool) -> DeadLetterReplayer {
         DeadLetterReplayer {
             settings,
             pipeline,
@@ -76,7 +64,7 @@ impl DeadLetterReplayer {
     /// Looks for outage dead letters at once (a previous run may have left some), then
     /// every interval, until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(self.settings.every);
+        let mut tick = tokio::time::interval(self.settings.replay_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -144,7 +132,7 @@ impl DeadLetterReplayer {
     }
 
     fn rate_per_sec(&self) -> f64 {
-        f64::from(self.settings.rate_per_sec.max(1))
+        f64::from(self.settings.replay_rate_per_sec.get())
     }
 
     /// Replays `letters`; false if any outcome is not durable (shutdown came first).

@@ -8,14 +8,13 @@ use std::time::Duration;
 
 use rdkafka::consumer::CommitMode;
 use rdkafka::Message;
-use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::intake::HoldReason;
 use super::pipeline::{Pipeline, PoolSlot, Received};
-use crate::config::KafkaSettings;
+use crate::config::{KafkaSettings, WorkerSettings};
 use crate::domain::SourcePosition;
 use crate::queue::{ConsumerError, KafkaConsumer, Ticket};
 use crate::telemetry::Metrics;
@@ -23,29 +22,6 @@ use crate::telemetry::Metrics;
 /// How often the loop looks at the intake's hold while nothing else wakes it (blocked on
 /// a slot, or paused with no records coming).
 const HOLD_RECHECK: Duration = Duration::from_millis(200);
-
-/// `[worker]` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkerSettings {
-    /// Most messages being moderated and enriched at once (a ceiling, not a target); one
-    /// waiting out an NLP retry backoff does not count.
-    pub concurrency: usize,
-    /// How often finished offsets are committed.
-    pub commit_interval_ms: u64,
-    /// How soon the group notices a dead worker and hands its partitions on.
-    pub session_timeout_ms: u64,
-    /// Directory of moderation word lists (`*.txt`).
-    pub moderation_dir: std::path::PathBuf,
-    /// How often partitions ahead are created and retention applied.
-    pub partition_maintenance_interval_s: u64,
-    /// Re-enrich rows stored without NLP data in the background.
-    pub reenrich: bool,
-    /// Pause between two walks over such rows.
-    pub reenrich_interval_secs: u64,
-    /// Most re-enrichment NLP calls at once (taken from spare pool slots only).
-    pub reenrich_max_in_flight: usize,
-}
 
 /// Reads records into the worker pool and commits what is durable.
 pub struct MessageConsumer {
@@ -62,7 +38,7 @@ impl MessageConsumer {
         Ok(MessageConsumer {
             kafka: Arc::new(KafkaConsumer::new(
                 kafka,
-                settings.session_timeout_ms,
+                settings.session_timeout,
                 queue_depth,
             )?),
             settings: settings.clone(),
@@ -187,8 +163,7 @@ impl MessageConsumer {
 
     /// Commits on a timer until `stop` fires.
     pub async fn commit_periodically(self: Arc<Self>, stop: CancellationToken) {
-        let mut tick =
-            tokio::time::interval(Duration::from_millis(self.settings.commit_interval_ms));
+        let mut tick = tokio::time::interval(self.settings.commit_interval);
         loop {
             tokio::select! {
                 _ = tick.tick() => self.commit(CommitMode::Async),

@@ -32,9 +32,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use auto_reenrich::{AutoReenrichSettings, AutoReenricher, ReenrichMetrics};
-pub use auto_replay::{is_outage_dead_letter, AutoReplaySettings, DeadLetterReplayer};
-pub use consumer::{MessageConsumer, WorkerSettings};
+pub use auto_reenrich::{AutoReenricher, ReenrichMetrics};
+pub use auto_replay::{is_outage_dead_letter, DeadLetterReplayer};
+pub use consumer::MessageConsumer;
 pub use intake::{HoldReason, Intake, IntakeProbe};
 pub use pipeline::{Outcome, Pipeline, Received};
 pub use reenrich::{reenrich, ReenrichReport};
@@ -43,7 +43,7 @@ pub use writers::Writers;
 
 use crate::config::Settings;
 use crate::deadletter::{DeadLetterWriter, ReadError};
-use crate::enrich::{EnrichError, Enricher};
+use crate::enrich::Enricher;
 use crate::moderation::{ModerationError, Moderator};
 use crate::queue::ConsumerError;
 use crate::storage::partitions::PartitionMaintainer;
@@ -57,8 +57,6 @@ pub enum WorkerError {
     Consumer(#[from] ConsumerError),
     #[error("moderation word lists: {0}")]
     Moderation(#[from] ModerationError),
-    #[error(transparent)]
-    Enrich(#[from] EnrichError),
     #[error(transparent)]
     DeadLetters(#[from] ReadError),
 }
@@ -83,10 +81,8 @@ pub fn build_pipeline(
         terms = moderator.term_count(),
         "moderation word lists loaded"
     );
-    let enricher = Enricher::new(settings.nlp.clone(), metrics.enrich.clone())?;
-    let outage = Arc::new(DatabaseOutage::new(Duration::from_secs(
-        settings.storage.max_outage_secs,
-    )));
+    let enricher = Enricher::new(&settings.nlp, metrics.enrich.clone());
+    let outage = Arc::new(DatabaseOutage::new(settings.storage.max_outage));
     let (writer, writer_handle) = BatchWriter::new(
         pool,
         settings.storage.clone(),
@@ -149,22 +145,14 @@ impl Worker {
         }
         let replayer = settings.dlq.auto_replay.then(|| {
             Arc::new(DeadLetterReplayer::new(
-                AutoReplaySettings {
-                    dir: settings.dlq.dir.clone(),
-                    every: Duration::from_secs(settings.dlq.replay_interval_secs),
-                    rate_per_sec: settings.dlq.replay_rate_per_sec,
-                },
+                settings.dlq.clone(),
                 pipeline.clone(),
                 pool.clone(),
             ))
         });
         let reenricher = settings.worker.reenrich.then(|| {
             Arc::new(AutoReenricher::new(
-                AutoReenrichSettings {
-                    every: Duration::from_secs(settings.worker.reenrich_interval_secs),
-                    max_in_flight: settings.worker.reenrich_max_in_flight,
-                    pool_size: settings.worker.concurrency,
-                },
+                settings.worker.clone(),
                 pool.clone(),
                 pipeline.enricher.clone(),
                 ReenrichMetrics {
@@ -178,11 +166,9 @@ impl Worker {
             replayer,
             reenricher,
             partitions: Arc::new(PartitionMaintainer::new(pool, settings.partitions.clone())),
-            maintenance_every: Duration::from_secs(
-                settings.worker.partition_maintenance_interval_s,
-            ),
+            maintenance_every: settings.worker.partition_maintenance_interval,
             parts,
-            concurrency: settings.worker.concurrency,
+            concurrency: settings.worker.concurrency.get(),
             metrics: metrics.clone(),
             shutdown,
         })

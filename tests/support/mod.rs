@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own subset of the harness
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use chat_analytics::app::{App, Role};
@@ -22,10 +23,10 @@ pub const BROKERS: &str = "127.0.0.1:9092";
 /// Settings as a deployment would have them, with ports and topic made unique.
 pub fn test_settings(topic: &str) -> Settings {
     let mut settings = Settings::load_from(None, Vec::new()).expect("default settings load");
-    settings.api.listen = "127.0.0.1:0".into();
-    settings.admin.listen = "127.0.0.1:0".into();
+    settings.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.kafka.topic = topic.into();
-    settings.shutdown.grace_ms = 3_000;
+    settings.shutdown.grace = Duration::from_secs(3);
     settings
 }
 
@@ -34,9 +35,9 @@ pub fn pipeline_settings(topic: &str, db: &TestDb, nlp: &NlpSim) -> Settings {
     let mut s = test_settings(topic);
     s.postgres.url = chat_analytics::config::SecretUrl::new(db.url.clone());
     s.kafka.consumer_group = format!("test-group-{}", Uuid::new_v4().simple());
-    s.nlp.url = nlp.analyze_url();
+    s.nlp.url = nlp.analyze_url().parse().expect("nlp-sim URL");
     s.dlq.dir = temp_dir("dlq");
-    s.worker.session_timeout_ms = 6_000;
+    s.worker.session_timeout = Duration::from_secs(6);
     s
 }
 

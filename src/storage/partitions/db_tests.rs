@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -17,8 +18,9 @@ use tokio_postgres::{Client, NoTls};
 
 use super::{
     apply_retention, ensure_partitions, list_partitions, ArchiveStep, PartitionError,
-    PartitionMaintainer, PartitionSettings,
+    PartitionMaintainer,
 };
+use crate::config::PartitionSettings;
 use crate::storage::fulltext::{full_text_search_enabled, set_full_text_search, FTS_INDEX};
 use crate::storage::MIGRATIONS;
 
@@ -472,7 +474,7 @@ async fn the_maintainer_creates_ahead_and_applies_retention_in_one_pass() {
         db.pool(),
         PartitionSettings {
             ahead_days: 2,
-            retention_days: 3,
+            retention_days: NonZeroU32::new(3).expect("not zero"),
             archive_dir: archive.0.clone(),
         },
     );
@@ -522,7 +524,7 @@ async fn message_keys_older_than_retention_are_pruned_and_newer_ones_kept() {
         db.pool(),
         PartitionSettings {
             ahead_days: 1,
-            retention_days: 3,
+            retention_days: NonZeroU32::new(3).expect("not zero"),
             archive_dir: archive.0.clone(),
         },
     );

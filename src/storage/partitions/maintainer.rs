@@ -9,8 +9,8 @@ use futures::pin_mut;
 
 use super::{
     apply_retention, ensure_partitions, retention_cutoff, ArchivedPartition, PartitionError,
-    PartitionSettings,
 };
+use crate::config::PartitionSettings;
 
 /// What one maintenance pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub struct PartitionMaintainer {
 }
 
 impl PartitionMaintainer {
-    /// A maintainer on `pool`; call [`PartitionSettings::validate`] first (config load).
+    /// A maintainer on `pool`, with settings checked at load.
     pub fn new(pool: Pool, settings: PartitionSettings) -> Self {
         PartitionMaintainer { pool, settings }
     }
@@ -45,11 +45,11 @@ impl PartitionMaintainer {
         let archived = apply_retention(
             &mut client,
             today,
-            self.settings.retention_days,
+            self.settings.retention_days.get(),
             &self.settings.archive_dir,
         )
         .await?;
-        let cutoff = retention_cutoff(today, self.settings.retention_days)?;
+        let cutoff = retention_cutoff(today, self.settings.retention_days.get())?;
         let pruned = crate::storage::keys::prune_message_keys(&client, cutoff).await?;
         if pruned > 0 {
             tracing::info!(pruned, %cutoff, "expired message keys deleted");

@@ -46,10 +46,6 @@ mod window;
 #[cfg(test)]
 mod db_tests;
 
-use std::path::PathBuf;
-
-use serde::Deserialize;
-
 pub use archive::{apply_retention, ArchivedPartition};
 pub use catalog::{list_partitions, PartitionInfo};
 pub use ddl::ensure_partitions;
@@ -68,75 +64,6 @@ pub(in crate::storage) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// `[partitions]` settings: how far ahead to create, how long to keep, where archives go.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PartitionSettings {
-    /// Days after today that get a partition in advance (default 7).
-    pub ahead_days: u32,
-    /// Full days before today that are kept; older partitions are archived then
-    /// dropped (default 30).
-    pub retention_days: u32,
-    /// Where `messages_pYYYYMMDD.csv.gz` archives are written (default `var/archive`).
-    pub archive_dir: PathBuf,
-}
-
-impl Default for PartitionSettings {
-    fn default() -> Self {
-        PartitionSettings {
-            ahead_days: 7,
-            retention_days: 30,
-            archive_dir: PathBuf::from("var/archive"),
-        }
-    }
-}
-
-/// A `[partitions]` value that cannot be used; names the key like the config loader does.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: `{key}` = {value}: {reason}")]
-pub struct InvalidPartitionSettings {
-    pub key: &'static str,
-    pub value: String,
-    pub reason: &'static str,
-}
-
-impl PartitionSettings {
-    /// Checks the values once at start-up so a typo cannot drop data later.
-    pub fn validate(&self) -> Result<(), InvalidPartitionSettings> {
-        if self.retention_days == 0 {
-            return Err(InvalidPartitionSettings {
-                key: "partitions.retention_days",
-                value: self.retention_days.to_string(),
-                reason: "must be at least 1: 0 would archive and drop yesterday's partition \
-                         while late messages still arrive for it",
-            });
-        }
-        if self.retention_days > 36_500 {
-            return Err(InvalidPartitionSettings {
-                key: "partitions.retention_days",
-                value: self.retention_days.to_string(),
-                reason: "must be at most 36500 (100 years)",
-            });
-        }
-        if self.ahead_days > 366 {
-            return Err(InvalidPartitionSettings {
-                key: "partitions.ahead_days",
-                value: self.ahead_days.to_string(),
-                reason: "must be at most 366: each day is a table, and planning cost grows \
-                         with the number of partitions",
-            });
-        }
-        if self.archive_dir.as_os_str().is_empty() {
-            return Err(InvalidPartitionSettings {
-                key: "partitions.archive_dir",
-                value: String::new(),
-                reason: "must not be empty",
-            });
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,26 +72,5 @@ mod tests {
     fn identifiers_are_quoted() {
         assert_eq!(quote_ident("messages_p20240101"), "\"messages_p20240101\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-    }
-
-    #[test]
-    fn settings_read_from_toml_and_refuse_unknown_keys() {
-        let settings: PartitionSettings =
-            toml::from_str("ahead_days = 7\nretention_days = 30\narchive_dir = \"var/archive\"")
-                .expect("valid settings");
-        assert_eq!(settings, PartitionSettings::default());
-        let typo = toml::from_str::<PartitionSettings>(
-            "ahead_days = 7\nretention_days = 30\narchive_dir = \"a\"\nretention = 1",
-        );
-        assert!(typo.is_err());
-    }
-
-    #[test]
-    fn settings_validation_names_the_key() {
-        let mut settings = PartitionSettings::default();
-        assert!(settings.validate().is_ok());
-        settings.retention_days = 0;
-        let error = settings.validate().expect_err("0 days is refused");
-        assert_eq!(error.key, "partitions.retention_days");
     }
 }

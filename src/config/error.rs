@@ -1,0 +1,41 @@
+//! The one error a configuration can fail with.
+
+use std::path::PathBuf;
+
+/// A configuration that cannot be used. A bad value names its key, the value and what a
+/// valid one looks like; the process exits with `EX_USAGE` on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Not even the raw shape: an unknown key, or a value of the wrong type (the message
+    /// of the `config` crate names the key and the value).
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] config::ConfigError),
+    #[error("invalid configuration: `{key}` = {value:?}: {reason}")]
+    Invalid {
+        /// Config path of the key, e.g. `nlp.max_attempts`.
+        key: &'static str,
+        /// The rejected value as written (or a placeholder for a secret).
+        value: String,
+        /// What a valid value looks like.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    pub(super) fn invalid(
+        key: &'static str,
+        value: impl ToString,
+        reason: impl Into<String>,
+    ) -> Self {
+        ConfigError::Invalid {
+            key,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
