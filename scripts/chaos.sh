@@ -421,8 +421,10 @@ while [ "$SECONDS" -lt "$deadline" ]; do
     [ "$now_rows" = "$last" ] || stable_since=$SECONDS
     last="$now_rows"
     # Lag is reported every 5 s; rows unchanged for 15 s means replays are done too; rows
-    # stored without NLP data during an NLP fault are re-enriched by the worker meanwhile.
-    if [ "$(lag)" = 0 ] && [ $((SECONDS - stable_since)) -ge 15 ] && [ "$(backlog)" = 0 ]; then
+    # stored without NLP data during an NLP fault are re-enriched by the worker meanwhile
+    # (pg-outage injects no NLP fault and does not wait for that).
+    if [ "$(lag)" = 0 ] && [ $((SECONDS - stable_since)) -ge 15 ] \
+        && { [ "$SCENARIO" = pg-outage ] || [ "$(backlog)" = 0 ]; }; then
         break
     fi
     sleep 5

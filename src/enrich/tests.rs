@@ -344,7 +344,11 @@ async fn connections_are_reused() {
 #[tokio::test]
 async fn concurrent_calls_share_one_enricher() {
     let api = FakeApi::start(Mode::Ok).await;
-    let (enricher, _) = enricher(settings_for(&api));
+    // About sharing, not speed: 200 calls at once on a busy machine must not time out.
+    let (enricher, _) = enricher(NlpSettings {
+        attempt_timeout: Duration::from_secs(10),
+        ..settings_for(&api)
+    });
 
     let tasks: Vec<_> = (0..200)
         .map(|i| {

@@ -83,8 +83,11 @@ impl ClientContext for ConsumerCallbacks {
             .map(|p| p.partition)
             .collect();
         last.retain(|partition, _| assigned.contains(partition));
+        // A paused partition is not fetched, so its lag here is stale: while paused,
+        // KafkaConsumer::refresh_lag keeps it from the broker's high watermarks instead.
+        let paused = self.paused.load(Ordering::Acquire);
         for p in topic.partitions.values().filter(|p| p.partition >= 0) {
-            if p.consumer_lag >= 0 && assigned.contains(&p.partition) {
+            if !paused && p.consumer_lag >= 0 && assigned.contains(&p.partition) {
                 last.insert(p.partition, p.consumer_lag);
             }
         }
@@ -253,6 +256,46 @@ impl KafkaConsumer {
                 None
             }
         }
+    }
+
+    /// While paused the client fetches nothing and its statistics stop seeing the log end
+    /// grow, so `queue_depth` would freeze at its value when the pause began. Asks the
+    /// broker for each assigned partition's high watermark instead, and counts the lag
+    /// from the next offset to read. Blocking (one request per partition): run it off the
+    /// async runtime.
+    pub fn refresh_lag(&self, timeout: Duration) {
+        let positions = match self.consumer.position() {
+            Ok(positions) => positions,
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot read the positions to count the lag");
+                return;
+            }
+        };
+        let mut lags = Vec::new();
+        for elem in positions.elements_for_topic(&self.topic) {
+            // Nothing read since the assignment: the last known lag stands.
+            let Offset::Offset(position) = elem.offset() else {
+                continue;
+            };
+            match self
+                .consumer
+                .fetch_watermarks(&self.topic, elem.partition(), timeout)
+            {
+                Ok((_, high)) => lags.push((elem.partition(), (high - position).max(0))),
+                Err(err) => tracing::debug!(
+                    error = %err,
+                    partition = elem.partition(),
+                    "cannot read the high watermark"
+                ),
+            }
+        }
+        let callbacks = self.consumer.context();
+        let mut last = callbacks
+            .last_lag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.extend(lags);
+        callbacks.queue_depth.set(last.values().sum());
     }
 
     /// Commits every partition's durable prefix: only what moved (asynchronously) on the

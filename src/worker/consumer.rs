@@ -9,6 +9,7 @@ use std::time::Duration;
 use rdkafka::consumer::CommitMode;
 use rdkafka::Message;
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -22,6 +23,9 @@ use crate::telemetry::Metrics;
 /// How often the loop looks at the intake's hold while nothing else wakes it (blocked on
 /// a slot, or paused with no records coming).
 const HOLD_RECHECK: Duration = Duration::from_millis(200);
+/// How often the lag is read from the broker while consumption is paused (as often as
+/// the client's statistics report it otherwise).
+const PAUSED_LAG_REFRESH: Duration = Duration::from_secs(5);
 
 /// Reads records into the worker pool and commits what is durable.
 pub struct MessageConsumer {
@@ -66,6 +70,7 @@ impl MessageConsumer {
         let mut paused: Option<HoldReason> = None;
         let mut recheck = tokio::time::interval(HOLD_RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lag_refresh: Option<(tokio::time::Instant, JoinHandle<()>)> = None;
         loop {
             let hold = pipeline.intake.hold_reason();
             if hold != paused {
@@ -103,10 +108,28 @@ impl MessageConsumer {
                     let received = pipeline.receive(record.key(), record.payload(), source);
                     waiting.push_back((received, ticket));
                 }
-                _ = recheck.tick() => {}
+                _ = recheck.tick() => {
+                    if paused.is_some() {
+                        self.refresh_paused_lag(&mut lag_refresh);
+                    }
+                }
             }
         }
         tracing::info!("consumer stopped reading");
+    }
+
+    /// Starts a read of the lag from the broker, at most every [`PAUSED_LAG_REFRESH`] and
+    /// one at a time, so `queue_depth` keeps showing the backlog growing while paused.
+    fn refresh_paused_lag(&self, last: &mut Option<(tokio::time::Instant, JoinHandle<()>)>) {
+        let due = last.as_ref().is_none_or(|(started, task)| {
+            task.is_finished() && started.elapsed() >= PAUSED_LAG_REFRESH
+        });
+        if due {
+            let kafka = self.kafka.clone();
+            let task =
+                tokio::task::spawn_blocking(move || kafka.refresh_lag(Duration::from_secs(1)));
+            *last = Some((tokio::time::Instant::now(), task));
+        }
     }
 
     fn spawn(
