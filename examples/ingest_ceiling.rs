@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use chat_analytics::config::Settings;
 use chat_analytics::http_server::{self, serve, Connections};
-use chat_analytics::ingest::{Admission, ApiKeys, IngestApi};
+use chat_analytics::ingest::{Admission, ApiKeys, IngestApi, IngestMetrics};
 use chat_analytics::queue::{Delivery, PublishError, Publisher};
-use chat_analytics::telemetry::{HealthChecks, Metrics};
+use chat_analytics::telemetry::HealthChecks;
 
 /// Acknowledges without sending anything anywhere.
 struct InstantAck;
@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
         ApiKeys::from_settings(&settings.auth.keys).context("api keys")?,
         Admission::new(settings.kafka.max_in_flight.get(), &settings.api),
         HealthChecks::default(),
-        Metrics::new().context("metrics")?,
+        IngestMetrics::register(&prometheus::Registry::new()).context("metrics")?,
         settings.api.clone(),
         shutdown.clone(),
     );

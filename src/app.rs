@@ -9,14 +9,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ApiSettings, Settings};
-use crate::deadletter::Stage;
-use crate::http_server::{self, ConnectionTimeouts, Connections};
-use crate::ingest::{request_labels, Admission, ApiKeys, AuthConfigError, IngestApi};
-use crate::queue::{KafkaPublisher, ProducerError};
+use crate::http_server::{self, ConnectionMetrics, ConnectionTimeouts, Connections};
+use crate::ingest::{Admission, ApiKeys, AuthConfigError, IngestApi, IngestMetrics};
+use crate::queue::{KafkaPublisher, ProducerError, ProducerMetrics};
 use crate::storage::{connect_pool, PostgresProbe, StorageError};
-use crate::supervisor::{supervise, Component};
-use crate::telemetry::{AdminHandler, HealthChecks, KnownLabels, Metrics, Probe};
-use crate::worker::{Outcome, Worker, WorkerError};
+use crate::supervisor::{supervise, Component, Restarts};
+use crate::telemetry::{AdminHandler, HealthChecks, Metrics, Probe};
+use crate::worker::{Worker, WorkerError, WorkerMetrics};
 
 /// Which parts of the pipeline this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +72,7 @@ pub struct App {
     worker: Option<Worker>,
     admin: Arc<AdminHandler>,
     admin_listener: Arc<TcpListener>,
-    restarts: prometheus::IntCounterVec,
+    restarts: Restarts,
     admin_connections: Connections,
     shutdown: CancellationToken,
     grace: Duration,
@@ -86,11 +85,10 @@ impl App {
         shutdown: CancellationToken,
     ) -> Result<App, StartupError> {
         let metrics = Metrics::new()?;
-        metrics.export_at_zero(&known_labels());
+        let components = ComponentMetrics::register(&metrics)?;
         let mut health = HealthChecks::default();
         let publisher = if role.runs_api() {
-            let publisher =
-                KafkaPublisher::new(&settings.kafka, metrics.kafka_produce_duration.clone())?;
+            let publisher = KafkaPublisher::new(&settings.kafka, components.producer)?;
             health = health.with(
                 "kafka",
                 Arc::new(KafkaProbe(publisher.clone())) as Arc<dyn Probe>,
@@ -106,7 +104,7 @@ impl App {
                 crate::storage::prepare_database(&pool, &settings.storage, &settings.partitions)
                     .await?;
             }
-            let worker = Worker::build(settings, &metrics, pool, shutdown.clone())?;
+            let worker = Worker::build(settings, &components.worker, pool, shutdown.clone())?;
             health = health.with("consumer", worker.intake_probe());
             if publisher.is_none() {
                 health = health.with("kafka", worker.kafka_probe());
@@ -122,12 +120,13 @@ impl App {
                     ApiKeys::from_settings(&settings.auth.keys)?,
                     Admission::new(settings.kafka.max_in_flight.get(), &settings.api),
                     health.clone(),
-                    metrics.clone(),
+                    components.ingest,
                     settings.api.clone(),
                     shutdown.clone(),
                 ),
                 listener: Arc::new(bind("api", settings.api.listen, settings.api.reuse_port)?),
-                connections: metrics
+                connections: components
+                    .connections
                     .connections("api_server")
                     .with_timeouts(connection_timeouts(&settings.api)),
                 publisher,
@@ -135,15 +134,13 @@ impl App {
             None => None,
         };
         let admin_listener = Arc::new(bind("admin", settings.admin.listen, false)?);
-        let restarts = metrics.component_restarts.clone();
-        let admin_connections = metrics.connections("admin_server");
         Ok(App {
             api,
             worker,
             admin: AdminHandler::new(metrics, health),
             admin_listener,
-            restarts,
-            admin_connections,
+            restarts: components.restarts,
+            admin_connections: components.connections.connections("admin_server"),
             shutdown,
             grace: settings.shutdown.grace,
         })
@@ -199,7 +196,7 @@ async fn supervised_server<H: http_server::HttpHandler>(
     listener: Arc<TcpListener>,
     handler: Arc<H>,
     connections: Connections,
-    restarts: prometheus::IntCounterVec,
+    restarts: Restarts,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
@@ -219,12 +216,7 @@ async fn supervised_server<H: http_server::HttpHandler>(
     http_server::drain(component.as_str(), connections, grace).await;
 }
 
-async fn serve_api(
-    api: Api,
-    restarts: prometheus::IntCounterVec,
-    shutdown: CancellationToken,
-    grace: Duration,
-) {
+async fn serve_api(api: Api, restarts: Restarts, shutdown: CancellationToken, grace: Duration) {
     let deadline = tokio::time::Instant::now() + grace;
     let housekeeping = tokio::spawn(forget_idle_bots(api.handler.clone(), shutdown.clone()));
     supervised_server(
@@ -249,18 +241,31 @@ async fn serve_api(
     housekeeping.abort();
 }
 
-/// Every label set of the labelled metrics, from the types that own them.
+/// The metrics of every component, each registered once by the component that owns it.
 ///
-/// Each role exports all of them, not only those it can produce: one binary has one
-/// metric set, as its unlabelled metrics already do (an ingest process exports
-/// `queue_depth`), so every process answers the same queries, and the sets stay
-/// in one list instead of one per role. The cost is a few dozen series at 0.
-fn known_labels() -> KnownLabels {
-    KnownLabels {
-        requests: request_labels().collect(),
-        outcomes: Outcome::ALL.map(Outcome::label).to_vec(),
-        dead_letter_stages: Stage::ALL.map(Stage::as_str).to_vec(),
-        components: Component::ALL.map(Component::as_str).to_vec(),
+/// Every role registers all of them, not only those it runs: one binary has one metric
+/// set, so every process answers the same queries (an ingest process exports
+/// `queue_depth` and `messages_processed_total{outcome}` at 0). The cost is a few dozen
+/// series at 0.
+struct ComponentMetrics {
+    ingest: IngestMetrics,
+    producer: ProducerMetrics,
+    connections: ConnectionMetrics,
+    restarts: Restarts,
+    worker: WorkerMetrics,
+}
+
+impl ComponentMetrics {
+    fn register(metrics: &Metrics) -> Result<ComponentMetrics, prometheus::Error> {
+        let registry = metrics.registry();
+        let restarts = Restarts::register(registry)?;
+        Ok(ComponentMetrics {
+            ingest: IngestMetrics::register(registry)?,
+            producer: ProducerMetrics::register(registry)?,
+            connections: ConnectionMetrics::register(registry)?,
+            worker: WorkerMetrics::register(registry, restarts.clone())?,
+            restarts,
+        })
     }
 }
 
@@ -300,5 +305,53 @@ struct KafkaProbe(KafkaPublisher);
 impl Probe for KafkaProbe {
     fn probe(&self, within: Duration) -> futures::future::BoxFuture<'_, Result<(), String>> {
         Box::pin(self.0.check(within))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_component_s_metrics_are_exported_with_their_known_series_at_zero() {
+        let metrics = Metrics::new().expect("registry");
+        let components = ComponentMetrics::register(&metrics).expect("each registers once");
+        components.producer.produce_duration.observe(0.002);
+        let text = metrics.render();
+        assert!(text.contains("kafka_produce_duration_seconds_count 1"));
+        for name in [
+            "http_request_duration_seconds_bucket",
+            "nlp_api_errors_total",
+            "nlp_api_duration_seconds",
+            "circuit_breaker_state",
+            "queue_depth",
+            "active_workers",
+            "moderation_hits_total",
+            "end_to_end_latency_seconds_count",
+            "db_write_duration_seconds_count",
+            "dead_letters_pending",
+            "reenrich_backlog",
+            "rows_reenriched_total",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+        for series in [
+            r#"http_requests_total{route="/v1/messages",status="202"} 0"#,
+            r#"http_requests_total{route="/v1/messages",status="503"} 0"#,
+            r#"http_request_duration_seconds_count{route="/v1/messages"} 0"#,
+            r#"messages_processed_total{outcome="stored"} 0"#,
+            r#"dead_letters_replayed_total{outcome="stored"} 0"#,
+            r#"dead_letters_total{stage="decode"} 0"#,
+            r#"dead_letters_total{stage="storage"} 0"#,
+            r#"component_restarts_total{component="consumer"} 0"#,
+            r#"component_restarts_total{component="admin_server"} 0"#,
+            r#"nlp_api_errors_total{kind="timeout"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == series), "{series} missing");
+        }
+        assert!(
+            !text.contains("consumer_paused{"),
+            "pause reasons are exported by a consuming process only"
+        );
     }
 }

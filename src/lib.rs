@@ -14,7 +14,8 @@
 //!   offset tracker.
 //! - [`storage`]: Postgres pool and migrations.
 //! - [`nlp_sim`]: the reference NLP API server; [`loadgen`]: the load generator.
-//! - [`telemetry`]: metrics registry, health probes, the admin listener, logging.
+//! - [`telemetry`]: the metrics registry every component registers its own metrics on,
+//!   health probes, the admin listener, logging (with per-request and per-message spans).
 //! - [`http_server`]: the HTTP/1.1 server both listeners share: accept loop, idle
 //!   connections parked without buffers, timeouts, graceful drain.
 //! - [`config`]: the typed settings tree, one file per section, parsed at load; it

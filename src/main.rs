@@ -13,8 +13,8 @@ use chat_analytics::deadletter::{read_dead_letters, DeadLetterStats};
 use chat_analytics::enrich::{EnrichMetrics, Enricher};
 use chat_analytics::ingest::hash_key;
 use chat_analytics::storage::partitions::PartitionMaintainer;
-use chat_analytics::telemetry::Metrics;
-use chat_analytics::worker::{reenrich, replay_file};
+use chat_analytics::supervisor::Restarts;
+use chat_analytics::worker::{reenrich, replay_file, WorkerMetrics};
 use chat_analytics::{nlp_sim, shutdown, storage, telemetry};
 
 /// glibc's malloc was ~17% of the service's CPU under load and its per-thread arenas kept
@@ -152,7 +152,9 @@ async fn serve(settings: &Settings, role: Role) -> anyhow::Result<()> {
 
 /// Replays dead letters through the same pipeline the worker runs, then prints a report.
 async fn replay(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()> {
-    let metrics = Metrics::new()?;
+    // Nothing serves these (no admin listener): the pipeline needs them to count into.
+    let registry = prometheus::Registry::new();
+    let metrics = WorkerMetrics::register(&registry, Restarts::register(&registry)?)?;
     let pool = storage::connect_pool(&settings.postgres)?;
     let token = shutdown::on_signal().context("installing signal handlers")?;
     let report = replay_file(settings, &metrics, pool, token, path).await?;

@@ -60,10 +60,44 @@ impl Component {
     }
 }
 
+/// `component_restarts_total{component}`; cheap to clone (an `Arc` inside). Registered
+/// once per process and shared by every supervised task.
+#[derive(Clone)]
+pub struct Restarts(prometheus::IntCounterVec);
+
+impl Restarts {
+    /// Registers the counter with every component's series at 0.
+    pub fn register(registry: &prometheus::Registry) -> Result<Restarts, prometheus::Error> {
+        let restarts = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "component_restarts_total",
+                "Supervised tasks restarted after a panic, by component",
+            ),
+            &["component"],
+        )?;
+        // Registered directly, not through telemetry: telemetry's admin server runs
+        // under this supervisor.
+        registry.register(Box::new(restarts.clone()))?;
+        for component in Component::ALL {
+            restarts.with_label_values(&[component.as_str()]);
+        }
+        Ok(Restarts(restarts))
+    }
+
+    #[cfg(test)]
+    fn of(&self, component: Component) -> u64 {
+        self.0.with_label_values(&[component.as_str()]).get()
+    }
+
+    fn count(&self, component: Component) {
+        self.0.with_label_values(&[component.as_str()]).inc();
+    }
+}
+
 /// Runs `make()` until it returns normally or `shutdown` fires; restarts it on panic.
 pub async fn supervise<F, Fut>(
     component: Component,
-    restarts: prometheus::IntCounterVec,
+    restarts: Restarts,
     shutdown: CancellationToken,
     mut make: F,
 ) where
@@ -80,9 +114,8 @@ pub async fn supervise<F, Fut>(
             Ok(()) => return,
             Err(err) if err.is_panic() => {
                 let reason = panic_message(err.into_panic());
-                let component = component.as_str();
-                tracing::error!(component, panic = %reason, "component panicked; restarting");
-                restarts.with_label_values(&[component]).inc();
+                tracing::error!(component = component.as_str(), panic = %reason, "component panicked; restarting");
+                restarts.count(component);
             }
             Err(_) => return,
         }
@@ -101,7 +134,7 @@ pub async fn supervise<F, Fut>(
 /// and `shutdown` (its stop signal), and a panic restarts it until `shutdown` fires.
 pub fn spawn_supervised<T, F, Fut>(
     component: Component,
-    restarts: &prometheus::IntCounterVec,
+    restarts: &Restarts,
     shutdown: &CancellationToken,
     target: &Arc<T>,
     run: F,
@@ -142,11 +175,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_panicking_task_is_restarted_and_counted_after_waits_of_100_ms_doubling_to_10_s() {
-        let restarts = prometheus::IntCounterVec::new(
-            prometheus::Opts::new("component_restarts_total", "test"),
-            &["component"],
-        )
-        .expect("metric");
+        let restarts = Restarts::register(&prometheus::Registry::new()).expect("metric");
         let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = starts.clone();
         supervise(
@@ -168,7 +197,7 @@ mod tests {
             },
         )
         .await;
-        assert_eq!(restarts.with_label_values(&["consumer"]).get(), 9);
+        assert_eq!(restarts.of(Component::Consumer), 9);
         let starts = starts.lock().expect("not poisoned");
         let waits: Vec<_> = starts.windows(2).map(|w| w[1] - w[0]).collect();
         let ms = |n| Duration::from_millis(n);

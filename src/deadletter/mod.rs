@@ -1,11 +1,13 @@
 //! Dead letters: messages the pipeline could not store, kept durably in JSON-lines files
 //! (`dead-letters-YYYY-MM-DD.jsonl`) until `dlq replay` stores them.
 
+mod metrics;
 mod progress;
 mod reader;
 mod record;
 mod writer;
 
+pub use metrics::DeadLetterMetrics;
 pub use progress::{
     dead_letter_files, is_dead_letter_file, PendingLine, ProgressError, ReplayCursor,
 };

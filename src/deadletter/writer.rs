@@ -12,6 +12,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use super::metrics::DeadLetterMetrics;
 use super::record::DeadLetter;
 
 /// Most dead letters written by one fsync.
@@ -31,6 +32,7 @@ type Reply = oneshot::Sender<Result<(), DeadLetterError>>;
 pub struct DeadLetterHandle {
     tx: mpsc::Sender<(DeadLetter, Reply)>,
     dir: Arc<Path>,
+    metrics: DeadLetterMetrics,
 }
 
 impl DeadLetterHandle {
@@ -40,9 +42,12 @@ impl DeadLetterHandle {
             path: self.dir.to_path_buf(),
             reason: "dead-letter writer stopped".into(),
         };
+        let stage = letter.stage;
         let (reply, answer) = oneshot::channel();
         self.tx.send((letter, reply)).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        answer.await.map_err(|_| gone())??;
+        self.metrics.written(stage);
+        Ok(())
     }
 }
 
@@ -52,11 +57,17 @@ pub struct DeadLetterWriter {
 }
 
 impl DeadLetterWriter {
-    pub fn new(dir: PathBuf) -> (Arc<DeadLetterWriter>, DeadLetterHandle) {
+    /// A writer into `dir` and the handle to queue letters with; the handle counts each
+    /// letter in `metrics` once it is durable.
+    pub fn new(
+        dir: PathBuf,
+        metrics: DeadLetterMetrics,
+    ) -> (Arc<DeadLetterWriter>, DeadLetterHandle) {
         let (tx, rx) = mpsc::channel(GROUP_LIMIT * 2);
         let handle = DeadLetterHandle {
             tx,
             dir: Arc::from(dir.as_path()),
+            metrics,
         };
         (
             Arc::new(DeadLetterWriter {
@@ -173,6 +184,10 @@ mod tests {
         )
     }
 
+    fn metrics() -> DeadLetterMetrics {
+        DeadLetterMetrics::register(&prometheus::Registry::new()).expect("registers")
+    }
+
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("ca-dlq-{name}-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("tmp");
@@ -182,7 +197,8 @@ mod tests {
     #[tokio::test]
     async fn concurrent_writes_all_land_one_line_each() {
         let dir = temp_dir("ok");
-        let (writer, handle) = DeadLetterWriter::new(dir.join("dlq"));
+        let counted = metrics();
+        let (writer, handle) = DeadLetterWriter::new(dir.join("dlq"), counted.clone());
         let task = tokio::spawn(writer.run());
         let writes = (0..500).map(|i| {
             let h = handle.clone();
@@ -205,6 +221,7 @@ mod tests {
             .collect();
         offsets.sort_unstable();
         assert_eq!(offsets, (0..500).collect::<Vec<_>>());
+        assert_eq!(counted.count(Stage::Decode), 500);
         std::fs::remove_dir_all(dir).ok();
     }
 
@@ -213,7 +230,7 @@ mod tests {
         let dir = temp_dir("torn");
         let path = file_for(&dir, chrono::Utc::now().date_naive());
         std::fs::write(&path, "{\"message\":").expect("a line cut short by a crash");
-        let (writer, handle) = DeadLetterWriter::new(dir.clone());
+        let (writer, handle) = DeadLetterWriter::new(dir.clone(), metrics());
         tokio::spawn(writer.run());
         handle.write(letter(9)).await.expect("written");
         let file = crate::deadletter::read_dead_letters(&path).expect("reads");
@@ -227,10 +244,16 @@ mod tests {
         let dir = temp_dir("bad");
         let not_a_dir = dir.join("file");
         std::fs::write(&not_a_dir, b"x").expect("file");
-        let (writer, handle) = DeadLetterWriter::new(not_a_dir.join("dlq"));
+        let counted = metrics();
+        let (writer, handle) = DeadLetterWriter::new(not_a_dir.join("dlq"), counted.clone());
         tokio::spawn(writer.run());
         let err = handle.write(letter(1)).await.expect_err("must fail");
         assert!(err.path.starts_with(&not_a_dir));
+        assert_eq!(
+            counted.count(Stage::Decode),
+            0,
+            "only durable letters count"
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 }

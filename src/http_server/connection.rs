@@ -42,6 +42,37 @@ impl Default for ConnectionTimeouts {
     }
 }
 
+/// `http_connections{server,state}`: open client connections of every server in the
+/// process; cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    connections: prometheus::IntGaugeVec,
+}
+
+impl ConnectionMetrics {
+    pub fn register(
+        registry: &prometheus::Registry,
+    ) -> Result<ConnectionMetrics, prometheus::Error> {
+        let connections = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "http_connections",
+                "Open client connections, by server and state (active: served by hyper; parked: idle, holding no buffers)",
+            ),
+            &["server", "state"],
+        )?;
+        registry.register(Box::new(connections.clone()))?;
+        Ok(ConnectionMetrics { connections })
+    }
+
+    /// The connection gauges of one server.
+    pub fn connections(&self, server: &str) -> Connections {
+        Connections::new(
+            self.connections.with_label_values(&[server, "active"]),
+            self.connections.with_label_values(&[server, "parked"]),
+        )
+    }
+}
+
 /// The connections a server has open: tracked for the drain, told when to close, and
 /// counted (served by hyper, or parked) for the operators.
 #[derive(Clone)]

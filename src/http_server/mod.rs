@@ -6,7 +6,7 @@ mod connection;
 mod framing;
 mod parking;
 
-pub use connection::{ConnectionTimeouts, Connections};
+pub use connection::{ConnectionMetrics, ConnectionTimeouts, Connections};
 
 /// The connection internals the fuzz targets in `fuzz/` drive directly (cargo-fuzz
 /// builds with `--cfg fuzzing`); not part of the API otherwise.

@@ -7,11 +7,13 @@
 mod admission;
 mod auth;
 mod error;
+mod metrics;
 mod request;
 mod routes;
 
 pub use admission::Admission;
 pub use auth::{hash_key, ApiKeys, AuthConfigError};
 pub use error::ApiError;
+pub use metrics::IngestMetrics;
 pub use request::{parse_batch, parse_single};
-pub use routes::{request_labels, IngestApi};
+pub use routes::IngestApi;

@@ -14,16 +14,19 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::field::{display, Empty};
+use tracing::Instrument;
 
 use super::admission::Admission;
 use super::auth::ApiKeys;
 use super::error::ApiError;
+use super::metrics::IngestMetrics;
 use super::request::{parse_batch, parse_single};
 use crate::config::ApiSettings;
 use crate::domain::{to_storage_precision, ChatMessage};
 use crate::http_server::{json_response, HttpHandler, HttpResponse};
 use crate::queue::{encode_message, PublishError, Publisher};
-use crate::telemetry::{health_response, livez_response, HealthChecks, Metrics};
+use crate::telemetry::{health_response, livez_response, HealthChecks};
 
 /// Routes as metric labels: a fixed set, so unknown paths cannot blow up cardinality.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +97,7 @@ impl Route {
 
 /// Every `(route, status)` label pair of `http_requests_total`, so each series can be
 /// exported at 0 from start.
-pub fn request_labels() -> impl Iterator<Item = (&'static str, &'static str)> {
+pub(super) fn request_labels() -> impl Iterator<Item = (&'static str, &'static str)> {
     Route::ALL.into_iter().flat_map(|route| {
         route
             .statuses()
@@ -109,7 +112,7 @@ pub struct IngestApi<P> {
     keys: ApiKeys,
     admission: Admission,
     health: HealthChecks,
-    metrics: Metrics,
+    metrics: IngestMetrics,
     settings: ApiSettings,
     shutdown: CancellationToken,
 }
@@ -120,7 +123,7 @@ impl<P: Publisher> IngestApi<P> {
         keys: ApiKeys,
         admission: Admission,
         health: HealthChecks,
-        metrics: Metrics,
+        metrics: IngestMetrics,
         settings: ApiSettings,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
@@ -168,6 +171,7 @@ impl<P: Publisher> IngestApi<P> {
             Route::Batch => parse_batch(&body, self.settings.max_batch_messages.get())?,
             _ => vec![parse_single(&body)?],
         };
+        record_messages(&tracing::Span::current(), &messages);
         for message in &messages {
             caller.may_post_for(&message.bot_id)?;
         }
@@ -218,8 +222,16 @@ impl<P: Publisher> IngestApi<P> {
         received_at: chrono::DateTime<Utc>,
     ) -> Result<(), ApiError> {
         let results = join_all(messages.iter().map(|m| {
-            self.publisher
-                .publish(m.bot_id.as_str(), encode_message(m, received_at))
+            let publish = self
+                .publisher
+                .publish(m.bot_id.as_str(), encode_message(m, received_at));
+            // A single message's ids are on the request span already; a batch's are not.
+            let span = if messages.len() > 1 {
+                tracing::info_span!("message", message_id = %m.message_id, bot_id = m.bot_id.as_str())
+            } else {
+                tracing::Span::none()
+            };
+            publish.instrument(span)
         }))
         .await;
         let errors: Vec<PublishError> = results.into_iter().filter_map(Result::err).collect();
@@ -262,19 +274,47 @@ impl<P: Publisher> HttpHandler for IngestApi<P> {
     async fn handle(&self, req: Request<Incoming>) -> HttpResponse {
         let started = Instant::now();
         let route = Route::of(req.uri().path());
+        // The fields left empty are filled in once known: the message ids after parsing,
+        // the status at the end.
+        let span = tracing::info_span!(
+            "http_request",
+            method = req.method().as_str(),
+            route = route.label(),
+            message_id = Empty,
+            bot_id = Empty,
+            messages = Empty,
+            status = Empty,
+        );
         let response = self
             .route(route, req)
+            .instrument(span.clone())
             .await
             .unwrap_or_else(ApiError::into_response);
+        span.record("status", response.status().as_u16());
         self.metrics
-            .http_requests
+            .requests
             .with_label_values(&[route.label(), response.status().as_str()])
             .inc();
         self.metrics
-            .http_request_duration
+            .duration
             .with_label_values(&[route.label()])
             .observe(started.elapsed().as_secs_f64());
         response
+    }
+}
+
+/// Puts a request's message ids on its span, so its log lines and the worker's for the
+/// same message can be joined: one message's ids on the request itself, a batch's count
+/// (each message's ids are on its publish span).
+fn record_messages(span: &tracing::Span, messages: &[ChatMessage]) {
+    match messages {
+        [message] => {
+            span.record("message_id", display(&message.message_id));
+            span.record("bot_id", message.bot_id.as_str());
+        }
+        _ => {
+            span.record("messages", messages.len());
+        }
     }
 }
 
@@ -289,7 +329,73 @@ fn is_json(content_type: Option<&[u8]>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::config::{LogFormat, Settings};
+    use crate::http_server::{listen, serve, Connections};
+    use crate::queue::Delivery;
+    use crate::telemetry::capture::CapturedLogs;
+
+    /// A broker that is never there: every publish fails, which the API logs.
+    struct Unreachable;
+
+    impl Publisher for Unreachable {
+        async fn publish(&self, _: &str, _: Vec<u8>) -> Result<Delivery, PublishError> {
+            Err(PublishError::Unavailable("no broker".into()))
+        }
+    }
+
+    // One thread, so the server and client tasks log through this thread's subscriber.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_request_s_log_lines_carry_its_message_s_ids_in_json() {
+        let (logs, _guard) = CapturedLogs::start(LogFormat::Json);
+        let settings = Settings::load_from(None, std::iter::empty()).expect("defaults load");
+        let api = IngestApi::new(
+            Unreachable,
+            ApiKeys::from_settings(&[]).expect("no keys"),
+            Admission::new(100, &settings.api),
+            HealthChecks::default(),
+            IngestMetrics::register(&prometheus::Registry::new()).expect("metrics"),
+            settings.api.clone(),
+            CancellationToken::new(),
+        );
+        let listener = listen("127.0.0.1:0".parse().expect("address"), false).expect("listens");
+        let addr = listener.local_addr().expect("bound");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            "api",
+            listener,
+            api,
+            Connections::unmetered(),
+            shutdown.clone(),
+            Duration::from_secs(1),
+        ));
+        let id = "6f1c2a9e-59a4-4a8c-9a4e-2d1d5f0b7c11";
+        let response = reqwest::Client::new()
+            .post(format!("http://{addr}/v1/messages"))
+            .json(&json!({"message_id": id, "bot_id": "bot-7", "text": "hello"}))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(response.status(), 503);
+        shutdown.cancel();
+        server.await.expect("server stops");
+
+        let lines = logs.lines();
+        let line = lines
+            .iter()
+            .find(|l| l.contains("publish failed"))
+            .unwrap_or_else(|| panic!("no publish failure logged: {lines:?}"));
+        let line: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        let span = &line["span"];
+        assert_eq!(span["name"], "http_request");
+        assert_eq!(span["method"], "POST");
+        assert_eq!(span["route"], "/v1/messages");
+        assert_eq!(span["message_id"], id);
+        assert_eq!(span["bot_id"], "bot-7");
+        assert_eq!(line["spans"][0]["message_id"], id, "{line}");
+    }
 
     #[test]
     fn json_content_types() {

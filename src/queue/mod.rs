@@ -10,5 +10,7 @@ mod topic_check;
 pub use consumer::{ConsumerError, KafkaConsumer, SharedOffsets};
 pub use envelope::{encode_message, Envelope, EnvelopeError, ENVELOPE_VERSION};
 pub use offsets::{OffsetTracker, Ticket};
-pub use producer::{Delivery, KafkaPublisher, ProducerError, PublishError, Publisher};
+pub use producer::{
+    Delivery, KafkaPublisher, ProducerError, ProducerMetrics, PublishError, Publisher,
+};
 pub use topic_check::check_topic;

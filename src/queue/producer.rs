@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::check_topic;
 use crate::config::KafkaSettings;
+use crate::telemetry::{register, LATENCY_BUCKETS};
 
 /// Where the broker stored a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,29 @@ pub trait Publisher: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Delivery, PublishError>> + Send;
 }
 
+/// The producer's metrics; cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct ProducerMetrics {
+    /// `kafka_produce_duration_seconds`.
+    pub produce_duration: prometheus::Histogram,
+}
+
+impl ProducerMetrics {
+    pub fn register(registry: &prometheus::Registry) -> Result<ProducerMetrics, prometheus::Error> {
+        let produce_duration = register(
+            registry,
+            prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "kafka_produce_duration_seconds",
+                    "Time from handing a record to the producer to the broker's acknowledgement",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+        )?;
+        Ok(ProducerMetrics { produce_duration })
+    }
+}
+
 /// rdkafka-backed publisher to the configured topic.
 #[derive(Clone)]
 pub struct KafkaPublisher {
@@ -61,7 +85,7 @@ pub struct KafkaPublisher {
 impl KafkaPublisher {
     pub fn new(
         settings: &KafkaSettings,
-        produce_duration: prometheus::Histogram,
+        metrics: ProducerMetrics,
     ) -> Result<KafkaPublisher, ProducerError> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &settings.brokers)
@@ -90,7 +114,7 @@ impl KafkaPublisher {
             producer,
             topic: Arc::from(settings.topic.as_str()),
             publish_timeout: settings.publish_timeout,
-            produce_duration,
+            produce_duration: metrics.produce_duration,
         })
     }
 

@@ -23,6 +23,12 @@ use super::outage::{DatabaseOutage, OutageVerdict};
 use crate::backoff::Backoff;
 use crate::config::StorageSettings;
 use crate::domain::ProcessedMessage;
+use crate::telemetry::{register, LATENCY_BUCKETS};
+
+/// End-to-end buckets, around the 400 ms target.
+const E2E_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 /// What happened to one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,11 +51,41 @@ pub enum StoreOutcome {
     Abandoned,
 }
 
-/// Metrics the writer moves.
+/// Metrics the writer moves; cheap to clone (each is an `Arc` inside).
 #[derive(Clone)]
 pub struct StorageMetrics {
+    /// `db_write_duration_seconds`: one observation per batch INSERT attempt.
     pub db_write_duration: prometheus::Histogram,
+    /// `end_to_end_latency_seconds`: a message's `sent_at` to its row committed.
     pub end_to_end_latency: prometheus::Histogram,
+}
+
+impl StorageMetrics {
+    pub fn register(registry: &prometheus::Registry) -> Result<StorageMetrics, prometheus::Error> {
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            )
+        };
+        Ok(StorageMetrics {
+            db_write_duration: register(
+                registry,
+                histogram(
+                    "db_write_duration_seconds",
+                    "Time of one batch INSERT attempt",
+                    LATENCY_BUCKETS,
+                )?,
+            )?,
+            end_to_end_latency: register(
+                registry,
+                histogram(
+                    "end_to_end_latency_seconds",
+                    "From a message's sent_at to its row being committed",
+                    E2E_BUCKETS,
+                )?,
+            )?,
+        })
+    }
 }
 
 struct Pending {

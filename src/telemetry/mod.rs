@@ -7,5 +7,7 @@ mod metrics;
 
 pub use admin::{health_response, livez_response, AdminHandler, HEALTH_PROBE_TIMEOUT};
 pub use health::{HealthChecks, HealthReport, Probe};
+#[cfg(test)]
+pub(crate) use logging::capture;
 pub use logging::init_logging;
-pub use metrics::{KnownLabels, Metrics};
+pub use metrics::{export_at_zero, register, Metrics, LATENCY_BUCKETS};

@@ -28,6 +28,7 @@ use crate::enrich::{BreakerState, Enricher};
 use crate::storage::{
     count_unenriched, lock_unenriched, update_enrichment, InsertError, UnenrichedCursor,
 };
+use crate::telemetry::register;
 
 /// The backlog gauge counts at most this many rows (a bounded index scan).
 const BACKLOG_COUNT_CAP: i64 = 10_000_000;
@@ -43,6 +44,29 @@ pub struct ReenrichMetrics {
     pub backlog: prometheus::IntGauge,
     /// Rows whose NLP data was filled in (`rows_reenriched_total`).
     pub reenriched: prometheus::IntCounter,
+}
+
+impl ReenrichMetrics {
+    pub fn register(registry: &prometheus::Registry) -> Result<ReenrichMetrics, prometheus::Error> {
+        let backlog = register(
+            registry,
+            prometheus::IntGauge::new(
+                "reenrich_backlog",
+                "Rows stored without NLP data that the worker will re-enrich once the NLP API is healthy",
+            )?,
+        )?;
+        let reenriched = register(
+            registry,
+            prometheus::IntCounter::new(
+                "rows_reenriched_total",
+                "Rows stored without NLP data whose NLP data the worker filled in afterwards",
+            )?,
+        )?;
+        Ok(ReenrichMetrics {
+            backlog,
+            reenriched,
+        })
+    }
 }
 
 /// Re-enriches stored rows in the background.

@@ -23,17 +23,55 @@ use crate::config::DlqSettings;
 use crate::deadletter::{dead_letter_files, DeadLetter, ProgressError, ReplayCursor, Stage};
 use crate::domain::{FailureCode, SourcePosition};
 use crate::storage::accepts_writes;
+use crate::telemetry::{export_at_zero, register};
 
 /// Messages replayed at once.
 const CONCURRENCY: usize = 64;
 /// How long the check that the database takes writes again may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The automatic replay's metrics; cheap to clone (each is an `Arc` inside).
+#[derive(Clone)]
+pub struct AutoReplayMetrics {
+    /// `dead_letters_pending`: outage dead letters not yet replayed.
+    pub pending: prometheus::IntGauge,
+    /// `dead_letters_replayed_total{outcome}`.
+    pub replayed: prometheus::IntCounterVec,
+}
+
+impl AutoReplayMetrics {
+    /// Registers both metrics, every outcome's series at 0.
+    pub fn register(
+        registry: &prometheus::Registry,
+    ) -> Result<AutoReplayMetrics, prometheus::Error> {
+        let pending = register(
+            registry,
+            prometheus::IntGauge::new(
+                "dead_letters_pending",
+                "Dead letters of a database outage in this worker's directory not yet replayed",
+            )?,
+        )?;
+        let replayed = register(
+            registry,
+            prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "dead_letters_replayed_total",
+                    "Outage dead letters replayed automatically, by outcome",
+                ),
+                &["outcome"],
+            )?,
+        )?;
+        export_at_zero(&replayed, Outcome::ALL.map(|outcome| [outcome.label()]));
+        Ok(AutoReplayMetrics { pending, replayed })
+    }
+}
+
 /// Replays outage dead letters in the background.
 pub struct DeadLetterReplayer {
     settings: DlqSettings,
     pipeline: Arc<Pipeline>,
     pool: Pool,
+    metrics: AutoReplayMetrics,
 }
 
 /// True for a dead letter written because the database was unavailable.
@@ -42,11 +80,17 @@ pub fn is_outage_dead_letter(letter: &DeadLetter) -> bool {
 }
 
 impl DeadLetterReplayer {
-    pub fn new(settings: DlqSettings, pipeline: Arc<Pipeline>, pool: Pool) -> DeadLetterReplayer {
+    pub fn new(
+        settings: DlqSettings,
+        pipeline: Arc<Pipeline>,
+        pool: Pool,
+        metrics: AutoReplayMetrics,
+    ) -> DeadLetterReplayer {
         DeadLetterReplayer {
             settings,
             pipeline,
             pool,
+            metrics,
         }
     }
 
@@ -95,7 +139,7 @@ impl DeadLetterReplayer {
                 cursors.push(cursor);
             }
         }
-        let gauge = &self.pipeline.metrics.dead_letters_pending;
+        let gauge = &self.metrics.pending;
         gauge.set(pending as i64);
         for mut cursor in cursors {
             tracing::info!(file = %cursor.path().display(), "replaying outage dead letters");
@@ -153,7 +197,7 @@ impl DeadLetterReplayer {
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        let replayed = &self.pipeline.metrics.dead_letters_replayed;
+        let replayed = &self.metrics.replayed;
         for outcome in &outcomes {
             replayed.with_label_values(&[outcome.label()]).inc();
         }

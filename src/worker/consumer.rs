@@ -12,13 +12,14 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::intake::HoldReason;
-use super::pipeline::{Pipeline, PoolSlot, Received};
+use super::pipeline::{Outcome, Pipeline, PoolSlot, Received};
 use crate::config::{KafkaSettings, WorkerSettings};
 use crate::domain::SourcePosition;
 use crate::queue::{ConsumerError, KafkaConsumer, Ticket};
-use crate::telemetry::Metrics;
+use crate::telemetry::{export_at_zero, register};
 
 /// How often the loop looks at the intake's hold while nothing else wakes it (blocked on
 /// a slot, or paused with no records coming).
@@ -27,25 +28,95 @@ const HOLD_RECHECK: Duration = Duration::from_millis(200);
 /// the client's statistics report it otherwise).
 const PAUSED_LAG_REFRESH: Duration = Duration::from_secs(5);
 
+/// The consumer's and its pool's metrics; cheap to clone (each is an `Arc` inside).
+#[derive(Clone)]
+pub struct ConsumerMetrics {
+    /// `queue_depth`: consumer lag, set by the Kafka client's statistics callback.
+    pub queue_depth: prometheus::IntGauge,
+    /// `active_workers`: messages holding a pool slot.
+    pub active_workers: prometheus::IntGauge,
+    /// `consumer_paused{reason}`: 1 while consumption is paused for that reason.
+    pub consumer_paused: prometheus::IntGaugeVec,
+    /// `messages_processed_total{outcome}`.
+    pub messages_processed: prometheus::IntCounterVec,
+}
+
+impl ConsumerMetrics {
+    /// Registers the four metrics, every outcome's series at 0. The pause reasons are
+    /// created by [`MessageConsumer::new`]: only a process that consumes exports them.
+    pub fn register(registry: &prometheus::Registry) -> Result<ConsumerMetrics, prometheus::Error> {
+        let queue_depth = register(
+            registry,
+            prometheus::IntGauge::new(
+                "queue_depth",
+                "Consumer lag: records in assigned partitions not yet consumed",
+            )?,
+        )?;
+        let active_workers = register(
+            registry,
+            prometheus::IntGauge::new(
+                "active_workers",
+                "Messages holding a worker pool slot (moderation and enrichment; bounded by worker.concurrency)",
+            )?,
+        )?;
+        let messages_processed = register(
+            registry,
+            prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "messages_processed_total",
+                    "Messages finished by the worker, by outcome",
+                ),
+                &["outcome"],
+            )?,
+        )?;
+        let consumer_paused = register(
+            registry,
+            prometheus::IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "consumer_paused",
+                    "1 while consumption is paused, by reason (dead_letters_unwritable, database_unavailable)",
+                ),
+                &["reason"],
+            )?,
+        )?;
+        export_at_zero(
+            &messages_processed,
+            Outcome::ALL.map(|outcome| [outcome.label()]),
+        );
+        Ok(ConsumerMetrics {
+            queue_depth,
+            active_workers,
+            consumer_paused,
+            messages_processed,
+        })
+    }
+}
+
 /// Reads records into the worker pool and commits what is durable.
 pub struct MessageConsumer {
     kafka: Arc<KafkaConsumer>,
     settings: WorkerSettings,
+    metrics: ConsumerMetrics,
 }
 
 impl MessageConsumer {
     pub fn new(
         kafka: &KafkaSettings,
         settings: &WorkerSettings,
-        queue_depth: prometheus::IntGauge,
+        metrics: ConsumerMetrics,
     ) -> Result<MessageConsumer, ConsumerError> {
+        export_at_zero(
+            &metrics.consumer_paused,
+            HoldReason::ALL.map(|reason| [reason.as_str()]),
+        );
         Ok(MessageConsumer {
             kafka: Arc::new(KafkaConsumer::new(
                 kafka,
                 settings.session_timeout,
-                queue_depth,
+                metrics.queue_depth.clone(),
             )?),
             settings: settings.clone(),
+            metrics,
         })
     }
 
@@ -63,7 +134,6 @@ impl MessageConsumer {
         tasks: TaskTracker,
         stop: CancellationToken,
     ) {
-        let metrics = pipeline.metrics.clone();
         // Read and tracked, waiting for a slot (more than one only if records arrive while
         // paused: those fetched before the pause).
         let mut waiting: VecDeque<(Received, Ticket)> = VecDeque::new();
@@ -74,7 +144,7 @@ impl MessageConsumer {
         loop {
             let hold = pipeline.intake.hold_reason();
             if hold != paused {
-                self.pause(hold, &metrics);
+                self.pause(hold);
                 paused = hold;
             }
             tokio::select! {
@@ -84,7 +154,7 @@ impl MessageConsumer {
                     let (Ok(permit), Some((received, ticket))) = (permit, waiting.pop_front()) else {
                         break;
                     };
-                    let slot = PoolSlot::new(permit, metrics.active_workers.clone());
+                    let slot = PoolSlot::new(permit, self.metrics.active_workers.clone());
                     self.spawn(&pipeline, &tasks, received, ticket, slot);
                 }
                 record = self.kafka.recv(), if waiting.is_empty() || paused.is_some() => {
@@ -142,23 +212,24 @@ impl MessageConsumer {
     ) {
         let pipeline = pipeline.clone();
         let offsets = self.kafka.offsets().clone();
-        tasks.spawn(async move {
-            let outcome = pipeline.process_received(received, Some(slot)).await;
-            if outcome.is_durable() {
-                offsets.complete(ticket);
+        let processed = self.metrics.messages_processed.clone();
+        let span = received.span();
+        tasks.spawn(
+            async move {
+                let outcome = pipeline.process_received(received, Some(slot)).await;
+                if outcome.is_durable() {
+                    offsets.complete(ticket);
+                }
+                processed.with_label_values(&[outcome.label()]).inc();
             }
-            pipeline
-                .metrics
-                .messages_processed
-                .with_label_values(&[outcome.label()])
-                .inc();
-        });
+            .instrument(span),
+        );
     }
 
     /// Pauses every assigned partition for `reason`, or resumes them all for `None`.
-    fn pause(&self, reason: Option<HoldReason>, metrics: &Metrics) {
+    fn pause(&self, reason: Option<HoldReason>) {
         for r in HoldReason::ALL {
-            metrics
+            self.metrics
                 .consumer_paused
                 .with_label_values(&[r.as_str()])
                 .set(i64::from(Some(r) == reason));

@@ -33,23 +33,22 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use auto_reenrich::{AutoReenricher, ReenrichMetrics};
-pub use auto_replay::{is_outage_dead_letter, DeadLetterReplayer};
-pub use consumer::MessageConsumer;
+pub use auto_replay::{is_outage_dead_letter, AutoReplayMetrics, DeadLetterReplayer};
+pub use consumer::{ConsumerMetrics, MessageConsumer};
 pub use intake::{HoldReason, Intake, IntakeProbe};
-pub use pipeline::{Outcome, Pipeline, Received};
+pub use pipeline::{Outcome, Pipeline, PipelineMetrics, Received};
 pub use reenrich::{reenrich, ReenrichReport};
 pub use replay::{replay_file, ReplayReport};
 pub use writers::Writers;
 
 use crate::config::Settings;
-use crate::deadletter::{DeadLetterWriter, ReadError};
-use crate::enrich::Enricher;
+use crate::deadletter::{DeadLetterMetrics, DeadLetterWriter, ReadError};
+use crate::enrich::{EnrichMetrics, Enricher};
 use crate::moderation::{ModerationError, Moderator};
 use crate::queue::ConsumerError;
 use crate::storage::partitions::PartitionMaintainer;
 use crate::storage::{BatchWriter, DatabaseOutage, StorageMetrics};
-use crate::supervisor::{spawn_supervised, supervise, Component};
-use crate::telemetry::Metrics;
+use crate::supervisor::{spawn_supervised, supervise, Component, Restarts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -59,6 +58,40 @@ pub enum WorkerError {
     Moderation(#[from] ModerationError),
     #[error(transparent)]
     DeadLetters(#[from] ReadError),
+}
+
+/// The metrics of every part a worker runs, each owned and registered by its part; the
+/// worker hands each part only its own.
+#[derive(Clone)]
+pub struct WorkerMetrics {
+    pub pipeline: PipelineMetrics,
+    pub enrich: EnrichMetrics,
+    pub storage: StorageMetrics,
+    pub dead_letters: DeadLetterMetrics,
+    pub consumer: ConsumerMetrics,
+    pub auto_replay: AutoReplayMetrics,
+    pub reenrich: ReenrichMetrics,
+    /// Registered by the process (its servers restart too), shared here.
+    pub restarts: Restarts,
+}
+
+impl WorkerMetrics {
+    /// Registers each part's metrics on `registry`, once.
+    pub fn register(
+        registry: &prometheus::Registry,
+        restarts: Restarts,
+    ) -> Result<WorkerMetrics, prometheus::Error> {
+        Ok(WorkerMetrics {
+            pipeline: PipelineMetrics::register(registry)?,
+            enrich: EnrichMetrics::register(registry)?,
+            storage: StorageMetrics::register(registry)?,
+            dead_letters: DeadLetterMetrics::register(registry)?,
+            consumer: ConsumerMetrics::register(registry)?,
+            auto_replay: AutoReplayMetrics::register(registry)?,
+            reenrich: ReenrichMetrics::register(registry)?,
+            restarts,
+        })
+    }
 }
 
 /// A pipeline and the writer tasks that must run for it to make progress.
@@ -72,7 +105,7 @@ pub struct PipelineParts {
 /// `dlq replay`.
 pub fn build_pipeline(
     settings: &Settings,
-    metrics: &Metrics,
+    metrics: &WorkerMetrics,
     pool: Pool,
     shutdown: CancellationToken,
 ) -> Result<PipelineParts, WorkerError> {
@@ -86,14 +119,12 @@ pub fn build_pipeline(
     let (writer, writer_handle) = BatchWriter::new(
         pool,
         settings.storage.clone(),
-        StorageMetrics {
-            db_write_duration: metrics.db_write_duration.clone(),
-            end_to_end_latency: metrics.end_to_end_latency.clone(),
-        },
+        metrics.storage.clone(),
         outage.clone(),
         shutdown.clone(),
     );
-    let (dlq, dlq_handle) = DeadLetterWriter::new(settings.dlq.dir.clone());
+    let (dlq, dlq_handle) =
+        DeadLetterWriter::new(settings.dlq.dir.clone(), metrics.dead_letters.clone());
     let pipeline = Arc::new(Pipeline {
         moderator: Arc::new(moderator),
         enricher,
@@ -101,7 +132,7 @@ pub fn build_pipeline(
         dead_letters: dlq_handle,
         intake: Arc::new(Intake::new(outage)),
         turns: Arc::default(),
-        metrics: metrics.clone(),
+        metrics: metrics.pipeline.clone(),
         shutdown,
     });
     Ok(PipelineParts {
@@ -119,14 +150,14 @@ pub struct Worker {
     maintenance_every: Duration,
     parts: PipelineParts,
     concurrency: usize,
-    metrics: Metrics,
+    restarts: Restarts,
     shutdown: CancellationToken,
 }
 
 impl Worker {
     pub fn build(
         settings: &Settings,
-        metrics: &Metrics,
+        metrics: &WorkerMetrics,
         pool: Pool,
         shutdown: CancellationToken,
     ) -> Result<Worker, WorkerError> {
@@ -135,19 +166,14 @@ impl Worker {
         let consumer = Arc::new(MessageConsumer::new(
             &settings.kafka,
             &settings.worker,
-            metrics.queue_depth.clone(),
+            metrics.consumer.clone(),
         )?);
-        for reason in HoldReason::ALL {
-            metrics
-                .consumer_paused
-                .with_label_values(&[reason.as_str()])
-                .set(0);
-        }
         let replayer = settings.dlq.auto_replay.then(|| {
             Arc::new(DeadLetterReplayer::new(
                 settings.dlq.clone(),
                 pipeline.clone(),
                 pool.clone(),
+                metrics.auto_replay.clone(),
             ))
         });
         let reenricher = settings.worker.reenrich.then(|| {
@@ -155,10 +181,7 @@ impl Worker {
                 settings.worker.clone(),
                 pool.clone(),
                 pipeline.enricher.clone(),
-                ReenrichMetrics {
-                    backlog: metrics.reenrich_backlog.clone(),
-                    reenriched: metrics.rows_reenriched.clone(),
-                },
+                metrics.reenrich.clone(),
             ))
         });
         Ok(Worker {
@@ -169,7 +192,7 @@ impl Worker {
             maintenance_every: settings.worker.partition_maintenance_interval,
             parts,
             concurrency: settings.worker.concurrency.get(),
-            metrics: metrics.clone(),
+            restarts: metrics.restarts.clone(),
             shutdown,
         })
     }
@@ -186,7 +209,7 @@ impl Worker {
 
     /// Runs until shutdown, then drains within `grace`.
     pub async fn run(self, grace: Duration) {
-        let restarts = self.metrics.component_restarts.clone();
+        let restarts = self.restarts.clone();
         let shutdown = self.shutdown.clone();
         let (pipeline, writers) = self.parts.start(&restarts);
         let commit_task = spawn_supervised(

@@ -16,7 +16,7 @@ use crate::moderation::Moderator;
 use crate::queue::Envelope;
 use crate::storage::{BatchWriterHandle, StoreOutcome};
 use crate::supervisor::catch_panic;
-use crate::telemetry::Metrics;
+use crate::telemetry::register;
 
 use super::intake::Intake;
 use super::turns::{MessageTurns, Turn};
@@ -62,6 +62,26 @@ impl Outcome {
     }
 }
 
+/// The pipeline's own metric; the stages and writers it drives count theirs.
+#[derive(Clone)]
+pub struct PipelineMetrics {
+    /// `moderation_hits_total`.
+    pub moderation_hits: prometheus::IntCounter,
+}
+
+impl PipelineMetrics {
+    pub fn register(registry: &prometheus::Registry) -> Result<PipelineMetrics, prometheus::Error> {
+        let moderation_hits = register(
+            registry,
+            prometheus::IntCounter::new(
+                "moderation_hits_total",
+                "Messages flagged by keyword moderation",
+            )?,
+        )?;
+        Ok(PipelineMetrics { moderation_hits })
+    }
+}
+
 const DLQ_RETRY_FIRST: Duration = Duration::from_millis(500);
 const DLQ_RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -74,7 +94,7 @@ pub struct Pipeline {
     pub dead_letters: DeadLetterHandle,
     pub intake: Arc<Intake>,
     pub turns: Arc<MessageTurns>,
-    pub metrics: Metrics,
+    pub metrics: PipelineMetrics,
     pub shutdown: CancellationToken,
 }
 
@@ -142,6 +162,31 @@ impl CountedPermit {
 impl Drop for CountedPermit {
     fn drop(&mut self) {
         self.active.dec();
+    }
+}
+
+impl Received {
+    /// The span every log line about this record carries, in the worker as in the ingest
+    /// API (which puts `message_id` and `bot_id` on its own), so one message's lines can
+    /// be picked out of both logs. Fields are borrowed or `Copy`: nothing is formatted
+    /// unless a subscriber records the span.
+    pub fn span(&self) -> tracing::Span {
+        match self {
+            Received::Message {
+                envelope, source, ..
+            } => tracing::info_span!(
+                "message",
+                message_id = %envelope.message.message_id,
+                bot_id = envelope.message.bot_id.as_str(),
+                partition = source.partition,
+                offset = source.offset,
+            ),
+            Received::Undecodable(letter) => tracing::info_span!(
+                "message",
+                partition = letter.kafka.map(|k| k.partition),
+                offset = letter.kafka.map(|k| k.offset),
+            ),
+        }
     }
 }
 
@@ -278,13 +323,7 @@ impl Pipeline {
         let mut blocked = false;
         let outcome = loop {
             match self.dead_letters.write(letter.clone()).await {
-                Ok(()) => {
-                    self.metrics
-                        .dead_letters
-                        .with_label_values(&[stage.as_str()])
-                        .inc();
-                    break Outcome::DeadLettered(stage);
-                }
+                Ok(()) => break Outcome::DeadLettered(stage),
                 Err(err) => {
                     failures += 1;
                     let wait = backoff.delay(failures);
@@ -326,6 +365,89 @@ pub(crate) fn nlp_fields(enrichment: Enrichment) -> NlpFields {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::LogFormat;
+    use crate::domain::{BotId, MessageId, MessageText};
+    use crate::telemetry::capture::CapturedLogs;
+    use tracing::Instrument;
+
+    fn received(partition: i32, offset: i64) -> (Received, MessageId) {
+        let id = MessageId::generate();
+        let message = ChatMessage {
+            message_id: id,
+            bot_id: BotId::parse("bot-7".into()).expect("valid"),
+            conversation_id: None,
+            user_id: None,
+            text: MessageText::parse("hello".into()).expect("valid"),
+            sent_at: None,
+            metadata: None,
+        };
+        let turns = Arc::new(MessageTurns::default());
+        let received = Received::Message {
+            turn: turns.join(id),
+            envelope: Envelope {
+                v: crate::queue::ENVELOPE_VERSION,
+                received_at: Utc::now(),
+                message,
+            },
+            source: SourcePosition { partition, offset },
+        };
+        (received, id)
+    }
+
+    #[tokio::test]
+    async fn a_message_s_log_lines_carry_its_ids_and_position_in_json() {
+        let (logs, _guard) = CapturedLogs::start(LogFormat::Json);
+        let (received, id) = received(3, 42);
+        async { tracing::warn!("while processing") }
+            .instrument(received.span())
+            .await;
+        let lines = logs.lines();
+        let [line] = lines.as_slice() else {
+            panic!("one line expected: {lines:?}");
+        };
+        let line: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        let span = &line["span"];
+        assert_eq!(span["name"], "message");
+        assert_eq!(span["message_id"], id.to_string());
+        assert_eq!(span["bot_id"], "bot-7");
+        assert_eq!(span["partition"], 3);
+        assert_eq!(span["offset"], 42);
+    }
+
+    #[tokio::test]
+    async fn a_message_s_log_lines_carry_its_ids_in_text() {
+        let (logs, _guard) = CapturedLogs::start(LogFormat::Text);
+        let (received, id) = received(0, 7);
+        async { tracing::warn!("while processing") }
+            .instrument(received.span())
+            .await;
+        let lines = logs.lines();
+        assert!(
+            lines.iter().any(|l| l.contains(&format!("message_id={id}"))
+                && l.contains("bot_id=\"bot-7\"")
+                && l.contains("partition=0")
+                && l.contains("offset=7")),
+            "{lines:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_record_s_lines_carry_its_position() {
+        let (logs, _guard) = CapturedLogs::start(LogFormat::Json);
+        let source = SourcePosition {
+            partition: 1,
+            offset: 9,
+        };
+        let received =
+            Received::Undecodable(DeadLetter::undecodable(None, None, "no value", source));
+        async { tracing::warn!("while processing") }
+            .instrument(received.span())
+            .await;
+        let lines = logs.lines();
+        let line: serde_json::Value = serde_json::from_str(&lines[0]).expect("a JSON line");
+        assert_eq!(line["span"]["partition"], 1);
+        assert_eq!(line["span"]["offset"], 9);
+    }
 
     #[test]
     fn all_has_one_of_each_outcome_with_its_own_label() {

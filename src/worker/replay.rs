@@ -11,11 +11,10 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::pipeline::{Outcome, Pipeline};
-use super::{build_pipeline, WorkerError};
+use super::{build_pipeline, WorkerError, WorkerMetrics};
 use crate::config::Settings;
 use crate::deadletter::{read_dead_letters, ReadError};
 use crate::domain::SourcePosition;
-use crate::telemetry::Metrics;
 
 /// Messages replayed at once.
 const REPLAY_CONCURRENCY: usize = 256;
@@ -42,13 +41,13 @@ pub struct ReplayReport {
 /// have drained.
 pub async fn replay_file(
     settings: &Settings,
-    metrics: &Metrics,
+    metrics: &WorkerMetrics,
     pool: Pool,
     shutdown: CancellationToken,
     path: &Path,
 ) -> Result<ReplayReport, WorkerError> {
     let parts = build_pipeline(settings, metrics, pool, shutdown)?;
-    let (pipeline, writers) = parts.start(&metrics.component_restarts);
+    let (pipeline, writers) = parts.start(&metrics.restarts);
     let report = replay_dead_letters(path, pipeline).await;
     // The pipeline (and its writer handles) is gone: the writers finish and stop.
     writers.drained().await;

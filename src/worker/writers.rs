@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::pipeline::Pipeline;
 use super::PipelineParts;
-use crate::supervisor::{spawn_supervised, Component};
+use crate::supervisor::{spawn_supervised, Component, Restarts};
 
 /// The running writers of one pipeline.
 pub struct Writers {
@@ -20,7 +20,7 @@ pub struct Writers {
 impl PipelineParts {
     /// Starts the writers; a panic restarts one, counted in `restarts`. Returns the
     /// pipeline that feeds them: once it (and every clone) is dropped, they drain and stop.
-    pub fn start(self, restarts: &prometheus::IntCounterVec) -> (Arc<Pipeline>, Writers) {
+    pub fn start(self, restarts: &Restarts) -> (Arc<Pipeline>, Writers) {
         // Never cancelled: the writers are not stopped at shutdown but drained, so a panic
         // while draining restarts them too.
         let drain = CancellationToken::new();
