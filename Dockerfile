@@ -22,24 +22,29 @@ RUN apt-get update \
 WORKDIR /build
 
 # Dependency layer: build every dependency against placeholder sources, so that editing
-# src/ reuses this layer and only the crate itself is recompiled.
+# src/ or crates/ reuses this layer and only the workspace's own crates are recompiled.
 COPY Cargo.toml Cargo.lock ./
+COPY crates/service/Cargo.toml crates/service/
+COPY crates/loadgen/Cargo.toml crates/loadgen/
+COPY crates/nlp-sim/Cargo.toml crates/nlp-sim/
 # (Cargo.toml names a bench target, so its file must exist for the manifest to load; the
 # placeholder stays, since the release build never compiles benches.)
-RUN mkdir src benches \
+RUN mkdir -p src benches crates/service/src crates/loadgen/src crates/nlp-sim/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
+    && touch crates/service/src/lib.rs crates/loadgen/src/lib.rs crates/nlp-sim/src/lib.rs \
     && echo 'fn main() {}' > benches/hot_paths.rs \
     && cargo build --release --locked \
-    && rm -rf src
+    && rm -rf src crates/service/src crates/loadgen/src crates/nlp-sim/src
 
-# The real sources. config/default.toml and sql/*.sql are compiled in (include_str!).
+# The real sources: the binary (src/) and the crates it links (crates/).
+# config/default.toml and sql/*.sql are compiled in (include_str!).
 COPY src ./src
+COPY crates ./crates
 COPY config ./config
 COPY sql ./sql
 # Cargo decides what to rebuild by mtime: make sure the placeholder build is stale. The
 # binary keeps its line tables (profile.release) so panic backtraces name source lines.
-RUN touch src/main.rs src/lib.rs \
+RUN touch src/main.rs crates/service/src/lib.rs crates/loadgen/src/lib.rs crates/nlp-sim/src/lib.rs \
     && cargo build --release --locked \
     && ./target/release/chat-analytics --version
 

@@ -62,7 +62,7 @@ endif
 # target (its first build on a machine, with nightly, compiles every dependency again, into
 # ~/.cache/chat-analytics/fuzz-target, which later runs and fresh clones reuse).
 test: infra-up test-tools ## Every test: unit, integration (real Kafka and Postgres), API schema, fuzz smoke
-	$(CARGO) test --release $(TEST_ARGS) -- --test-threads=$(TEST_THREADS)
+	$(CARGO) test --workspace --release $(TEST_ARGS) -- --test-threads=$(TEST_THREADS)
 	scripts/check-api-schema.sh
 	FUZZ_SECONDS=20 scripts/fuzz.sh
 
@@ -83,10 +83,10 @@ chaos: ## Faults under load (kills, outages, rebalances), every message id accou
 fuzz: test-tools ## Every fuzz target (fuzz/) for FUZZ_SECONDS each; report in bench/results/fuzz-*/
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
-lint: ## rustfmt check (fuzz/ too), clippy on all targets (warnings are errors), promtool on deploy/
+lint: ## rustfmt check (fuzz/ too), clippy on every crate and target (warnings are errors), promtool on deploy/
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
-	$(CARGO) clippy --all-targets --release -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 	scripts/check-deploy.sh
 
 # k6 scenarios against a running service (`make run` in another terminal); knobs such as

@@ -20,12 +20,12 @@ use std::time::Duration;
 
 use chat_analytics::domain::{ChatMessage, NlpFields, NlpStatus, ProcessedMessage, SourcePosition};
 use chat_analytics::ingest::{parse_batch, parse_single};
-use chat_analytics::loadgen::payload::chat_text;
 use chat_analytics::moderation::Moderator;
-use chat_analytics::nlp_sim::{analyze, Lexicon};
 use chat_analytics::queue::{encode_message, Envelope};
 use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use loadgen::payload::chat_text;
+use nlp_sim::{analyze, Lexicon};
 use serde_json::{json, Value};
 use uuid::Uuid;
 

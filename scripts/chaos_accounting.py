@@ -28,7 +28,7 @@ import subprocess
 import sys
 from collections import Counter, defaultdict
 
-# Outcomes of an attempt that got no HTTP answer (see src/loadgen/ledger.rs).
+# Outcomes of an attempt that got no HTTP answer (see crates/loadgen/src/ledger.rs).
 NO_ANSWER = {"connect", "timeout", "closed", "io", "bad_response", "unanswered"}
 REFUSED = {"429", "503"}
 # librdkafka reports consumer lag every 5 s: a worker's queue_depth means nothing before

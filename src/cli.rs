@@ -44,9 +44,9 @@ pub enum Command {
     },
     /// Load generator: open-loop rate over keep-alive connections, one bot each;
     /// JSON/Markdown/PNG report.
-    Loadgen(crate::loadgen::LoadgenArgs),
+    Loadgen(loadgen::LoadgenArgs),
     /// The reference NLP API server, with latency and fault injection.
-    NlpSim(crate::nlp_sim::NlpSimArgs),
+    NlpSim(nlp_sim::NlpSimArgs),
     /// Enrich rows that were stored without NLP data (oldest first).
     Reenrich {
         /// Stop after this many rows.

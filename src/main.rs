@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::Parser;
 
 use chat_analytics::app::{App, Role};
-use chat_analytics::cli::{Cli, Command, DlqCommand};
 use chat_analytics::config::Settings;
 use chat_analytics::deadletter::{read_dead_letters, DeadLetterStats};
 use chat_analytics::enrich::{EnrichMetrics, Enricher};
@@ -15,7 +14,11 @@ use chat_analytics::ingest::hash_key;
 use chat_analytics::storage::partitions::PartitionMaintainer;
 use chat_analytics::supervisor::Restarts;
 use chat_analytics::worker::{reenrich, replay_file, WorkerMetrics};
-use chat_analytics::{nlp_sim, shutdown, storage, telemetry};
+use chat_analytics::{shutdown, storage, telemetry};
+
+use cli::{Cli, Command, DlqCommand};
+
+mod cli;
 
 /// glibc's malloc was ~17% of the service's CPU under load and its per-thread arenas kept
 /// freed memory resident; jemalloc is cheaper here and returns memory (docs/BENCHMARKS.md).
@@ -116,7 +119,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Loadgen(args) => {
-            let report = chat_analytics::loadgen::run(args).await?;
+            let report = loadgen::run(args).await?;
             println!("{}", report.summary());
             Ok(())
         }

@@ -506,14 +506,15 @@ fn builder_stage_copies_every_file_the_sources_include() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    for required in ["Cargo.toml", "Cargo.lock", "src"] {
+    for required in ["Cargo.toml", "Cargo.lock", "src", "crates"] {
         assert!(
             copied.contains(required),
             "the builder does not COPY {required}: {copied:?}"
         );
     }
     let root = repo_path("");
-    for (file, included) in included_files(&repo_path("src")) {
+    let sources = [repo_path("src"), repo_path("crates")];
+    for (file, included) in sources.iter().flat_map(|dir| included_files(dir)) {
         let relative = included.strip_prefix(&root).unwrap_or_else(|_| {
             panic!(
                 "{} includes {} from outside the repository",

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chat_analytics::http_server::{json_response, HttpResponse};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderValue, ALLOW};
@@ -45,7 +46,6 @@ use super::analysis::analyze;
 use super::faults::{Faults, Outcome, Plan};
 use super::lexicon::Lexicon;
 use super::NlpSimError;
-use crate::http_server::{json_response, HttpResponse};
 
 /// Largest request body accepted. Chat messages are at most 4,096
 /// characters; this leaves room for escapes and multi-byte text while

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::domain::{ContentDigest, FailureCode, ProcessedMessage};
 
-const INSERT_MESSAGES: &str = include_str!("../../sql/queries/insert_messages.sql");
+const INSERT_MESSAGES: &str = include_str!("../../../../sql/queries/insert_messages.sql");
 
 /// Whose fault a failed write is: the retry and dead-letter decisions read this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

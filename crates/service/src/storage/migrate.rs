@@ -8,15 +8,18 @@ use crate::config::{PartitionSettings, StorageSettings};
 
 /// The migrations, compiled in so the binary never runs against a mismatched folder.
 pub const MIGRATIONS: &[(&str, &str)] = &[
-    ("0001_messages", include_str!("../../sql/0001_messages.sql")),
-    ("0002_views", include_str!("../../sql/0002_views.sql")),
+    (
+        "0001_messages",
+        include_str!("../../../../sql/0001_messages.sql"),
+    ),
+    ("0002_views", include_str!("../../../../sql/0002_views.sql")),
     (
         "0003_message_keys",
-        include_str!("../../sql/0003_message_keys.sql"),
+        include_str!("../../../../sql/0003_message_keys.sql"),
     ),
     (
         "0004_unenriched_index",
-        include_str!("../../sql/0004_unenriched_index.sql"),
+        include_str!("../../../../sql/0004_unenriched_index.sql"),
     ),
 ];
 

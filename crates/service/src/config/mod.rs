@@ -52,7 +52,7 @@ pub use storage::StorageSettings;
 pub use worker::WorkerSettings;
 
 /// The defaults every deployment starts from; the file on disk is this file.
-const DEFAULTS: &str = include_str!("../../config/default.toml");
+const DEFAULTS: &str = include_str!("../../../../config/default.toml");
 const ENV_PREFIX: &str = "CHAT_ANALYTICS";
 const ENV_SEPARATOR: &str = "__";
 

@@ -7,7 +7,7 @@ use deadpool_postgres::GenericClient;
 
 use super::partitions::{PartitionError, Step};
 
-const PRUNE_MESSAGE_KEYS: &str = include_str!("../../sql/queries/prune_message_keys.sql");
+const PRUNE_MESSAGE_KEYS: &str = include_str!("../../../../sql/queries/prune_message_keys.sql");
 /// Keys deleted per statement.
 const PRUNE_CHUNK: i64 = 10_000;
 

@@ -1,14 +1,14 @@
 //! `nlp-sim`: the reference NLP API server, with latency and fault injection.
 //!
 //! The worker enriches every message through an external NLP API. To develop,
-//! test and load-test that path without a real provider, this module serves
+//! test and load-test that path without a real provider, this crate serves
 //! the same contract (`POST /v1/analyze`, see the spec's "NLP API contract")
 //! with real, if simple, lexicon-based analysis, and lets testers make it
 //! slow, failing or silent on demand, at start-up (flags) or at run time
 //! (`POST /admin/faults`).
 //!
-//! It shares only the listener binder and the JSON response helper of
-//! `http_server` with the rest of the crate.
+//! It takes only the listener binder and the JSON response helper of the
+//! service's `http_server`, rather than keeping copies of its own.
 //!
 //! # Layout
 //!
@@ -97,11 +97,12 @@ pub async fn run(
 ) -> Result<(), NlpSimError> {
     let settings = FaultSettings::new(args.latency_ms, args.error_rate, args.hang_rate)?;
     let faults = Faults::new(settings, args.latency_cv)?;
-    let listener =
-        crate::http_server::listen(args.listen, false).map_err(|source| NlpSimError::Bind {
+    let listener = chat_analytics::http_server::listen(args.listen, false).map_err(|source| {
+        NlpSimError::Bind {
             addr: args.listen,
             source,
-        })?;
+        }
+    })?;
     info!(
         listen = %args.listen,
         latency_ms = settings.latency_ms(),

@@ -12,30 +12,35 @@
 //! - [`ingest`]: the HTTP API: routes, request parsing, API keys, admission (429/503).
 //! - [`queue`]: Kafka: the envelope codec, the producer, the consumer client and its
 //!   offset tracker.
-//! - [`storage`]: Postgres pool and migrations.
-//! - [`nlp_sim`]: the reference NLP API server; [`loadgen`]: the load generator.
+//! - [`worker`]: the pool: dispatch, the per-message pipeline, supervision, replay and
+//!   re-enrichment; the only module that sees several stages.
+//! - [`moderation`]: the normaliser and the word-list matcher, a pure stage.
+//! - [`enrich`]: the NLP API client: retries, circuit breaker, fallback.
+//! - [`storage`]: Postgres pool and migrations, partitions, the batch writer.
+//! - [`deadletter`]: the dead-letter files: writer, reader, replay progress.
 //! - [`telemetry`]: the metrics registry every component registers its own metrics on,
 //!   health probes, the admin listener, logging (with per-request and per-message spans).
 //! - [`http_server`]: the HTTP/1.1 server both listeners share: accept loop, idle
 //!   connections parked without buffers, timeouts, graceful drain.
 //! - [`config`]: the typed settings tree, one file per section, parsed at load; it
 //!   imports nothing else of the crate, every component takes its own section from it;
-//!   [`cli`]: the command line;
 //!   [`app`]: assembles a role from settings; [`shutdown`]: the signal;
-//!   [`supervisor`]: restarts long-lived tasks that panic.
+//!   [`supervisor`]: restarts long-lived tasks that panic; [`backoff`]: the one
+//!   exponential backoff the retrying callers share.
+//!
+//! The tools that exercise the service, the load generator and the reference NLP API
+//! server, are crates of their own (`crates/loadgen`, `crates/nlp-sim`); the
+//! `chat-analytics` binary links them for its `loadgen` and `nlp-sim` subcommands.
 
 pub mod app;
 pub mod backoff;
-pub mod cli;
 pub mod config;
 pub mod deadletter;
 pub mod domain;
 pub mod enrich;
 pub mod http_server;
 pub mod ingest;
-pub mod loadgen;
 pub mod moderation;
-pub mod nlp_sim;
 pub mod queue;
 pub mod shutdown;
 pub mod storage;

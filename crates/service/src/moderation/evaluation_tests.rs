@@ -18,7 +18,10 @@ const MIN_RECALL: f64 = 0.90;
 const MAX_FALSE_POSITIVE_RATE: f64 = 0.05;
 
 fn project_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+    // This crate sits two levels below the repository root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

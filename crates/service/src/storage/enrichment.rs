@@ -8,10 +8,10 @@ use uuid::Uuid;
 use super::insert::InsertError;
 use crate::domain::NlpFields;
 
-const SELECT_UNENRICHED: &str = include_str!("../../sql/queries/select_unenriched.sql");
-const LOCK_UNENRICHED: &str = include_str!("../../sql/queries/lock_unenriched.sql");
-const COUNT_UNENRICHED: &str = include_str!("../../sql/queries/count_unenriched.sql");
-const UPDATE_ENRICHMENT: &str = include_str!("../../sql/queries/update_enrichment.sql");
+const SELECT_UNENRICHED: &str = include_str!("../../../../sql/queries/select_unenriched.sql");
+const LOCK_UNENRICHED: &str = include_str!("../../../../sql/queries/lock_unenriched.sql");
+const COUNT_UNENRICHED: &str = include_str!("../../../../sql/queries/count_unenriched.sql");
+const UPDATE_ENRICHMENT: &str = include_str!("../../../../sql/queries/update_enrichment.sql");
 
 /// A row without NLP data, and where it sits in the oldest-first walk.
 #[derive(Debug, Clone)]
