@@ -77,9 +77,10 @@ export CHAT_ANALYTICS__ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT"
 export CHAT_ANALYTICS__DLQ__DIR="$OUT/dlq"
 export CHAT_ANALYTICS__LOG__LEVEL=warn
 # Seven processes on two cores: one runtime thread each spends less CPU on cross-thread
-# wake-ups and work-stealing than one per core (docs/BENCHMARKS.md, tuning log). The worker
-# and nlp-sim keep one per core: on one thread, answers and timers queued behind bursts of
-# work, NLP calls overran their 300 ms timeout four times as often and a backlog built up.
+# wake-ups and work-stealing than one per core (docs/BENCHMARKS-HISTORY.md, tuning log
+# step 14). The worker and nlp-sim keep one per core: on one thread, answers and timers
+# queued behind bursts of work, NLP calls overran their 300 ms timeout four times as often
+# and a backlog built up.
 export CHAT_ANALYTICS__RUNTIME__WORKER_THREADS="${RUNTIME_THREADS:-1}"
 "$BIN" migrate >"$OUT/migrate.json"
 

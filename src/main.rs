@@ -21,7 +21,8 @@ use cli::{Cli, Command, DlqCommand};
 mod cli;
 
 /// glibc's malloc was ~17% of the service's CPU under load and its per-thread arenas kept
-/// freed memory resident; jemalloc is cheaper here and returns memory (docs/BENCHMARKS.md).
+/// freed memory resident; jemalloc is cheaper here and returns memory
+/// (docs/BENCHMARKS-HISTORY.md, tuning log step 1).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
