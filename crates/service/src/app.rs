@@ -38,22 +38,33 @@ impl Role {
     }
 }
 
+/// Why [`App::build`] failed: the process cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    /// A listener could not be bound (address in use, no permission).
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
+        /// Which listener: `api` or `admin`.
         what: &'static str,
+        /// The address from the settings.
         addr: SocketAddr,
+        /// The OS error.
         source: std::io::Error,
     },
+    /// The Kafka producer could not be created (roles that run the API).
     #[error(transparent)]
     Producer(#[from] ProducerError),
+    /// An `auth.keys` entry has a `bot_ids` pattern that is not a valid glob.
     #[error(transparent)]
     Auth(#[from] AuthConfigError),
+    /// The Postgres pool could not be set up, or the migrations at start
+    /// (`storage.migrate_on_start`) failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A metric could not be registered (a name registered twice).
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The worker could not be built: its Kafka consumer or the moderation word lists.
     #[error(transparent)]
     Worker(#[from] WorkerError),
 }
@@ -79,6 +90,9 @@ pub struct App {
 }
 
 impl App {
+    /// Builds what `role` runs from `settings`: the Kafka producer and ingest handler, the
+    /// Postgres pool (migrated first with `storage.migrate_on_start`) and worker, the health
+    /// probes, and binds both listeners. Nothing is served until [`App::run`].
     pub async fn build(
         settings: &Settings,
         role: Role,
@@ -151,6 +165,8 @@ impl App {
         self.api.as_ref().and_then(|a| a.listener.local_addr().ok())
     }
 
+    /// The admin listener's address (`/livez`, `/health`, `/metrics`); with port 0 in the
+    /// settings, the one the OS picked.
     pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
         self.admin_listener.local_addr()
     }

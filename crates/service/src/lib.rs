@@ -32,6 +32,8 @@
 //! server, are crates of their own (`crates/loadgen`, `crates/nlp-sim`); the
 //! `chat-analytics` binary links them for its `loadgen` and `nlp-sim` subcommands.
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod backoff;
 pub mod config;

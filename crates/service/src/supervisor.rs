@@ -20,14 +20,23 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 /// A supervised task: the `component` label of `component_restarts_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {
+    /// The worker's Kafka read loop, feeding the pool of in-flight messages.
     Consumer,
+    /// Commits each partition's durable offsets, every `worker.commit_interval_ms`.
     OffsetCommitter,
+    /// Batches processed messages into Postgres inserts.
     BatchWriter,
+    /// Appends and fsyncs dead-letter files.
     DeadLetterWriter,
+    /// Creates daily partitions ahead and applies retention, on a timer.
     PartitionMaintainer,
+    /// Replays outage dead letters once the database takes writes again.
     DeadLetterReplayer,
+    /// Fills in NLP data of rows stored without it.
     Reenricher,
+    /// The accept loop of the public ingest listener.
     ApiServer,
+    /// The accept loop of the admin listener.
     AdminServer,
 }
 
@@ -45,6 +54,7 @@ impl Component {
         Component::AdminServer,
     ];
 
+    /// The `component` label value, e.g. `batch_writer`.
     pub fn as_str(self) -> &'static str {
         match self {
             Component::Consumer => "consumer",

@@ -16,6 +16,7 @@ pub(super) struct Raw {
 /// Where `/livez`, `/health` and `/metrics` are served.
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
+    /// Address of the admin listener, e.g. `127.0.0.1:8081`.
     pub listen: SocketAddr,
 }
 

@@ -30,6 +30,8 @@ pub(super) struct Raw {
 /// How the ingestion API listens, what it accepts, and how it sheds load.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
+    /// Address of the public listener (`/v1/messages`, `/v1/messages/batch`, `/health`,
+    /// `/livez`).
     pub listen: SocketAddr,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: NonZeroUsize,
@@ -52,7 +54,9 @@ pub struct ApiSettings {
 /// A per-bot token bucket: `rate` messages a second, bursts up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PerBotLimit {
+    /// Sustained messages per second one `bot_id` may post.
     pub rate: NonZeroU32,
+    /// Messages a bot may post at once above the rate: the bucket's size.
     pub burst: NonZeroU32,
 }
 

@@ -32,13 +32,16 @@ fn match_every_bot() -> Vec<String> {
 pub struct AuthSettings {
     /// Bind a non-loopback API with no key at all.
     pub allow_anonymous: bool,
+    /// The accepted keys; empty, every request is anonymous.
     pub keys: Vec<ApiKeySettings>,
 }
 
 /// One API key as configured: only its SHA-256 is ever stored.
 #[derive(Debug, Clone)]
 pub struct ApiKeySettings {
+    /// The key's label in logs and error messages; not secret.
     pub name: String,
+    /// SHA-256 of the key: the key itself is never configured.
     pub sha256: KeyHash,
     /// Glob patterns of the `bot_id`s the key may post for; never empty.
     pub bot_ids: Vec<String>,
@@ -50,7 +53,7 @@ pub struct ApiKeySettings {
 pub struct KeyHash([u8; 32]);
 
 impl KeyHash {
-    pub fn as_bytes(&self) -> &[u8; 32] {
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 }

@@ -30,6 +30,7 @@ pub(super) struct Raw {
 pub struct KafkaSettings {
     /// `host:port[,host:port...]`, as librdkafka takes them.
     pub brokers: String,
+    /// The topic ingest publishes to and the worker consumes, e.g. `chat.messages`.
     pub topic: String,
     /// A publish not acknowledged (acks=all) within this is answered 503.
     pub publish_timeout: Duration,
@@ -37,7 +38,9 @@ pub struct KafkaSettings {
     pub max_in_flight: NonZeroUsize,
     /// Below `publish_timeout`.
     pub linger: Duration,
+    /// How the producer compresses its batches.
     pub compression: Compression,
+    /// The workers' consumer group: its members share the topic's partitions.
     pub consumer_group: String,
     /// The broker answers a fetch once it has this many bytes...
     pub fetch_min_bytes: NonZeroU32,
@@ -48,10 +51,15 @@ pub struct KafkaSettings {
 /// Codec of produced batches (`compression.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// Batches go uncompressed: least CPU, most bytes on the network and on disk.
     None,
+    /// gzip: a good ratio for the most producer CPU of these.
     Gzip,
+    /// Snappy: cheap on CPU, a modest ratio.
     Snappy,
+    /// LZ4: fast with a fair ratio (the default).
     Lz4,
+    /// Zstandard: about gzip's ratio for less CPU; needs brokers of Kafka 2.1 or later.
     Zstd,
 }
 

@@ -17,13 +17,16 @@ pub struct LogSettings {
     /// A `tracing` filter directive known to parse, e.g. `info` or
     /// `chat_analytics=debug,info` (kept as text: the filter itself cannot be cloned).
     pub level: String,
+    /// How each log line is written.
     pub format: LogFormat,
 }
 
 /// Text for people, JSON for log pipelines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
     Text,
+    /// One JSON object a line, for log shippers.
     Json,
 }
 

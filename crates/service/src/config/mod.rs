@@ -59,18 +59,31 @@ const ENV_SEPARATOR: &str = "__";
 /// Every setting of the service, one field per section of `config/default.toml`.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// `[api]`: the public ingestion listener, what it accepts and how it sheds load.
     pub api: ApiSettings,
+    /// `[admin]`: the health and metrics listener.
     pub admin: AdminSettings,
+    /// `[auth]`: the API keys.
     pub auth: AuthSettings,
+    /// `[kafka]`: the brokers, the topic, producer and consumer tuning.
     pub kafka: KafkaSettings,
+    /// `[postgres]`: the database and the connection pool.
     pub postgres: PostgresSettings,
+    /// `[nlp]`: the NLP API and enrichment's timeouts, retries and circuit breaker.
     pub nlp: NlpSettings,
+    /// `[dlq]`: the dead-letter directory and the automatic replay.
     pub dlq: DlqSettings,
+    /// `[worker]`: in-flight messages, offset commits, moderation lists, re-enrichment.
     pub worker: WorkerSettings,
+    /// `[storage]`: batched writes, and riding out a database outage.
     pub storage: StorageSettings,
+    /// `[partitions]`: daily partitions ahead, retention and archives.
     pub partitions: PartitionSettings,
+    /// `[shutdown]`: how long draining may take.
     pub shutdown: ShutdownSettings,
+    /// `[runtime]`: the async runtime's threads.
     pub runtime: RuntimeSettings,
+    /// `[log]`: the log filter and format.
     pub log: LogSettings,
 }
 

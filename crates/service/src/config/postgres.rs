@@ -21,6 +21,7 @@ pub(super) struct Raw {
 pub struct PostgresSettings {
     /// A valid libpq connection string or URL.
     pub url: SecretUrl,
+    /// Most connections open at once; `storage.concurrent_batches` may not exceed it.
     pub pool_size: NonZeroUsize,
     /// Bounds connecting, and waiting for a pooled connection.
     pub connect_timeout: Duration,
@@ -32,10 +33,12 @@ pub struct PostgresSettings {
 pub struct SecretUrl(String);
 
 impl SecretUrl {
+    /// Wraps a connection string (tests use it to point at their own database).
     pub fn new(url: impl Into<String>) -> Self {
         SecretUrl(url.into())
     }
 
+    /// The connection string in clear, for the driver only: never log it.
     pub fn expose(&self) -> &str {
         &self.0
     }

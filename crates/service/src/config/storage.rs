@@ -39,6 +39,8 @@ pub struct StorageSettings {
     /// Attempts for a row the database refuses for its content before it is failed
     /// (dead-lettered), `write_backoff` apart.
     pub write_attempts: NonZeroU32,
+    /// Wait between two attempts of a refused row; also the first wait between tries of
+    /// a batch held through an outage.
     pub write_backoff: Duration,
     /// How long rows are held and retried while the database is unavailable before they
     /// are failed (dead-lettered); zero fails them on the first try.

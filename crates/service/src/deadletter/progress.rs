@@ -18,10 +18,14 @@ use super::record::DeadLetter;
 /// Most bytes read from a file at once: a chunk of lines is replayed before the next.
 const CHUNK_BYTES: u64 = 1 << 20;
 
+/// A dead-letter file, its `.replayed` progress file or the directory could not be
+/// read or written.
 #[derive(Debug, thiserror::Error)]
 #[error("replay progress of {path}: {source}")]
 pub struct ProgressError {
+    /// The file or directory at fault.
     pub path: PathBuf,
+    /// The OS error.
     pub source: std::io::Error,
 }
 

@@ -10,11 +10,15 @@ use serde::Serialize;
 use super::progress::dead_letter_files;
 use super::record::DeadLetter;
 
+/// Why dead letters could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// A file, or the directory listing, could not be opened or read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file or directory at fault.
         path: PathBuf,
+        /// The OS error.
         source: std::io::Error,
     },
 }
@@ -22,14 +26,21 @@ pub enum ReadError {
 /// One line that is not a dead letter (e.g. a torn last line after a crash).
 #[derive(Debug, Clone, Serialize)]
 pub struct BadLine {
+    /// The file the line is in.
     pub file: PathBuf,
+    /// Its line number, from 1.
     pub line: usize,
+    /// Why it is not a dead letter: the JSON parser's message.
     pub error: String,
 }
 
+/// What was read from one file or a directory of them: the dead letters, and the lines
+/// that are not one.
 #[derive(Debug, Default)]
 pub struct DeadLetterFile {
+    /// Every readable dead letter, in file order (files oldest first).
     pub letters: Vec<DeadLetter>,
+    /// Lines that are not a dead letter, in the same order.
     pub bad_lines: Vec<BadLine>,
 }
 
@@ -90,16 +101,24 @@ pub fn read_dead_letter_lines(
 /// What `dlq stats` prints.
 #[derive(Debug, Serialize)]
 pub struct DeadLetterStats {
+    /// Dead letters read.
     pub total: usize,
+    /// Dead letters holding a valid chat message, which `dlq replay` can store.
     pub replayable: usize,
+    /// Dead letters per stage (`decode`, `storage`, `panic`).
     pub by_stage: BTreeMap<&'static str, usize>,
+    /// The five most frequent `error` texts with their counts, most frequent first.
     pub top_errors: Vec<(String, usize)>,
+    /// The earliest `failed_at`; `None` without dead letters.
     pub first_failed_at: Option<DateTime<Utc>>,
+    /// The latest `failed_at`; `None` without dead letters.
     pub last_failed_at: Option<DateTime<Utc>>,
+    /// Lines that are not a dead letter (e.g. torn by a crash).
     pub unreadable_lines: usize,
 }
 
 impl DeadLetterStats {
+    /// Sums up `file` for `dlq stats`.
     pub fn of(file: &DeadLetterFile) -> DeadLetterStats {
         let mut by_stage = BTreeMap::new();
         let mut errors: BTreeMap<&str, usize> = BTreeMap::new();

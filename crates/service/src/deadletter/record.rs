@@ -26,6 +26,8 @@ impl Stage {
     /// from start.
     pub const ALL: [Stage; 3] = [Stage::Decode, Stage::Storage, Stage::Panic];
 
+    /// The stage as a dead letter's `stage` names it; also the `stage` label of
+    /// `dead_letters_total`.
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Decode => "decode",
@@ -35,9 +37,12 @@ impl Stage {
     }
 }
 
+/// Where a dead letter's record was read from in Kafka.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KafkaPosition {
+    /// Partition of `kafka.topic`.
     pub partition: i32,
+    /// Offset of the record in its partition.
     pub offset: i64,
 }
 
@@ -56,20 +61,27 @@ impl From<SourcePosition> for KafkaPosition {
 /// `{"raw_key": ..., "raw_value": ...}` (lossy UTF-8) so an operator can see what came.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
+    /// The chat message as accepted, or `{"raw_key": ..., "raw_value": ...}` for an
+    /// undecodable record.
     pub message: serde_json::Value,
+    /// When ingest accepted the message; absent for an undecodable record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_at: Option<DateTime<Utc>>,
+    /// The stage that gave up.
     pub stage: Stage,
     /// `<code>: <detail>`, the code a [`FailureCode`].
     pub error: String,
+    /// Attempts the stage made before giving up.
     pub attempts: u32,
+    /// When the message was dead-lettered (UTC); its day names the file.
     pub failed_at: DateTime<Utc>,
+    /// Where the record was read from in Kafka, when it came from there.
     #[serde(default)]
     pub kafka: Option<KafkaPosition>,
 }
 
 impl DeadLetter {
-    pub fn for_message(
+    pub(crate) fn for_message(
         message: &ChatMessage,
         received_at: DateTime<Utc>,
         stage: Stage,
@@ -89,7 +101,7 @@ impl DeadLetter {
         }
     }
 
-    pub fn undecodable(
+    pub(crate) fn undecodable(
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         detail: impl Display,

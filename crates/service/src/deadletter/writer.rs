@@ -18,10 +18,14 @@ use super::record::DeadLetter;
 /// Most dead letters written by one fsync.
 const GROUP_LIMIT: usize = 2048;
 
+/// A dead letter that could not be made durable: it is in no file.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("cannot write dead letters to {path}: {reason}")]
 pub struct DeadLetterError {
+    /// The file that could not be written, or the dead-letter directory.
     pub path: PathBuf,
+    /// What failed: encoding, opening, writing or fsyncing the file, or the writer task
+    /// stopped.
     pub reason: String,
 }
 
@@ -51,6 +55,8 @@ impl DeadLetterHandle {
     }
 }
 
+/// The task that appends queued dead letters to the day's file, one fsync per group,
+/// and answers each [`DeadLetterHandle::write`] once its line is durable.
 pub struct DeadLetterWriter {
     rx: Mutex<mpsc::Receiver<(DeadLetter, Reply)>>,
     dir: PathBuf,

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct FieldError {
+    /// Stable reason, the `code` of the API's 400: `invalid_length`, `invalid_characters`,
+    /// `invalid_type` or `too_large`.
     pub code: &'static str,
+    /// The rule the value broke, for people, e.g. `must be 1-128 characters`.
     pub message: String,
 }
 
@@ -22,9 +25,13 @@ impl FieldError {
     }
 }
 
+/// Longest `bot_id`, in characters (ASCII only, so also bytes).
 pub const MAX_BOT_ID_CHARS: usize = 128;
+/// Longest `conversation_id` or `user_id`, in Unicode characters.
 pub const MAX_LABEL_CHARS: usize = 128;
+/// Longest message text, in Unicode characters.
 pub const MAX_TEXT_CHARS: usize = 4096;
+/// Largest `metadata` object, in bytes of compact JSON.
 pub const MAX_METADATA_BYTES: usize = 4096;
 
 /// `bot_id`: 1-128 characters of `[A-Za-z0-9._:-]`. Also the Kafka key, so one bot's
@@ -34,6 +41,7 @@ pub const MAX_METADATA_BYTES: usize = 4096;
 pub struct BotId(String);
 
 impl BotId {
+    /// Accepts 1-128 characters of `[A-Za-z0-9._:-]`.
     pub fn parse(raw: String) -> Result<BotId, FieldError> {
         let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-');
         if raw.is_empty() || raw.len() > MAX_BOT_ID_CHARS {
@@ -51,6 +59,7 @@ impl BotId {
         Ok(BotId(raw))
     }
 
+    /// The id as the client sent it; also the Kafka record key.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -75,6 +84,7 @@ impl From<BotId> for String {
 pub struct MessageText(String);
 
 impl MessageText {
+    /// Accepts 1-4096 Unicode characters without NUL (which Postgres `text` cannot hold).
     pub fn parse(raw: String) -> Result<MessageText, FieldError> {
         // Postgres text cannot hold NUL; refusing it here keeps a 202 storable.
         if raw.contains('\0') {
@@ -93,6 +103,7 @@ impl MessageText {
         Ok(MessageText(raw))
     }
 
+    /// The text as the client sent it.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -117,6 +128,7 @@ impl From<MessageText> for String {
 pub struct Label(String);
 
 impl Label {
+    /// Accepts up to 128 Unicode characters without NUL; empty is allowed.
     pub fn parse(raw: String) -> Result<Label, FieldError> {
         if raw.contains('\0') {
             return Err(FieldError::new(
@@ -133,6 +145,7 @@ impl Label {
         Ok(Label(raw))
     }
 
+    /// The label as the client sent it.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -157,6 +170,8 @@ impl From<Label> for String {
 pub struct Metadata(serde_json::Map<String, serde_json::Value>);
 
 impl Metadata {
+    /// Accepts a JSON object of at most 4096 bytes serialised, without NUL in any key or
+    /// string (which `jsonb` cannot hold).
     pub fn parse(raw: serde_json::Value) -> Result<Metadata, FieldError> {
         let serde_json::Value::Object(map) = raw else {
             return Err(FieldError::new("invalid_type", "must be a JSON object"));
@@ -179,6 +194,7 @@ impl Metadata {
         Ok(Metadata(map))
     }
 
+    /// The object, as stored in the `metadata` jsonb column.
     pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
         &self.0
     }

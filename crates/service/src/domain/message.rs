@@ -14,10 +14,12 @@ use super::fields::{BotId, Label, MessageText, Metadata};
 pub struct MessageId(Uuid);
 
 impl MessageId {
+    /// A fresh UUID v7, for a message posted without `message_id`.
     pub fn generate() -> Self {
         MessageId(Uuid::now_v7())
     }
 
+    /// The id as stored in the `message_id` column.
     pub fn as_uuid(&self) -> Uuid {
         self.0
     }
@@ -39,18 +41,24 @@ impl std::fmt::Display for MessageId {
 /// envelope the parser wrote), so holders can trust every field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
+    /// Idempotency key: a message is stored once per `message_id`.
     pub message_id: MessageId,
+    /// The bot that posted the message; the Kafka key, so its messages stay in order.
     pub bot_id: BotId,
+    /// The conversation the message belongs to, when the client gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation_id: Option<Label>,
+    /// The client's id for the user in the conversation, when it gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<Label>,
+    /// The message body: what moderation checks and the NLP API analyses.
     pub text: MessageText,
     /// As the client gave it; absent means "when received" (see [`Self::sent_at_or`]).
     /// Kept absent in the Kafka envelope and in dead letters, so a client's retry of the
     /// same message is recognisably the same content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<DateTime<Utc>>,
+    /// The client's own data about the message, stored as jsonb.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
 }
@@ -103,6 +111,7 @@ impl ChatMessage {
 pub struct ContentDigest([u8; 16]);
 
 impl ContentDigest {
+    /// The 16 bytes, as stored in `message_keys.content_hash`.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

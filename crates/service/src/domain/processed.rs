@@ -7,16 +7,22 @@ use super::{ChatMessage, NlpStatus};
 /// Where a record was read from, kept on the row for tracing a row back to Kafka.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourcePosition {
+    /// Partition of `kafka.topic`.
     pub partition: i32,
+    /// Offset of the record in its partition.
     pub offset: i64,
 }
 
 /// NLP results as stored; all `None` when the message was stored without them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NlpFields {
+    /// `positive`, `neutral` or `negative`.
     pub sentiment_label: Option<String>,
+    /// Sentiment from -1.0 (negative) to 1.0 (positive).
     pub sentiment_score: Option<f32>,
+    /// Toxicity from 0.0 to 1.0, the NLP API's second opinion next to `flagged`.
     pub toxicity: Option<f32>,
+    /// ISO 639-1 two-letter code, or `und` when the API could not tell.
     pub language: Option<String>,
     /// The NLP API's whole answer, for fields not broken out into columns.
     pub raw: Option<serde_json::Value>,
@@ -38,13 +44,22 @@ impl NlpFields {
     }
 }
 
+/// A message ready to be a `messages` row: moderated, enriched (or why not), and
+/// where it was read from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessedMessage {
+    /// The accepted message.
     pub message: ChatMessage,
+    /// When ingest accepted it, in microseconds as stored.
     pub received_at: DateTime<Utc>,
+    /// The NLP results, or why there are none.
     pub nlp: NlpFields,
+    /// Keyword moderation matched at least one listed term.
     pub flagged: bool,
+    /// The normalised terms that matched, each once.
     pub flagged_terms: Vec<String>,
+    /// Where the record was read from in Kafka; `None` for a dead letter replayed
+    /// without one.
     pub source: Option<SourcePosition>,
 }
 

@@ -50,7 +50,7 @@ pub struct ConnectionMetrics {
 }
 
 impl ConnectionMetrics {
-    pub fn register(
+    pub(crate) fn register(
         registry: &prometheus::Registry,
     ) -> Result<ConnectionMetrics, prometheus::Error> {
         let connections = prometheus::IntGaugeVec::new(
@@ -88,7 +88,7 @@ pub struct Connections {
 }
 
 impl Connections {
-    pub fn new(active: IntGauge, parked: IntGauge) -> Connections {
+    pub(crate) fn new(active: IntGauge, parked: IntGauge) -> Connections {
         let timeouts = ConnectionTimeouts::default();
         Connections {
             tasks: TaskTracker::new(),
@@ -100,7 +100,7 @@ impl Connections {
         }
     }
 
-    pub fn with_timeouts(mut self, timeouts: ConnectionTimeouts) -> Connections {
+    pub(crate) fn with_timeouts(mut self, timeouts: ConnectionTimeouts) -> Connections {
         self.idle_timeout = timeouts.idle;
         self.http1 = http1_builder(timeouts.header_read);
         self

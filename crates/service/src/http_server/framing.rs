@@ -15,6 +15,8 @@ const MAX_HEADERS: usize = 100;
 /// Heads split across reads are copied until this size; past it we stop tracking.
 const MAX_TRACKED_HEAD: usize = 64 * 1024;
 
+/// Follows the bytes a connection receives to tell where each request ends: a head,
+/// then a `Content-Length` body.
 #[derive(Debug, Default)]
 pub struct RequestFraming {
     state: State,

@@ -28,10 +28,12 @@ use hyper::{Request, Response};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
+/// A whole response: status, headers and the body in memory.
 pub type HttpResponse = Response<Full<Bytes>>;
 
 /// One request in, one complete response out.
 pub trait HttpHandler: Send + Sync + 'static {
+    /// Answers `req`. A panic in here is caught and answered 500; the connection stays.
     fn handle(&self, req: Request<Incoming>) -> impl Future<Output = HttpResponse> + Send;
 }
 

@@ -37,6 +37,8 @@ impl Answers {
     }
 }
 
+/// A connection's socket that reports end-of-stream to hyper while the client is idle,
+/// so the server can park it without hyper's buffers.
 pub struct ParkingIo<S = TcpStream> {
     stream: S,
     framing: RequestFraming,
@@ -45,6 +47,7 @@ pub struct ParkingIo<S = TcpStream> {
 }
 
 impl<S> ParkingIo<S> {
+    /// Wraps a freshly accepted stream: nothing read, nothing answered yet.
     pub fn new(stream: S) -> ParkingIo<S> {
         ParkingIo {
             stream,
@@ -54,6 +57,7 @@ impl<S> ParkingIo<S> {
         }
     }
 
+    /// The connection's answer count, for its request handlers to [`Answers::record`] into.
     pub fn answers(&self) -> Arc<Answers> {
         self.answers.clone()
     }

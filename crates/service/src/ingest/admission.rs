@@ -15,6 +15,8 @@ use crate::domain::BotId;
 /// Share of `kafka.max_in_flight` at which new publishes are refused.
 const ADMIT_UP_TO: f64 = 0.9;
 
+/// Decides whether a request may publish now: a cap on publishes in flight and the
+/// optional per-bot rate limit. Shared by every connection of the API.
 pub struct Admission {
     in_flight: Arc<Semaphore>,
     limit: u32,
@@ -28,6 +30,9 @@ pub struct Admitted {
 }
 
 impl Admission {
+    /// Admits publishes up to 90% of `max_in_flight` (`kafka.max_in_flight`) and applies
+    /// `api.per_bot_limit` when set; a refusal is a 429 with
+    /// `api.retry_after_overloaded_secs`.
     pub fn new(max_in_flight: usize, api: &ApiSettings) -> Admission {
         let limit = ((max_in_flight as f64) * ADMIT_UP_TO).floor().max(1.0) as u32;
         let per_bot = api.per_bot_limit.map(|limit| {
@@ -85,6 +90,7 @@ impl Admission {
         }
     }
 
+    /// Publishes admitted and not yet finished.
     pub fn in_flight(&self) -> usize {
         self.limit as usize - self.in_flight.available_permits()
     }

@@ -12,12 +12,18 @@ use super::error::ApiError;
 use crate::config::ApiKeySettings;
 use crate::domain::BotId;
 
+/// An `auth.keys` entry that cannot be turned into a key matcher.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
+    /// A `bot_ids` glob does not compile.
     #[error("auth.keys: key {name:?} has an invalid bot_ids pattern {pattern:?}: {source}")]
     BadPattern {
+        /// The key's name.
         name: String,
+        /// The pattern at fault (the key's patterns joined by commas when the set as a whole
+        /// fails).
         pattern: String,
+        /// The glob parser's error.
         source: globset::Error,
     },
 }
@@ -58,6 +64,7 @@ impl Caller<'_> {
 }
 
 impl ApiKeys {
+    /// Compiles each key's `bot_ids` globs; a key is kept only as its SHA-256.
     pub fn from_settings(settings: &[ApiKeySettings]) -> Result<ApiKeys, AuthConfigError> {
         let keys = settings
             .iter()

@@ -7,15 +7,23 @@ use serde::Serialize;
 
 use crate::http_server::{json_response, HttpResponse};
 
+/// A refusal of the ingest API; answered as
+/// `{"error": {"code", "message", "field"}}` with its status and headers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
+    /// 400, 401, 404, 405, 413, 415, 429 or 503.
     pub status: StatusCode,
+    /// Stable reason clients branch on, e.g. `rate_limited` or `invalid_length`.
     pub code: &'static str,
+    /// What went wrong, for people; names the field and the rule when there is one.
     pub message: String,
+    /// The field at fault, e.g. `text`, or `[3].bot_id` in a batch.
     pub field: Option<String>,
     /// Position in a batch of the first bad message.
     pub index: Option<usize>,
+    /// Seconds for `Retry-After`, on 429 and 503.
     pub retry_after_secs: Option<u32>,
+    /// Methods for `Allow`, on 405.
     pub allow: Option<&'static str>,
 }
 
@@ -46,11 +54,15 @@ impl ApiError {
         }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    pub fn invalid_field(field: &str, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid_field(
+        field: &str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         let mut err = Self::bad_request(code, format!("{field}: {}", message.into()));
         err.field = Some(field.to_owned());
         err
@@ -67,11 +79,11 @@ impl ApiError {
         self
     }
 
-    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, code, message)
     }
 
-    pub fn payload_too_large(limit: usize) -> Self {
+    pub(crate) fn payload_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -79,7 +91,7 @@ impl ApiError {
         )
     }
 
-    pub fn unsupported_media_type() -> Self {
+    pub(crate) fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -87,7 +99,7 @@ impl ApiError {
         )
     }
 
-    pub fn too_many_requests(
+    pub(crate) fn too_many_requests(
         code: &'static str,
         message: impl Into<String>,
         retry_after: u32,
@@ -97,17 +109,21 @@ impl ApiError {
         err
     }
 
-    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u32) -> Self {
+    pub(crate) fn unavailable(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after: u32,
+    ) -> Self {
         let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
         err.retry_after_secs = Some(retry_after);
         err
     }
 
-    pub fn not_found() -> Self {
+    pub(crate) fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
     }
 
-    pub fn method_not_allowed(allow: &'static str) -> Self {
+    pub(crate) fn method_not_allowed(allow: &'static str) -> Self {
         let mut err = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -117,7 +133,7 @@ impl ApiError {
         err
     }
 
-    pub fn into_response(self) -> HttpResponse {
+    pub(crate) fn into_response(self) -> HttpResponse {
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,

@@ -118,6 +118,8 @@ pub struct IngestApi<P> {
 }
 
 impl<P: Publisher> IngestApi<P> {
+    /// The API's handler, shared by all connections: accepted messages go to `publisher`;
+    /// once `shutdown` fires, new posts are refused with 503 `shutting_down`.
     pub fn new(
         publisher: P,
         keys: ApiKeys,
@@ -138,7 +140,7 @@ impl<P: Publisher> IngestApi<P> {
         })
     }
 
-    pub fn admission(&self) -> &Admission {
+    pub(crate) fn admission(&self) -> &Admission {
         &self.admission
     }
 

@@ -31,35 +31,55 @@ pub enum ModerationError {
     /// The word-list directory could not be listed.
     #[error("cannot list moderation word lists in {}: {source}", dir.display())]
     ListDir {
+        /// The directory given (`worker.moderation_dir`).
         dir: PathBuf,
+        /// The OS error.
         #[source]
         source: io::Error,
     },
     /// The directory has no `*.txt` file: almost certainly a wrong path, and
     /// starting with moderation silently off would hide it.
     #[error("no moderation word lists (*.txt) in {}", dir.display())]
-    NoWordLists { dir: PathBuf },
+    NoWordLists {
+        /// The directory searched.
+        dir: PathBuf,
+    },
     /// A word-list file could not be read.
     #[error("cannot read moderation word list {}: {source}", path.display())]
     ReadFile {
+        /// The file that could not be read.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: io::Error,
     },
     /// A line of a word-list file is not UTF-8.
     #[error("{}:{line}: moderation word list line is not valid UTF-8", path.display())]
-    NotUtf8 { path: PathBuf, line: usize },
+    NotUtf8 {
+        /// The word-list file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+    },
     /// A term in a file normalises to nothing (only punctuation, emoji or
     /// markers), so it could never match or would match everything.
     #[error("{}:{line}: moderation term {term:?} normalises to nothing", path.display())]
     EmptyTermInFile {
+        /// The word-list file.
         path: PathBuf,
+        /// The line, from 1.
         line: usize,
+        /// The term as written, markers included.
         term: String,
     },
     /// A term given to `Moderator::from_terms` normalises to nothing.
     #[error("moderation term #{index} ({term:?}) normalises to nothing")]
-    EmptyTerm { index: usize, term: String },
+    EmptyTerm {
+        /// Its position among the terms given, from 0.
+        index: usize,
+        /// The term as given.
+        term: String,
+    },
     /// The Aho-Corasick automaton could not be built (for example, the lists
     /// are too large for its limits).
     #[error("cannot build the moderation automaton: {0}")]

@@ -21,12 +21,25 @@ use super::check_topic;
 use super::offsets::{OffsetTracker, Ticket};
 use crate::config::KafkaSettings;
 
+/// The worker's Kafka consumer could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
+    /// librdkafka refused the consumer's configuration.
     #[error("cannot create Kafka consumer for {brokers}: {source}")]
-    Create { brokers: String, source: KafkaError },
+    Create {
+        /// `kafka.brokers`.
+        brokers: String,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+    /// Subscribing to the topic failed.
     #[error("cannot subscribe to {topic}: {source}")]
-    Subscribe { topic: String, source: KafkaError },
+    Subscribe {
+        /// `kafka.topic`.
+        topic: String,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
 }
 
 /// The offset tracker, shared by the rebalance callbacks (librdkafka's thread), the

@@ -9,12 +9,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::ChatMessage;
 
+/// The envelope format this build writes, and the only one it reads.
 pub const ENVELOPE_VERSION: u32 = 1;
 
+/// A Kafka record value: the accepted message, when it was accepted, and the format
+/// version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
+    /// Format version: [`ENVELOPE_VERSION`].
     pub v: u32,
+    /// When ingest accepted the message (microseconds): the row's `received_at`, and its
+    /// `sent_at` when the client gave none.
     pub received_at: DateTime<Utc>,
+    /// The accepted message; its fields are checked again when decoded.
     pub message: ChatMessage,
 }
 
@@ -37,15 +44,20 @@ pub fn encode_message(message: &ChatMessage, received_at: DateTime<Utc>) -> Vec<
     serde_json::to_vec(&envelope).unwrap_or_default()
 }
 
+/// Why a record value is not an envelope this build can read; the record is
+/// dead-lettered (stage `decode`).
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
+    /// Not JSON, not the envelope's shape, or a message field that breaks a rule.
     #[error("record value is not a valid envelope: {0}")]
     Malformed(#[from] serde_json::Error),
+    /// A `v` other than [`ENVELOPE_VERSION`], e.g. written by a newer build.
     #[error("envelope version {0} is not supported (expected {ENVELOPE_VERSION})")]
     UnsupportedVersion(u32),
 }
 
 impl Envelope {
+    /// An envelope of the current version.
     pub fn new(message: ChatMessage, received_at: DateTime<Utc>) -> Self {
         Envelope {
             v: ENVELOPE_VERSION,
@@ -54,10 +66,12 @@ impl Envelope {
         }
     }
 
+    /// The record value: the bytes [`encode_message`] gives for the same message.
     pub fn encode(&self) -> Vec<u8> {
         encode_message(&self.message, self.received_at)
     }
 
+    /// Reads a record value, refusing other versions and invalid message fields.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
         let envelope: Envelope = serde_json::from_slice(bytes)?;
         if envelope.v != ENVELOPE_VERSION {

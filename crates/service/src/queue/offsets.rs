@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 /// assignment of its partition: after a revoke, late completions are ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
+    /// Partition the message was read from.
     pub partition: i32,
+    /// Offset of the message in its partition.
     pub offset: i64,
     epoch: u64,
 }
@@ -54,6 +56,8 @@ impl PartitionOffsets {
     }
 }
 
+/// Per partition, the offsets in flight and the position up to which every message
+/// has a durable outcome, i.e. what may be committed.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     partitions: HashMap<i32, PartitionOffsets>,
@@ -61,6 +65,7 @@ pub struct OffsetTracker {
 }
 
 impl OffsetTracker {
+    /// A tracker with no partition assigned.
     pub fn new() -> Self {
         Self::default()
     }

@@ -18,7 +18,9 @@ use crate::telemetry::{register, LATENCY_BUCKETS};
 /// Where the broker stored a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
+    /// Partition of `kafka.topic`.
     pub partition: i32,
+    /// Offset of the record in its partition.
     pub offset: i64,
 }
 
@@ -26,23 +28,35 @@ pub struct Delivery {
 /// the rest to 503: none of them means the record is in the topic.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// librdkafka's local queue is full: too much not yet sent. Answered 429.
     #[error("producer queue is full")]
     Overloaded,
+    /// Not acknowledged within `kafka.publish_timeout` (the duration given).
     #[error("broker did not acknowledge within {0:?}")]
     Timeout(Duration),
+    /// The broker refused the record or cannot be reached, or the producer shut down.
     #[error("broker refused or is unreachable: {0}")]
     Unavailable(String),
 }
 
+/// The Kafka producer could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerError {
+    /// librdkafka refused the producer's configuration.
     #[error("cannot create Kafka producer for {brokers}: {source}")]
-    Create { brokers: String, source: KafkaError },
+    Create {
+        /// `kafka.brokers`.
+        brokers: String,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
 }
 
 /// What the ingest API needs from a queue; a trait so request handling can be tested
 /// with an in-memory fake.
 pub trait Publisher: Send + Sync + 'static {
+    /// Publishes `payload` with `key` (the `bot_id`, so one bot's messages share a
+    /// partition); resolves once the broker acknowledged the record or it failed.
     fn publish(
         &self,
         key: &str,
@@ -58,7 +72,9 @@ pub struct ProducerMetrics {
 }
 
 impl ProducerMetrics {
-    pub fn register(registry: &prometheus::Registry) -> Result<ProducerMetrics, prometheus::Error> {
+    pub(crate) fn register(
+        registry: &prometheus::Registry,
+    ) -> Result<ProducerMetrics, prometheus::Error> {
         let produce_duration = register(
             registry,
             prometheus::Histogram::with_opts(
@@ -83,7 +99,7 @@ pub struct KafkaPublisher {
 }
 
 impl KafkaPublisher {
-    pub fn new(
+    pub(crate) fn new(
         settings: &KafkaSettings,
         metrics: ProducerMetrics,
     ) -> Result<KafkaPublisher, ProducerError> {

@@ -33,6 +33,7 @@ const E2E_BUCKETS: &[f64] = &[
 /// What happened to one message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreOutcome {
+    /// Inserted: this copy is the row.
     Stored,
     /// Its `message_id` was already stored with the same content (a client's retry, a
     /// re-delivery, a replay).
@@ -42,8 +43,11 @@ pub enum StoreOutcome {
     Conflict,
     /// Not stored and never will be by this writer: dead-letter it.
     Failed {
+        /// Whose fault it is: the database's or the row's.
         kind: FailureKind,
+        /// The database's error, for the dead letter.
         error: String,
+        /// Write attempts made.
         attempts: u32,
     },
     /// The writer stopped (shutdown) while the database was unavailable: the message is
@@ -61,7 +65,9 @@ pub struct StorageMetrics {
 }
 
 impl StorageMetrics {
-    pub fn register(registry: &prometheus::Registry) -> Result<StorageMetrics, prometheus::Error> {
+    pub(crate) fn register(
+        registry: &prometheus::Registry,
+    ) -> Result<StorageMetrics, prometheus::Error> {
         let histogram = |name: &str, help: &str, buckets: &[f64]| {
             prometheus::Histogram::with_opts(
                 prometheus::HistogramOpts::new(name, help).buckets(buckets.to_vec()),

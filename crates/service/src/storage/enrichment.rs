@@ -16,8 +16,11 @@ const UPDATE_ENRICHMENT: &str = include_str!("../../../../sql/queries/update_enr
 /// A row without NLP data, and where it sits in the oldest-first walk.
 #[derive(Debug, Clone)]
 pub struct UnenrichedRow {
+    /// The row's `message_id`.
     pub message_id: Uuid,
+    /// The row's `sent_at`: its partition, and with `message_id` its place in the walk.
     pub sent_at: DateTime<Utc>,
+    /// The text to analyse.
     pub text: String,
 }
 

@@ -38,10 +38,13 @@ impl std::fmt::Display for FailureKind {
     }
 }
 
+/// A write of the storage layer failed; [`InsertError::kind`] says whose fault it is.
 #[derive(Debug, thiserror::Error)]
 pub enum InsertError {
+    /// No connection could be had from the pool.
     #[error("no database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// A statement failed, or its result could not be read.
     #[error("insert failed: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
 }
@@ -59,6 +62,8 @@ fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 impl InsertError {
+    /// Data and integrity errors (SQLSTATE classes 22 and 23, a row too large) are the
+    /// rows' fault; anything else, the database's.
     pub fn kind(&self) -> FailureKind {
         match self {
             InsertError::Pool(_) => FailureKind::Unavailable,
@@ -85,11 +90,13 @@ fn classify(e: &tokio_postgres::Error) -> FailureKind {
 /// What the database did with one row of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowWrite {
+    /// Inserted now.
     Stored,
     /// Its `message_id` was stored before: with the same content (a retry, a re-delivery,
     /// a replay) or, when `same_content` is `Some(false)`, with other content.
     /// `None`: the first copy's content is not known (stored before content hashes were).
     AlreadyStored {
+        /// `Some(true)`: the same content; `Some(false)`: other content; `None`: unknown.
         same_content: Option<bool>,
     },
 }

@@ -101,9 +101,13 @@ pub async fn prepare_database(
     })
 }
 
+/// What [`prepare_database`] did; `migrate` prints it as JSON.
 #[derive(Debug, serde::Serialize)]
 pub struct PreparedDatabase {
+    /// Migrations this run applied, by name; empty when the schema was up to date.
     pub migrations_applied: Vec<&'static str>,
+    /// Daily partitions created, `messages_pYYYYMMDD`.
     pub partitions_created: Vec<String>,
+    /// Whether the full-text-search index is now on.
     pub full_text_search: bool,
 }

@@ -17,13 +17,14 @@ use crate::http_server::{json_response, HttpHandler, HttpResponse};
 /// How long `/health` waits for each dependency.
 pub const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// The admin listener's handler: `/livez`, `/health` and `/metrics`.
 pub struct AdminHandler {
     metrics: Metrics,
     health: HealthChecks,
 }
 
 impl AdminHandler {
-    pub fn new(metrics: Metrics, health: HealthChecks) -> Arc<Self> {
+    pub(crate) fn new(metrics: Metrics, health: HealthChecks) -> Arc<Self> {
         Arc::new(AdminHandler { metrics, health })
     }
 }

@@ -10,28 +10,34 @@ use serde::Serialize;
 
 /// A dependency that can be asked whether it works right now.
 pub trait Probe: Send + Sync + 'static {
+    /// Checks the dependency within `within`; `Err` says what is wrong.
     fn probe(&self, within: Duration) -> BoxFuture<'_, Result<(), String>>;
 }
 
+/// The probes `/health` runs, by name (`kafka`, `postgres`, `consumer`).
 #[derive(Clone, Default)]
 pub struct HealthChecks {
     probes: Vec<(&'static str, Arc<dyn Probe>)>,
 }
 
+/// The `/health` body.
 #[derive(Debug, Serialize)]
 pub struct HealthReport {
+    /// `ok` when every probe passed, else `unavailable`.
     pub status: &'static str,
+    /// Each probe's answer by name: `ok`, or `error: ...`.
     pub checks: BTreeMap<&'static str, String>,
 }
 
 impl HealthReport {
+    /// Whether every probe passed: `/health` answers 200, else 503.
     pub fn is_healthy(&self) -> bool {
         self.status == "ok"
     }
 }
 
 impl HealthChecks {
-    pub fn with(mut self, name: &'static str, probe: Arc<dyn Probe>) -> Self {
+    pub(crate) fn with(mut self, name: &'static str, probe: Arc<dyn Probe>) -> Self {
         self.probes.push((name, probe));
         self
     }

@@ -33,7 +33,7 @@ impl Metrics {
         Ok(Metrics { registry })
     }
 
-    pub fn registry(&self) -> &Registry {
+    pub(crate) fn registry(&self) -> &Registry {
         &self.registry
     }
 

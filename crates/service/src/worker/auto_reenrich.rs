@@ -47,7 +47,9 @@ pub struct ReenrichMetrics {
 }
 
 impl ReenrichMetrics {
-    pub fn register(registry: &prometheus::Registry) -> Result<ReenrichMetrics, prometheus::Error> {
+    pub(crate) fn register(
+        registry: &prometheus::Registry,
+    ) -> Result<ReenrichMetrics, prometheus::Error> {
         let backlog = register(
             registry,
             prometheus::IntGauge::new(
@@ -78,7 +80,7 @@ pub struct AutoReenricher {
 }
 
 impl AutoReenricher {
-    pub fn new(
+    pub(crate) fn new(
         settings: WorkerSettings,
         pool: Pool,
         enricher: Enricher,

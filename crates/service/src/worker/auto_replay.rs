@@ -80,7 +80,7 @@ pub fn is_outage_dead_letter(letter: &DeadLetter) -> bool {
 }
 
 impl DeadLetterReplayer {
-    pub fn new(
+    pub(crate) fn new(
         settings: DlqSettings,
         pipeline: Arc<Pipeline>,
         pool: Pool,

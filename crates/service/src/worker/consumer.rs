@@ -100,7 +100,7 @@ pub struct MessageConsumer {
 }
 
 impl MessageConsumer {
-    pub fn new(
+    pub(crate) fn new(
         kafka: &KafkaSettings,
         settings: &WorkerSettings,
         metrics: ConsumerMetrics,

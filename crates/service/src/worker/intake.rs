@@ -22,11 +22,13 @@ pub enum HoldReason {
 }
 
 impl HoldReason {
+    /// Every reason, so each `consumer_paused{reason}` series is exported at 0 from start.
     pub const ALL: [HoldReason; 2] = [
         HoldReason::DeadLettersUnwritable,
         HoldReason::DatabaseUnavailable,
     ];
 
+    /// The `reason` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             HoldReason::DeadLettersUnwritable => "dead_letters_unwritable",
@@ -44,7 +46,7 @@ pub struct Intake {
 }
 
 impl Intake {
-    pub fn new(outage: Arc<DatabaseOutage>) -> Intake {
+    pub(crate) fn new(outage: Arc<DatabaseOutage>) -> Intake {
         Intake {
             dead_letters_failing: AtomicUsize::new(0),
             outage,
@@ -68,6 +70,7 @@ impl Intake {
         self.dead_letters_failing.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// The dead letter reported by [`Self::dead_letter_failing`] is written at last.
     pub fn dead_letter_recovered(&self) {
         self.dead_letters_failing.fetch_sub(1, Ordering::AcqRel);
     }

@@ -50,12 +50,16 @@ use crate::storage::partitions::PartitionMaintainer;
 use crate::storage::{BatchWriter, DatabaseOutage, StorageMetrics};
 use crate::supervisor::{spawn_supervised, supervise, Component, Restarts};
 
+/// Why a worker, or `dlq replay`, could not start or finish.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
+    /// The Kafka consumer could not be created or subscribed.
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
+    /// The moderation word lists could not be loaded.
     #[error("moderation word lists: {0}")]
     Moderation(#[from] ModerationError),
+    /// The dead-letter file to replay could not be read (`dlq replay`).
     #[error(transparent)]
     DeadLetters(#[from] ReadError),
 }
@@ -64,15 +68,15 @@ pub enum WorkerError {
 /// worker hands each part only its own.
 #[derive(Clone)]
 pub struct WorkerMetrics {
-    pub pipeline: PipelineMetrics,
-    pub enrich: EnrichMetrics,
-    pub storage: StorageMetrics,
-    pub dead_letters: DeadLetterMetrics,
-    pub consumer: ConsumerMetrics,
-    pub auto_replay: AutoReplayMetrics,
-    pub reenrich: ReenrichMetrics,
+    pub(crate) pipeline: PipelineMetrics,
+    pub(crate) enrich: EnrichMetrics,
+    pub(crate) storage: StorageMetrics,
+    pub(crate) dead_letters: DeadLetterMetrics,
+    pub(crate) consumer: ConsumerMetrics,
+    pub(crate) auto_replay: AutoReplayMetrics,
+    pub(crate) reenrich: ReenrichMetrics,
     /// Registered by the process (its servers restart too), shared here.
-    pub restarts: Restarts,
+    pub(crate) restarts: Restarts,
 }
 
 impl WorkerMetrics {
@@ -96,9 +100,9 @@ impl WorkerMetrics {
 
 /// A pipeline and the writer tasks that must run for it to make progress.
 pub struct PipelineParts {
-    pub pipeline: Arc<Pipeline>,
-    pub writer: Arc<BatchWriter>,
-    pub dead_letters: Arc<DeadLetterWriter>,
+    pub(crate) pipeline: Arc<Pipeline>,
+    pub(crate) writer: Arc<BatchWriter>,
+    pub(crate) dead_letters: Arc<DeadLetterWriter>,
 }
 
 /// The stages and writers a message needs, without Kafka: shared by the worker and
@@ -142,6 +146,8 @@ pub fn build_pipeline(
     })
 }
 
+/// The worker role, built: the consumer, the pipeline and its writers, and the
+/// background tasks; [`Worker::run`] runs them.
 pub struct Worker {
     consumer: Arc<MessageConsumer>,
     replayer: Option<Arc<DeadLetterReplayer>>,
@@ -155,7 +161,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn build(
+    pub(crate) fn build(
         settings: &Settings,
         metrics: &WorkerMetrics,
         pool: Pool,

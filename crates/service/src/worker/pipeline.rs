@@ -24,12 +24,14 @@ use super::turns::{MessageTurns, Turn};
 /// Where a message ended up. Only `Abandoned` leaves its offset uncommitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// Inserted as a new row.
     Stored,
     /// Already stored with the same content: a retry, a re-delivery or a replay.
     Duplicate,
     /// Already stored with other content under the same `message_id`: not stored (the
     /// first stored copy wins), counted and logged.
     Conflict,
+    /// Written to a dead letter by the given stage.
     DeadLettered(Stage),
     /// Shutdown came before the outcome was durable (the database or the dead-letter file
     /// unavailable): the message is left for re-delivery.
@@ -47,10 +49,12 @@ impl Outcome {
         Outcome::Abandoned,
     ];
 
+    /// Whether its offset may be committed: every outcome but `Abandoned`.
     pub fn is_durable(self) -> bool {
         self != Outcome::Abandoned
     }
 
+    /// The `outcome` label of `messages_processed_total`.
     pub fn label(self) -> &'static str {
         match self {
             Outcome::Stored => "stored",
@@ -70,7 +74,9 @@ pub struct PipelineMetrics {
 }
 
 impl PipelineMetrics {
-    pub fn register(registry: &prometheus::Registry) -> Result<PipelineMetrics, prometheus::Error> {
+    pub(crate) fn register(
+        registry: &prometheus::Registry,
+    ) -> Result<PipelineMetrics, prometheus::Error> {
         let moderation_hits = register(
             registry,
             prometheus::IntCounter::new(
@@ -88,24 +94,29 @@ const DLQ_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Every stage a message goes through, shared by all of the worker's tasks (and by
 /// `dlq replay`).
 pub struct Pipeline {
-    pub moderator: Arc<Moderator>,
-    pub enricher: Enricher,
-    pub writer: BatchWriterHandle,
-    pub dead_letters: DeadLetterHandle,
-    pub intake: Arc<Intake>,
-    pub turns: Arc<MessageTurns>,
-    pub metrics: PipelineMetrics,
-    pub shutdown: CancellationToken,
+    pub(crate) moderator: Arc<Moderator>,
+    pub(crate) enricher: Enricher,
+    pub(crate) writer: BatchWriterHandle,
+    pub(crate) dead_letters: DeadLetterHandle,
+    pub(crate) intake: Arc<Intake>,
+    pub(crate) turns: Arc<MessageTurns>,
+    pub(crate) metrics: PipelineMetrics,
+    pub(crate) shutdown: CancellationToken,
 }
 
 /// A record as read from Kafka, decoded and in line behind any earlier copy of its
 /// message: made in the consumer's read order by [`Pipeline::receive`].
 pub enum Received {
+    /// A valid envelope, in line behind earlier copies of its message.
     Message {
+        /// The decoded record value.
         envelope: Envelope,
+        /// Where the record was read from.
         source: SourcePosition,
+        /// Its place in line: processing waits for it.
         turn: Turn,
     },
+    /// Not an envelope: the dead letter to write for it.
     Undecodable(DeadLetter),
 }
 

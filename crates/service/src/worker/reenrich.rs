@@ -15,9 +15,12 @@ const PAGE: i64 = 500;
 /// NLP calls at once.
 const CONCURRENCY: usize = 64;
 
+/// What a `reenrich` run did; printed as JSON.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct ReenrichReport {
+    /// Rows without NLP data read.
     pub examined: u64,
+    /// Rows whose NLP data was filled in.
     pub enriched: u64,
     /// Still without NLP data (the API failed again); a later run retries them.
     pub still_failing: u64,

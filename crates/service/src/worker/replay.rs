@@ -19,10 +19,14 @@ use crate::domain::SourcePosition;
 /// Messages replayed at once.
 const REPLAY_CONCURRENCY: usize = 256;
 
+/// What `dlq replay` did with a file; printed as JSON.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct ReplayReport {
+    /// Dead letters read.
     pub read: usize,
+    /// Stored by this replay.
     pub stored: usize,
+    /// Stored before with the same content: nothing to do.
     pub already_stored: usize,
     /// Its `message_id` was stored with other content: not stored (the first wins).
     pub conflicting: usize,
@@ -33,6 +37,7 @@ pub struct ReplayReport {
     pub unfinished: usize,
     /// Lines without a valid chat message (e.g. undecodable Kafka records).
     pub not_replayable: usize,
+    /// Lines that are not a dead letter (e.g. torn by a crash).
     pub unreadable_lines: usize,
 }
 

@@ -21,12 +21,15 @@ const RETENTION_LOCK: i64 = 0x6368_6174_7274_6e74;
 /// A partition that was archived and dropped by [`apply_retention`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchivedPartition {
+    /// `messages_pYYYYMMDD`.
     pub name: String,
+    /// The day the partition held.
     pub day: NaiveDate,
     /// Rows exported (equal to the rows the partition held).
     pub rows: u64,
     /// Size of the compressed archive.
     pub bytes: u64,
+    /// The archive: `archive_dir/messages_pYYYYMMDD.csv.gz`.
     pub path: PathBuf,
 }
 

@@ -12,9 +12,11 @@ const RANGE_BOUND_PATTERN: &str = r"^FOR VALUES FROM \('([^']*)'\) TO \('([^']*)
 /// A partition of `messages` as the catalog describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionInfo {
+    /// The partition's table name.
     pub name: String,
     /// Range bounds, when the partition is a plain `FROM (ts) TO (ts)` range.
     pub lower: Option<DateTime<Utc>>,
+    /// Exclusive upper bound; `None` as for `lower`.
     pub upper: Option<DateTime<Utc>>,
     /// True for `messages_default` (or whatever the DEFAULT partition is called).
     pub is_default: bool,

@@ -10,19 +10,33 @@ use chrono::NaiveDate;
 /// operator knows whether data moved, was exported, or was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// Opening the transaction.
     Begin,
+    /// Taking the maintenance or retention advisory lock, or a table lock.
     Lock,
+    /// Reading partitions, or the full-text index, from the Postgres catalog.
     ReadCatalog,
+    /// Creating a day's table shaped like `messages`.
     CreateTable,
+    /// Moving a day's rows out of the default partition into its new table.
     MoveRows,
+    /// `ATTACH PARTITION` of a new day.
     Attach,
+    /// Counting an expired partition's rows before its export.
     CountRows,
+    /// Streaming a partition out with `COPY ... TO STDOUT`.
     Export,
+    /// `DETACH PARTITION` of an archived day.
     Detach,
+    /// Dropping an archived day's table.
     Drop,
+    /// Committing the transaction.
     Commit,
+    /// Creating the full-text-search index.
     CreateIndex,
+    /// Dropping the full-text-search index.
     DropIndex,
+    /// Deleting `message_keys` older than the retention cutoff.
     PruneKeys,
 }
 
@@ -50,11 +64,17 @@ impl fmt::Display for Step {
 /// The file-system side of archiving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArchiveStep {
+    /// Creating `archive_dir` when it does not exist.
     CreateDir,
+    /// Creating the temporary file the export goes to.
     CreateTempFile,
+    /// Writing the gzip stream.
     Write,
+    /// fsync of the finished archive file (or reading its size).
     Sync,
+    /// Renaming the temporary file to `messages_pYYYYMMDD.csv.gz`.
     Rename,
+    /// fsync of the directory, so the rename survives a crash.
     SyncDir,
 }
 
@@ -75,38 +95,64 @@ impl fmt::Display for ArchiveStep {
 /// whole table) and the step. Whenever one is returned, the transaction was rolled back.
 #[derive(Debug, thiserror::Error)]
 pub enum PartitionError {
+    /// No connection could be had from the pool.
     #[error("no database connection for partition maintenance: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// A statement of a step failed.
     #[error("partition {partition}: {step} failed: {source}")]
     Db {
+        /// The partition, `messages` for work on the whole table, or `message_keys`.
         partition: String,
+        /// The step that failed.
         step: Step,
+        /// The database's error.
         source: tokio_postgres::Error,
     },
+    /// A file-system step of writing the archive failed; nothing was dropped.
     #[error("partition {partition}: {step} ({path}) failed, nothing dropped: {source}")]
     Archive {
+        /// The partition being archived.
         partition: String,
+        /// The step that failed.
         step: ArchiveStep,
+        /// The file or directory the step worked on.
         path: PathBuf,
+        /// The OS error.
         source: io::Error,
     },
+    /// The archive holds another number of rows than the table; nothing was dropped.
     #[error(
         "partition {partition}: archive {path} holds {archived} rows but the table holds \
          {expected}; nothing dropped"
     )]
     RowCountMismatch {
+        /// The partition being archived.
         partition: String,
+        /// The archive file written.
         path: PathBuf,
+        /// Rows the partition held (`count(*)`).
         expected: u64,
+        /// CSV data rows written to the archive.
         archived: u64,
     },
+    /// A blocking file task of the archive (compressing, renaming into place) panicked or
+    /// was cancelled.
     #[error("partition {partition}: archive writer stopped abnormally: {source}")]
     ArchiveTask {
+        /// The partition being archived.
         partition: String,
+        /// The task's join error.
         source: tokio::task::JoinError,
     },
+    /// The window of days to create, or the retention cutoff, falls outside the dates a
+    /// partition can be named for (years 1 to 9999).
     #[error("date {day} ± {days} days is outside the dates partitions can be named for")]
-    DateOutOfRange { day: NaiveDate, days: u32 },
+    DateOutOfRange {
+        /// Today, the day counted from.
+        day: NaiveDate,
+        /// `partitions.ahead_days` or `partitions.retention_days`.
+        days: u32,
+    },
 }
 
 impl PartitionError {

@@ -15,7 +15,9 @@ use crate::config::PartitionSettings;
 /// What one maintenance pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MaintenanceReport {
+    /// Partitions created ahead, by name.
     pub created: Vec<String>,
+    /// Partitions archived and dropped by retention.
     pub archived: Vec<ArchivedPartition>,
 }
 

@@ -35,7 +35,7 @@ impl DailyPartition {
         DailyPartition::for_day(day)
     }
 
-    pub fn day(&self) -> NaiveDate {
+    pub(crate) fn day(&self) -> NaiveDate {
         self.day
     }
 
