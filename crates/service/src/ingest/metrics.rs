@@ -2,7 +2,7 @@
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-use super::routes::request_labels;
+use super::route::request_labels;
 use crate::telemetry::{export_at_zero, register, LATENCY_BUCKETS};
 
 /// Handles to the ingest metrics; cheap to clone (each is an `Arc` inside).

@@ -9,6 +9,7 @@ mod auth;
 mod error;
 mod metrics;
 mod request;
+mod route;
 mod routes;
 
 pub use admission::Admission;
