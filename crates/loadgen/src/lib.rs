@@ -42,7 +42,8 @@
 //! - `shard`: several generator processes for one run, when the
 //!   file-descriptor limit keeps one process from holding every connection.
 //! - `tests` (test builds only): whole runs against small local HTTP
-//!   servers.
+//!   servers, and the driver against simulated connections on a paused
+//!   clock.
 //!
 //! Flow: [`run`] validates the flags, resolves the target, raises the fd
 //! limit, runs the `driver` (which uses `schedule`, `client`, `payload`,
