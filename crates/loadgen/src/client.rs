@@ -49,19 +49,35 @@ pub struct Target {
 /// Why `--url` cannot be used.
 #[derive(Debug, Error)]
 pub enum TargetError {
+    /// Not of the form `http://host[:port][/base]`.
     #[error("--url {url:?}: {reason}")]
-    Invalid { url: String, reason: &'static str },
+    Invalid {
+        /// `--url` as given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The host could not be resolved.
     #[error("--url {url:?}: cannot resolve {authority:?}: {source}")]
     Resolve {
+        /// `--url` as given.
         url: String,
+        /// The `host[:port]` that was looked up.
         authority: String,
+        /// The resolver's error.
         source: io::Error,
     },
+    /// The host resolves only to addresses off this machine.
     #[error(
         "--url {url:?} resolves to {addrs:?}, not a loopback address: the load \
          generator only targets services on this machine (127.0.0.0/8 or ::1)"
     )]
-    NotLoopback { url: String, addrs: Vec<SocketAddr> },
+    NotLoopback {
+        /// `--url` as given.
+        url: String,
+        /// Every address it resolved to.
+        addrs: Vec<SocketAddr>,
+    },
 }
 
 impl Target {

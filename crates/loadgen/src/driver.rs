@@ -18,6 +18,7 @@
 //! to the [`Ledger`] when there is one.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -247,6 +248,28 @@ impl Fleet {
         settings: &DriveSettings,
         ctx: Arc<ConnContext>,
     ) -> Result<Fleet, ConnectionStats> {
+        Fleet::open_with(settings, ctx, run_connection).await
+    }
+
+    /// [`Fleet::open`] with the task that serves each connection given: the
+    /// real one is [`run_connection`]. The tests put a simulated server
+    /// behind the same channels, so that dispatch and recording can be
+    /// checked on tokio's paused clock, where real sockets cannot go.
+    pub async fn open_with<C, F>(
+        settings: &DriveSettings,
+        ctx: Arc<ConnContext>,
+        connection: C,
+    ) -> Result<Fleet, ConnectionStats>
+    where
+        C: Fn(
+            u32,
+            Option<IpAddr>,
+            Arc<ConnContext>,
+            mpsc::Receiver<Job>,
+            mpsc::UnboundedSender<Event>,
+        ) -> F,
+        F: Future<Output = ()> + Send + 'static,
+    {
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
         let n = settings.connections;
         let mut tasks = JoinSet::new();
@@ -272,7 +295,7 @@ impl Fleet {
                     let (tx, rx) = mpsc::channel(1);
                     senders.push(Some(tx));
                     let source = pick_source(&settings.sources, ctx.first_conn + conn);
-                    tasks.spawn(run_connection(conn, source, ctx.clone(), rx, ev_tx.clone()));
+                    tasks.spawn(connection(conn, source, ctx.clone(), rx, ev_tx.clone()));
                 }
             }
             let spawned = senders.len() as u32;

@@ -53,8 +53,10 @@ pub struct E2eReport {
 /// Why the lookup failed.
 #[derive(Debug, Error)]
 pub enum E2eError {
+    /// Postgres could not be reached, or refused the login.
     #[error("connecting to Postgres for the end-to-end lookup: {0}")]
     Connect(#[source] tokio_postgres::Error),
+    /// A count or latency query failed.
     #[error("querying messages for the end-to-end lookup: {0}")]
     Query(#[source] tokio_postgres::Error),
 }

@@ -17,39 +17,52 @@
 //! It only targets loopback addresses: it is meant for benchmarking the
 //! service on the machine it runs on.
 //!
+//! # Public surface
+//!
+//! The binary needs [`LoadgenArgs`] (flattened into its CLI), [`run`], and
+//! the [`LoadReport`] it returns, whose parts are re-exported here because
+//! they are the schema of `report.json`. The benches use
+//! [`payload::chat_text`]. Everything else is internal to the crate.
+//!
 //! # Layout
 //!
-//! - [`schedule`]: intended send times (pure arithmetic).
-//! - [`payload`]: the JSON bodies: realistic chat lines, ids, `sent_at`.
-//! - [`client`]: one connection: raw HTTP/1.1, its task loop.
-//! - [`driver`]: opens the fleet, dispatches due requests to idle
+//! - `schedule`: intended send times (pure arithmetic).
+//! - [`payload`] (public): the JSON bodies: realistic chat lines, ids,
+//!   `sent_at`.
+//! - `client`: one connection: raw HTTP/1.1, its task loop.
+//! - `driver`: opens the fleet, dispatches due requests to idle
 //!   connections, feeds completions to the recorder.
-//! - [`report`]: HdrHistogram recorder, per-second timeline, JSON and Markdown.
-//! - [`plot`]: the PNG of throughput and latency over time.
-//! - [`resend`]: when a request goes out again with the same message ids
+//! - `report`: HdrHistogram recorder, per-second timeline, JSON and Markdown.
+//! - `plot`: the PNG of throughput and latency over time.
+//! - `resend`: when a request goes out again with the same message ids
 //!   (retries after 429, 5xx or no answer; deliberate re-sends).
-//! - [`ledger`]: every attempt of every message, one CSV line each, for
+//! - `ledger`: every attempt of every message, one CSV line each, for
 //!   accounting id by id (`make chaos`).
-//! - [`e2e`]: sent → stored latency read back from Postgres.
-//! - [`shard`]: several generator processes for one run, when the
+//! - `e2e`: sent → stored latency read back from Postgres.
+//! - `shard`: several generator processes for one run, when the
 //!   file-descriptor limit keeps one process from holding every connection.
+//! - `tests` (test builds only): whole runs against small local HTTP
+//!   servers, and the driver against simulated connections on a paused
+//!   clock.
 //!
 //! Flow: [`run`] validates the flags, resolves the target, raises the fd
-//! limit, runs the [`driver`] (which uses `schedule`, `client`, `payload`,
-//! `report`, `resend`, `ledger`) in this process or, through [`shard`], in several, adds up
-//! their figures, optionally asks [`e2e`], then writes `report.json`,
-//! `report.md` and `latency.png` into `--out`.
+//! limit, runs the `driver` (which uses `schedule`, `client`, `payload`,
+//! `report`, `resend`, `ledger`) in this process or, through `shard`, in
+//! several, adds up their figures, optionally asks `e2e`, then writes
+//! `report.json`, `report.md` and `latency.png` into `--out`.
 
-pub mod client;
-pub mod driver;
-pub mod e2e;
-pub mod ledger;
+#![warn(missing_docs)]
+
+mod client;
+mod driver;
+mod e2e;
+mod ledger;
 pub mod payload;
-pub mod plot;
-pub mod report;
-pub mod resend;
-pub mod schedule;
-pub mod shard;
+mod plot;
+mod report;
+mod resend;
+mod schedule;
+mod shard;
 
 #[cfg(test)]
 mod tests;
@@ -66,14 +79,16 @@ use tokio::time::Instant;
 pub use client::TargetError;
 pub use e2e::{E2eError, E2eReport};
 pub use plot::PlotError;
-pub use report::{LoadReport, Percentiles, Results, SecondStats};
+pub use report::{
+    ConnectionStats, DispatchStats, FdLimit, FollowUpCounts, HostInfo, LoadReport, Percentiles,
+    Results, RunConfig, SecondStats,
+};
 pub use shard::ShardSpec;
 
 use client::{ConnContext, Target};
 use driver::{DriveSettings, Fleet, FollowUp};
 use ledger::Ledger;
 use payload::BotPlan;
-use report::{FdLimit, HostInfo, RunConfig};
 use resend::ResendPolicy;
 use schedule::{Schedule, WarmUp};
 use shard::ShardData;
@@ -216,20 +231,36 @@ pub struct LoadgenArgs {
 /// Why a run could not be made or reported.
 #[derive(Debug, Error)]
 pub enum LoadgenError {
+    /// A flag is out of range, or two flags contradict each other; the text
+    /// names the flag.
     #[error("loadgen: {0}")]
     InvalidArgs(String),
+    /// `--url` is not a usable loopback `http://` URL.
     #[error(transparent)]
     Target(#[from] TargetError),
+    /// Not a single connection of the fleet could be opened.
     #[error("loadgen: could not open a single connection to {addr} (failures: {failures})")]
-    NoConnections { addr: SocketAddr, failures: String },
+    NoConnections {
+        /// The resolved target.
+        addr: SocketAddr,
+        /// Failed connects by reason, as text.
+        failures: String,
+    },
+    /// The output directory, a report file or the ledger could not be
+    /// written.
     #[error("loadgen: writing the report to {path}: {source}")]
     Output {
+        /// The file or directory concerned.
         path: PathBuf,
+        /// What the file system said.
         #[source]
         source: std::io::Error,
     },
+    /// The latency chart could not be drawn.
     #[error(transparent)]
     Plot(#[from] PlotError),
+    /// A child process of a multi-process run failed, or broke the protocol
+    /// with its parent.
     #[error("loadgen: multi-process run: {0}")]
     Shard(String),
 }

@@ -37,7 +37,9 @@ const RED_MARK: RGBColor = RGBColor(220, 40, 40);
 #[derive(Debug, Error)]
 #[error("drawing {path}: {message}")]
 pub struct PlotError {
+    /// The PNG being written.
     pub path: String,
+    /// What the drawing library reported.
     pub message: String,
 }
 

@@ -36,13 +36,21 @@ pub const THROTTLED: u16 = 429;
 /// Latency summary in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
+    /// Values recorded (0: every other field is 0 too).
     pub count: u64,
+    /// Smallest value, ms.
     pub min: f64,
+    /// Arithmetic mean, ms.
     pub mean: f64,
+    /// Median, ms.
     pub p50: f64,
+    /// 90th percentile, ms.
     pub p90: f64,
+    /// 99th percentile, ms.
     pub p99: f64,
+    /// 99.9th percentile, ms.
     pub p999: f64,
+    /// Largest value, ms.
     pub max: f64,
 }
 
@@ -81,9 +89,11 @@ pub struct SecondStats {
     pub completed: u64,
     /// Messages accepted (202) in this second: the throughput.
     pub accepted_messages: u64,
-    /// P50 / P99 / max latency of this second's accepted requests, ms.
+    /// Median latency of this second's accepted requests, ms.
     pub p50_ms: f64,
+    /// 99th percentile latency of this second's accepted requests, ms.
     pub p99_ms: f64,
+    /// Largest latency of this second's accepted requests, ms.
     pub max_ms: f64,
     /// 429 answers in this second.
     pub throttled: u64,
@@ -443,7 +453,9 @@ pub struct Results {
     /// above (which count each scheduled request once, by its first attempt).
     #[serde(default)]
     pub follow_ups: FollowUpCounts,
+    /// Measured requests answered 202.
     pub accepted_requests: u64,
+    /// Messages in those requests (requests × batch size).
     pub accepted_messages: u64,
     /// Accepted messages per second: those answered *within* the measured
     /// duration, divided by it. Answers that only came while draining are not
@@ -456,15 +468,21 @@ pub struct Results {
     /// up: how much of the latency was waiting for a free connection (or for
     /// the generator itself).
     pub queue_wait_ms: Percentiles,
+    /// One entry per second of the measured part, by completion time; answers
+    /// that came while draining extend it past the duration.
     pub timeline: Vec<SecondStats>,
 }
 
 /// The machine the run happened on, so figures are read in context.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostInfo {
+    /// From /proc/sys/kernel/hostname.
     pub hostname: String,
+    /// CPUs available to the generator process.
     pub cpus: usize,
+    /// Total memory, MiB.
     pub memory_mib: u64,
+    /// Kernel release, as `uname -r` prints it.
     pub kernel: String,
 }
 
@@ -489,12 +507,17 @@ impl HostInfo {
 /// The run's settings as they were applied.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
+    /// Base URL of the ingest API.
     pub url: String,
     /// Offered load, messages per second.
     pub rate: f64,
+    /// Keep-alive connections asked for, one bot each.
     pub connections: u32,
+    /// Distinct bot ids the messages were spread over.
     pub bots: u32,
+    /// Measured duration, seconds.
     pub duration_s: f64,
+    /// Unrecorded warm-up before the measured part, seconds.
     pub warmup_s: f64,
     /// Whether the warm-up rose from zero to the rate instead of starting at it.
     #[serde(default)]
@@ -503,7 +526,9 @@ pub struct RunConfig {
     pub batch: u32,
     /// Source addresses used (0: the kernel's choice).
     pub source_ips: u32,
+    /// New connections per second while the fleet was opened.
     pub connect_rate: u32,
+    /// Per-request deadline, seconds.
     pub timeout_s: f64,
     /// Generator processes that shared the connections.
     pub processes: u32,
@@ -526,7 +551,9 @@ pub struct RunConfig {
 /// The file-descriptor limit after raising it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FdLimit {
+    /// Soft `RLIMIT_NOFILE` the run worked with (0: unknown).
     pub soft: u64,
+    /// Hard `RLIMIT_NOFILE` (0: unknown).
     pub hard: u64,
     /// What the run wanted (connections plus a margin).
     pub wanted: u64,
@@ -535,12 +562,13 @@ pub struct FdLimit {
 /// How the connection fleet fared.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionStats {
+    /// Connections the fleet was to open.
     pub requested: u32,
     /// Connections open when the schedule started.
     pub connected: u32,
     /// Failed first connects, by reason.
     pub failed: BTreeMap<String, u64>,
-    /// Time to open the fleet.
+    /// Time to open the fleet, seconds.
     pub ramp_s: f64,
     /// Re-opens during the run (server closed or broke a connection).
     pub reconnects: u64,
@@ -565,12 +593,19 @@ pub struct DispatchStats {
 /// Everything one run measured; serialised as `report.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoadReport {
+    /// When the run was started (before the connections were opened).
     pub started_at: DateTime<Utc>,
+    /// The machine the generator ran on.
     pub host: HostInfo,
+    /// The settings the run used.
     pub config: RunConfig,
+    /// The open-file limit of the (parent) generator process.
     pub fd_limit: FdLimit,
+    /// How opening and keeping the connections went.
     pub connections: ConnectionStats,
+    /// Whether the generator kept to its schedule.
     pub dispatch: DispatchStats,
+    /// What the measured part recorded.
     pub results: Results,
     /// Sent → stored latency read back from Postgres, when asked for.
     pub e2e: Option<E2eReport>,

@@ -86,6 +86,7 @@ pub struct ResendPolicy {
 
 impl ResendPolicy {
     /// Nothing is ever sent twice.
+    #[cfg(test)]
     pub const NONE: ResendPolicy = ResendPolicy {
         retries: 0,
         resend_ratio: 0.0,

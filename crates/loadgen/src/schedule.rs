@@ -116,6 +116,7 @@ impl Schedule {
     }
 
     /// Index of the first recorded request; earlier ones are warm-up.
+    #[cfg(test)]
     pub fn measured_from(&self) -> u64 {
         self.measured_from
     }

@@ -46,7 +46,9 @@ const SLACK: Duration = Duration::from_secs(60);
 /// Which share of the run this process is: `index` of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardSpec {
+    /// This process's share, from 0.
     pub index: u32,
+    /// Processes sharing the run.
     pub count: u32,
 }
 

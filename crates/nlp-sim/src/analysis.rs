@@ -112,8 +112,11 @@ pub struct Sentiment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SentimentLabel {
+    /// Score at or above +0.05.
     Positive,
+    /// Score strictly between -0.05 and +0.05.
     Neutral,
+    /// Score at or below -0.05.
     Negative,
 }
 

@@ -44,16 +44,36 @@ const MAX_LATENCY_FACTOR: f64 = 20.0;
 /// the HTTP layer can tell the client exactly which one to fix.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FaultError {
+    /// A probability is not a number from 0 to 1.
     #[error("{field} must be a number from 0 to 1, got {value}")]
-    RateOutOfRange { field: &'static str, value: String },
+    RateOutOfRange {
+        /// `error_rate` or `hang_rate`.
+        field: &'static str,
+        /// The rejected value, as given.
+        value: String,
+    },
+    /// `latency_ms` is not a whole number of milliseconds from 0 to
+    /// [`MAX_LATENCY_MS`].
     #[error(
         "latency_ms must be a whole number of milliseconds from 0 to {MAX_LATENCY_MS}, got {value}"
     )]
-    LatencyOutOfRange { value: String },
+    LatencyOutOfRange {
+        /// The rejected value, as given.
+        value: String,
+    },
+    /// `latency_cv` is not a number from 0 to [`MAX_LATENCY_CV`].
     #[error("latency_cv must be a number from 0 to {MAX_LATENCY_CV}, got {value}")]
-    SpreadOutOfRange { value: String },
+    SpreadOutOfRange {
+        /// The rejected value, as given.
+        value: String,
+    },
+    /// `POST /admin/faults` named a knob that does not exist.
     #[error("unknown field {field:?}; expected latency_ms, error_rate or hang_rate")]
-    UnknownField { field: String },
+    UnknownField {
+        /// The unknown name.
+        field: String,
+    },
+    /// The `POST /admin/faults` body is valid JSON but not an object.
     #[error("the body must be a JSON object such as {{\"error_rate\": 0.1}}")]
     NotAnObject,
 }

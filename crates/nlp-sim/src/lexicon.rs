@@ -71,7 +71,7 @@ const MAX_MODIFIER: f64 = 1.0;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("embedded word list {file}, line {line}: {reason}")]
 pub struct LexiconError {
-    /// File under `src/nlp_sim/data/`.
+    /// File under `crates/nlp-sim/src/data/`.
     pub file: &'static str,
     /// 1-based line number.
     pub line: usize,
@@ -111,7 +111,7 @@ pub struct Lexicon {
 pub struct Languages(u8);
 
 impl Languages {
-    pub fn contains(self, language: &str) -> bool {
+    fn contains(self, language: &str) -> bool {
         stopword_index(language).is_some_and(|index| self.0 & (1 << index) != 0)
     }
 

@@ -18,9 +18,13 @@
 //! - [`faults`]: the knobs ([`FaultSettings`], shared as [`Faults`]) and the
 //!   per-request [`Plan`] drawn from them.
 //! - [`server`]: hyper accept loop (HTTP/1.1 and h2c), connections, routes.
+//! - `tests` (test builds only): the routes called in memory, and the real
+//!   server on a loopback port driven by an HTTP client.
 //!
 //! A request flows `server` → `faults` (delay, then hang / 500 / go on) →
 //! `analysis` (which reads `lexicon`) → JSON back out.
+
+#![warn(missing_docs)]
 
 pub mod analysis;
 pub mod faults;
@@ -77,14 +81,20 @@ pub struct NlpSimArgs {
 /// Why the simulator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NlpSimError {
+    /// The `--listen` address could not be bound.
     #[error("nlp-sim could not listen on {addr}: {source}")]
     Bind {
+        /// The address asked for.
         addr: SocketAddr,
+        /// What the OS said (in use, not permitted, ...).
         #[source]
         source: io::Error,
     },
+    /// A fault flag is out of range.
     #[error("nlp-sim: invalid fault settings: {0}")]
     Faults(#[from] FaultError),
+    /// A word list compiled into the binary is malformed: a defect of the
+    /// build, not of the flags.
     #[error("nlp-sim: {0}")]
     Lexicon(#[from] LexiconError),
 }
