@@ -347,8 +347,24 @@ def every_row_enriched(run, a):
                  a["rows_without_nlp"] == 0, f"{a['rows_without_nlp']} rows without NLP data")
 
 
+def rollups_exact(run, a):
+    # sql/checks/rollup_mismatches.sql: rollup rows differing from the raw rows' aggregate.
+    sql = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sql", "checks", "rollup_mismatches.sql")
+    result = subprocess.run(
+        ["psql", "-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "chat",
+         "-d", run["database"], "-f", sql],
+        env={**os.environ, "PGPASSWORD": "chat"}, capture_output=True, text=True)
+    if result.returncode != 0:
+        return check("rollups equal the raw rows", False, f"psql failed: {result.stderr.strip()}")
+    counts = dict(line.split("|") for line in result.stdout.split() if "|" in line)
+    wrong = {level: int(n) for level, n in counts.items() if int(n) != 0}
+    return check("rollups equal the raw rows", len(counts) == 4 and not wrong,
+                 "; ".join(f"{level}: {n} rows differ" for level, n in wrong.items()) or
+                 f"{len(counts)} rollups checked column by column, 0 rows differ")
+
+
 CHECKS = [nothing_lost, nothing_duplicated, every_refusal_says_when, no_dead_letter_left,
-          undecodable_records_dead_lettered, stored_ids_were_sent, every_row_enriched]
+          undecodable_records_dead_lettered, stored_ids_were_sent, every_row_enriched, rollups_exact]
 
 
 DEFINITIONS = [

@@ -24,7 +24,7 @@
 # whether `down` considers the component ours.
 #
 # Fixed addresses (see SPEC.md): Kafka 127.0.0.1:9092 (controller 127.0.0.1:9093), topic
-# chat.messages with 12 partitions; Postgres 127.0.0.1:5432, role chat/chat (LOGIN CREATEDB),
+# chat.messages with 12 partitions; Postgres 127.0.0.1:5432, role chat/chat (LOGIN CREATEDB CREATEROLE),
 # database chat_analytics owned by chat.
 #
 # Files (all git-ignored):
@@ -594,7 +594,7 @@ pg_chat_psql() {
         -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$PG_DB" "$@"
 }
 
-pg_login_ok() { [ "$(pg_chat_psql -c 'select rolcreatedb from pg_roles where rolname = current_user' 2>/dev/null)" = t ]; }
+pg_login_ok() { [ "$(pg_chat_psql -c 'select rolcreatedb and rolcreaterole from pg_roles where rolname = current_user' 2>/dev/null)" = t ]; }
 
 wait_postgres() {
     local deadline=$((SECONDS + WAIT_SECS))
@@ -632,12 +632,13 @@ pg_start_cluster() {
     [ -f "$PG_FOUND" ] || echo "$PG_VER $PG_NAME" >"$PG_OURS"
 }
 
-# Role chat (LOGIN CREATEDB, password chat) and database chat_analytics owned by it.
+# Role chat (LOGIN CREATEDB CREATEROLE: migrate creates the read-only chat_analyst role;
+# password chat) and database chat_analytics owned by it.
 pg_provision() {
     say "provisioning role $PG_USER and database $PG_DB"
     as_postgres psql -X -q -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres >/dev/null <<EOF
 SELECT 'CREATE ROLE $PG_USER' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$PG_USER')\gexec
-ALTER ROLE $PG_USER WITH LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+ALTER ROLE $PG_USER WITH LOGIN CREATEDB CREATEROLE PASSWORD '$PG_PASSWORD';
 SELECT 'CREATE DATABASE $PG_DB OWNER $PG_USER' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$PG_DB')\gexec
 ALTER DATABASE $PG_DB OWNER TO $PG_USER;
 EOF

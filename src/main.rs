@@ -89,10 +89,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         } => replay(&settings, &path).await,
         Command::Migrate => {
             let pool = storage::connect_pool(&settings.postgres)?;
-            let prepared =
-                storage::prepare_database(&pool, &settings.storage, &settings.partitions)
-                    .await
-                    .context("migrate")?;
+            let prepared = storage::prepare_database(
+                &pool,
+                &settings.storage,
+                &settings.partitions,
+                settings.postgres.analyst_password()?,
+            )
+            .await
+            .context("migrate")?;
             println!("{}", serde_json::to_string_pretty(&prepared)?);
             Ok(())
         }

@@ -1,7 +1,8 @@
 -- One batch of processed messages as parallel arrays: a single round trip whatever the
 -- batch size. Each message_id is claimed in message_keys first and only rows whose key was
 -- new are inserted, so a message_id is stored once whatever its sent_at; re-delivery and
--- dead-letter replay add nothing. Keys are claimed in message_id order, so two batches
+-- dead-letter replay add nothing. What the stored rows add to the rollups is appended in
+-- the same statement, so rollups count exactly the rows stored. Keys are claimed in message_id order, so two batches
 -- holding the same ids wait for each other instead of deadlocking.
 --
 -- One row per message of the batch (its ids are distinct): whether it was stored, and for
@@ -34,6 +35,28 @@ WITH batch AS (
       JOIN claimed USING (message_id)
     ON CONFLICT DO NOTHING
     RETURNING message_id
+), rollup AS (
+    -- What the stored rows add to the rollups, in this transaction (sql/0005_rollups.sql).
+    INSERT INTO rollup_pending
+    SELECT date_trunc('minute', m.sent_at, 'UTC'), m.bot_id,
+           count(*), count(m.sentiment_label), count(m.sentiment_score),
+           coalesce(sum(m.sentiment_score::float8::numeric), 0),
+           count(*) FILTER (WHERE m.sentiment_label = 'negative'),
+           count(*) FILTER (WHERE m.sentiment_label = 'neutral'),
+           count(*) FILTER (WHERE m.sentiment_label = 'positive'),
+           count(m.toxicity), coalesce(sum(m.toxicity::float8::numeric), 0), max(m.toxicity),
+           count(*) FILTER (WHERE m.flagged), count(*) FILTER (WHERE m.nlp_status <> 'ok')
+      FROM batch m
+      JOIN stored USING (message_id)
+     GROUP BY 1, 2
+), terms AS (
+    INSERT INTO flagged_terms_pending
+    SELECT (m.sent_at AT TIME ZONE 'UTC')::date, m.bot_id, t.term, count(*)
+      FROM batch m
+      JOIN stored USING (message_id)
+     CROSS JOIN LATERAL (SELECT DISTINCT jsonb_array_elements_text(m.flagged_terms)) AS t(term)
+     WHERE m.flagged
+     GROUP BY 1, 2, 3
 )
 SELECT b.message_id,
        s.message_id IS NOT NULL AS stored,

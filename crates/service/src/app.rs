@@ -67,6 +67,10 @@ pub enum StartupError {
     /// The worker could not be built: its Kafka consumer or the moderation word lists.
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    /// A setting refused at start because of how it combines with another
+    /// (the default analyst password for a database off loopback).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// The ingest role's parts.
@@ -115,8 +119,13 @@ impl App {
             let pool = connect_pool(&settings.postgres)?;
             health = health.with("postgres", Arc::new(PostgresProbe(pool.clone())));
             if settings.storage.migrate_on_start {
-                crate::storage::prepare_database(&pool, &settings.storage, &settings.partitions)
-                    .await?;
+                crate::storage::prepare_database(
+                    &pool,
+                    &settings.storage,
+                    &settings.partitions,
+                    settings.postgres.analyst_password()?,
+                )
+                .await?;
             }
             let worker = Worker::build(settings, &components.worker, pool, shutdown.clone())?;
             health = health.with("consumer", worker.intake_probe());

@@ -34,6 +34,8 @@ pub enum Component {
     DeadLetterReplayer,
     /// Fills in NLP data of rows stored without it.
     Reenricher,
+    /// Folds pending rollup rows and applies the rollups' retention.
+    RollupFolder,
     /// The accept loop of the public ingest listener.
     ApiServer,
     /// The accept loop of the admin listener.
@@ -42,7 +44,7 @@ pub enum Component {
 
 impl Component {
     /// Every component, so each restart series can be exported at 0 from start.
-    pub const ALL: [Component; 9] = [
+    pub const ALL: [Component; 10] = [
         Component::Consumer,
         Component::OffsetCommitter,
         Component::BatchWriter,
@@ -50,6 +52,7 @@ impl Component {
         Component::PartitionMaintainer,
         Component::DeadLetterReplayer,
         Component::Reenricher,
+        Component::RollupFolder,
         Component::ApiServer,
         Component::AdminServer,
     ];
@@ -64,6 +67,7 @@ impl Component {
             Component::PartitionMaintainer => "partition_maintainer",
             Component::DeadLetterReplayer => "dead_letter_replayer",
             Component::Reenricher => "reenricher",
+            Component::RollupFolder => "rollup_folder",
             Component::ApiServer => "api_server",
             Component::AdminServer => "admin_server",
         }
@@ -229,6 +233,7 @@ mod tests {
                 | Component::PartitionMaintainer
                 | Component::DeadLetterReplayer
                 | Component::Reenricher
+                | Component::RollupFolder
                 | Component::ApiServer
                 | Component::AdminServer => {}
             }

@@ -24,6 +24,7 @@ mod log;
 mod nlp;
 mod partitions;
 mod postgres;
+mod rollups;
 mod runtime;
 mod shutdown;
 mod storage;
@@ -45,7 +46,8 @@ pub use kafka::{Compression, KafkaSettings};
 pub use log::{LogFormat, LogSettings};
 pub use nlp::NlpSettings;
 pub use partitions::PartitionSettings;
-pub use postgres::{PostgresSettings, SecretUrl};
+pub use postgres::{PostgresSettings, Secret, SecretUrl};
+pub use rollups::RollupSettings;
 pub use runtime::RuntimeSettings;
 pub use shutdown::ShutdownSettings;
 pub use storage::StorageSettings;
@@ -79,6 +81,8 @@ pub struct Settings {
     pub storage: StorageSettings,
     /// `[partitions]`: daily partitions ahead, retention and archives.
     pub partitions: PartitionSettings,
+    /// `[rollups]`: folding pending rollup rows, and the rollups' retention.
+    pub rollups: RollupSettings,
     /// `[shutdown]`: how long draining may take.
     pub shutdown: ShutdownSettings,
     /// `[runtime]`: the async runtime's threads.
@@ -100,6 +104,7 @@ struct Raw {
     worker: worker::Raw,
     storage: storage::Raw,
     partitions: partitions::Raw,
+    rollups: rollups::Raw,
     shutdown: shutdown::Raw,
     runtime: runtime::Raw,
     log: log::Raw,
@@ -184,6 +189,7 @@ impl TryFrom<Raw> for Settings {
             worker: raw.worker.try_into()?,
             storage: raw.storage.try_into()?,
             partitions: raw.partitions.try_into()?,
+            rollups: raw.rollups.try_into()?,
             shutdown: raw.shutdown.try_into()?,
             runtime: raw.runtime.try_into()?,
             log: raw.log.try_into()?,

@@ -14,6 +14,7 @@ pub(super) struct Raw {
     url: SecretUrl,
     pool_size: usize,
     connect_timeout_ms: u64,
+    analyst_password: Secret,
 }
 
 /// The database and how many connections to keep to it.
@@ -25,6 +26,63 @@ pub struct PostgresSettings {
     pub pool_size: NonZeroUsize,
     /// Bounds connecting, and waiting for a pooled connection.
     pub connect_timeout: Duration,
+    /// Password `migrate` gives the read-only role `chat_analyst`; read it through
+    /// [`PostgresSettings::analyst_password`].
+    analyst_password: Secret,
+}
+
+/// The default analyst password: fine for a database on this machine only.
+const DEFAULT_ANALYST_PASSWORD: &str = "analyst";
+
+impl PostgresSettings {
+    /// The `chat_analyst` password, refused while it is still the default and the database
+    /// is reachable from elsewhere than loopback.
+    pub fn analyst_password(&self) -> Result<&Secret, ConfigError> {
+        let on_loopback = self
+            .url
+            .expose()
+            .parse::<tokio_postgres::Config>()
+            .map(|config| {
+                config.get_hosts().iter().all(|host| match host {
+                    tokio_postgres::config::Host::Tcp(name) => {
+                        name == "localhost"
+                            || name
+                                .parse::<std::net::IpAddr>()
+                                .is_ok_and(|ip| ip.is_loopback())
+                    }
+                    #[cfg(unix)]
+                    tokio_postgres::config::Host::Unix(_) => true,
+                })
+            })
+            .unwrap_or(false);
+        if self.analyst_password.expose() == DEFAULT_ANALYST_PASSWORD && !on_loopback {
+            return Err(ConfigError::invalid(
+                "postgres.analyst_password",
+                "<redacted>",
+                "the default password only suits a database on loopback: set \
+                 postgres.analyst_password (CHAT_ANALYTICS__POSTGRES__ANALYST_PASSWORD)",
+            ));
+        }
+        Ok(&self.analyst_password)
+    }
+}
+
+/// A password, kept out of logs and `Debug` output.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret in clear, for the database only: never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// Connection string wrapped so it never ends up in logs with its password.
@@ -68,6 +126,7 @@ impl TryFrom<Raw> for PostgresSettings {
                 "postgres.connect_timeout_ms",
                 raw.connect_timeout_ms,
             )?,
+            analyst_password: raw.analyst_password,
         })
     }
 }

@@ -85,8 +85,8 @@ pub async fn count_unenriched(client: &impl GenericClient, cap: i64) -> Result<i
     Ok(row.try_get(0)?)
 }
 
-/// Fills in NLP data for rows that still lack it; returns how many rows changed. `nlp`
-/// entries without an analysis are skipped.
+/// Fills in NLP data for rows that still lack it, and what that changes in the rollups;
+/// returns how many rows changed. `nlp` entries without an analysis are skipped.
 pub async fn update_enrichment(
     client: &impl GenericClient,
     rows: &[(Uuid, DateTime<Utc>, NlpFields)],
@@ -113,12 +113,14 @@ pub async fn update_enrichment(
     let raw: Vec<Option<&serde_json::Value>> =
         analysed.iter().map(|(_, _, n)| n.raw.as_ref()).collect();
     let statement = client.prepare_cached(UPDATE_ENRICHMENT).await?;
-    Ok(client
-        .execute(
+    let changed: i64 = client
+        .query_one(
             &statement,
             &[&ids, &sent, &labels, &scores, &toxicity, &languages, &raw],
         )
-        .await?)
+        .await?
+        .try_get(0)?;
+    Ok(u64::try_from(changed).unwrap_or(0))
 }
 
 fn unenriched_row(row: &tokio_postgres::Row) -> Result<UnenrichedRow, InsertError> {

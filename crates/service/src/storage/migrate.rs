@@ -4,7 +4,7 @@
 use deadpool_postgres::Pool;
 
 use super::StorageError;
-use crate::config::{PartitionSettings, StorageSettings};
+use crate::config::{PartitionSettings, Secret, StorageSettings};
 
 /// The migrations, compiled in so the binary never runs against a mismatched folder.
 pub const MIGRATIONS: &[(&str, &str)] = &[
@@ -20,6 +20,14 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0004_unenriched_index",
         include_str!("../../../../sql/0004_unenriched_index.sql"),
+    ),
+    (
+        "0005_rollups",
+        include_str!("../../../../sql/0005_rollups.sql"),
+    ),
+    (
+        "0006_analyst",
+        include_str!("../../../../sql/0006_analyst.sql"),
     ),
 ];
 
@@ -79,6 +87,7 @@ pub async fn prepare_database(
     pool: &Pool,
     storage: &StorageSettings,
     partitions: &PartitionSettings,
+    analyst_password: &Secret,
 ) -> Result<PreparedDatabase, StorageError> {
     let applied = migrate(pool).await?;
     // One connection for both steps; a pool failure is reported as the partition step's,
@@ -94,11 +103,42 @@ pub async fn prepare_database(
     )
     .await?;
     super::fulltext::set_full_text_search(&mut client, storage.full_text_search).await?;
+    set_analyst_password(&client, analyst_password).await?;
     Ok(PreparedDatabase {
         migrations_applied: applied,
         partitions_created: created,
         full_text_search: storage.full_text_search,
     })
+}
+
+/// Lets `chat_analyst` (sql/0006_analyst.sql) log in with the configured password. Run on
+/// every `migrate`, so changing the setting and migrating again rotates it.
+async fn set_analyst_password(
+    client: &deadpool_postgres::Object,
+    password: &Secret,
+) -> Result<(), StorageError> {
+    // DDL takes no parameters: the server quotes the password as a literal itself.
+    let statement: String = client
+        .query_one(
+            "SELECT format('ALTER ROLE chat_analyst WITH LOGIN PASSWORD %L', $1::text)",
+            &[&password.expose()],
+        )
+        .await?
+        .try_get(0)?;
+    // Roles are shared by the server's databases: two migrations at once (of two
+    // databases, or two replicas) can collide on the role's catalog row; the loser retries.
+    let mut attempt = 1;
+    loop {
+        match client.batch_execute(&statement).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < 5 => {
+                tracing::debug!(%error, attempt, "setting the analyst password; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 /// What [`prepare_database`] did; `migrate` prints it as JSON.

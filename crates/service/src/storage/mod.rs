@@ -9,6 +9,7 @@ mod migrate;
 mod outage;
 pub mod partitions;
 mod pool;
+mod rollups;
 
 pub use batch_writer::{BatchWriter, BatchWriterHandle, StorageMetrics, StoreOutcome};
 pub use enrichment::{
@@ -20,6 +21,7 @@ pub use keys::prune_message_keys;
 pub use migrate::{migrate, prepare_database, PreparedDatabase, MIGRATIONS};
 pub use outage::{DatabaseOutage, OutageVerdict};
 pub use pool::{accepts_writes, connect_pool, PostgresProbe};
+pub use rollups::{fold_pending, prune_rollups, Folded, RollupError, RollupFolder, RollupMetrics};
 
 /// Why Postgres could not be set up or prepared for writes.
 #[derive(Debug, thiserror::Error)]

@@ -47,7 +47,7 @@ use crate::enrich::{EnrichMetrics, Enricher};
 use crate::moderation::{ModerationError, Moderator};
 use crate::queue::ConsumerError;
 use crate::storage::partitions::PartitionMaintainer;
-use crate::storage::{BatchWriter, DatabaseOutage, StorageMetrics};
+use crate::storage::{BatchWriter, DatabaseOutage, RollupFolder, RollupMetrics, StorageMetrics};
 use crate::supervisor::{spawn_supervised, supervise, Component, Restarts};
 
 /// Why a worker, or `dlq replay`, could not start or finish.
@@ -75,6 +75,7 @@ pub struct WorkerMetrics {
     pub(crate) consumer: ConsumerMetrics,
     pub(crate) auto_replay: AutoReplayMetrics,
     pub(crate) reenrich: ReenrichMetrics,
+    pub(crate) rollups: RollupMetrics,
     /// Registered by the process (its servers restart too), shared here.
     pub(crate) restarts: Restarts,
 }
@@ -93,6 +94,7 @@ impl WorkerMetrics {
             consumer: ConsumerMetrics::register(registry)?,
             auto_replay: AutoReplayMetrics::register(registry)?,
             reenrich: ReenrichMetrics::register(registry)?,
+            rollups: RollupMetrics::register(registry)?,
             restarts,
         })
     }
@@ -154,6 +156,7 @@ pub struct Worker {
     reenricher: Option<Arc<AutoReenricher>>,
     partitions: Arc<PartitionMaintainer>,
     maintenance_every: Duration,
+    rollups: Arc<RollupFolder>,
     parts: PipelineParts,
     concurrency: usize,
     restarts: Restarts,
@@ -194,6 +197,11 @@ impl Worker {
             consumer,
             replayer,
             reenricher,
+            rollups: Arc::new(RollupFolder::new(
+                pool.clone(),
+                settings.rollups.clone(),
+                metrics.rollups.clone(),
+            )),
             partitions: Arc::new(PartitionMaintainer::new(pool, settings.partitions.clone())),
             maintenance_every: settings.worker.partition_maintenance_interval,
             parts,
@@ -234,6 +242,13 @@ impl Worker {
             move |maintainer, stop| async move {
                 maintainer.run_until(every, stop.cancelled_owned()).await
             },
+        );
+        let rollup_task = spawn_supervised(
+            Component::RollupFolder,
+            &restarts,
+            &shutdown,
+            &self.rollups,
+            |folder, stop| async move { folder.run_until(stop.cancelled_owned()).await },
         );
         let replay_task = self.replayer.as_ref().map(|replayer| {
             spawn_supervised(
@@ -282,6 +297,7 @@ impl Worker {
         self.consumer.commit(CommitMode::Sync);
         drop(commit_task.await);
         drop(maintenance_task.await);
+        drop(rollup_task.await);
         for task in [replay_task, reenrich_task].into_iter().flatten() {
             drop(task.await);
         }

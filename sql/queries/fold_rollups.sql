@@ -1,0 +1,99 @@
+-- Moves up to $1 pending rollup rows into the per-minute, per-hour and per-day rollups, in
+-- one transaction: the rows deleted here are exactly the ones added, so readers (which add
+-- what is pending) see the same figures before and after. Returns the rows moved.
+WITH moved AS (
+    DELETE FROM rollup_pending
+     WHERE ctid = ANY (ARRAY(SELECT ctid FROM rollup_pending LIMIT $1))
+    RETURNING *
+), minute AS (
+    INSERT INTO messages_per_minute AS r
+    SELECT bucket, bot_id,
+           sum(messages),
+           sum(analyzed_messages),
+           sum(scored_messages),
+           sum(sentiment_sum),
+           sum(negative_messages),
+           sum(neutral_messages),
+           sum(positive_messages),
+           sum(toxicity_messages),
+           sum(toxicity_sum),
+           max(toxicity_max),
+           sum(flagged_messages),
+           sum(nlp_missing_messages)
+      FROM moved
+     GROUP BY 1, 2
+    ON CONFLICT (bucket, bot_id) DO UPDATE SET
+        messages = r.messages + excluded.messages,
+        analyzed_messages = r.analyzed_messages + excluded.analyzed_messages,
+        scored_messages = r.scored_messages + excluded.scored_messages,
+        sentiment_sum = r.sentiment_sum + excluded.sentiment_sum,
+        negative_messages = r.negative_messages + excluded.negative_messages,
+        neutral_messages = r.neutral_messages + excluded.neutral_messages,
+        positive_messages = r.positive_messages + excluded.positive_messages,
+        toxicity_messages = r.toxicity_messages + excluded.toxicity_messages,
+        toxicity_sum = r.toxicity_sum + excluded.toxicity_sum,
+        toxicity_max = greatest(r.toxicity_max, excluded.toxicity_max),
+        flagged_messages = r.flagged_messages + excluded.flagged_messages,
+        nlp_missing_messages = r.nlp_missing_messages + excluded.nlp_missing_messages
+), hour AS (
+    INSERT INTO messages_per_hour AS r
+    SELECT date_trunc('hour', bucket, 'UTC'), bot_id,
+           sum(messages),
+           sum(analyzed_messages),
+           sum(scored_messages),
+           sum(sentiment_sum),
+           sum(negative_messages),
+           sum(neutral_messages),
+           sum(positive_messages),
+           sum(toxicity_messages),
+           sum(toxicity_sum),
+           max(toxicity_max),
+           sum(flagged_messages),
+           sum(nlp_missing_messages)
+      FROM moved
+     GROUP BY 1, 2
+    ON CONFLICT (bucket, bot_id) DO UPDATE SET
+        messages = r.messages + excluded.messages,
+        analyzed_messages = r.analyzed_messages + excluded.analyzed_messages,
+        scored_messages = r.scored_messages + excluded.scored_messages,
+        sentiment_sum = r.sentiment_sum + excluded.sentiment_sum,
+        negative_messages = r.negative_messages + excluded.negative_messages,
+        neutral_messages = r.neutral_messages + excluded.neutral_messages,
+        positive_messages = r.positive_messages + excluded.positive_messages,
+        toxicity_messages = r.toxicity_messages + excluded.toxicity_messages,
+        toxicity_sum = r.toxicity_sum + excluded.toxicity_sum,
+        toxicity_max = greatest(r.toxicity_max, excluded.toxicity_max),
+        flagged_messages = r.flagged_messages + excluded.flagged_messages,
+        nlp_missing_messages = r.nlp_missing_messages + excluded.nlp_missing_messages
+), day AS (
+    INSERT INTO messages_per_day AS r
+    SELECT date_trunc('day', bucket, 'UTC'), bot_id,
+           sum(messages),
+           sum(analyzed_messages),
+           sum(scored_messages),
+           sum(sentiment_sum),
+           sum(negative_messages),
+           sum(neutral_messages),
+           sum(positive_messages),
+           sum(toxicity_messages),
+           sum(toxicity_sum),
+           max(toxicity_max),
+           sum(flagged_messages),
+           sum(nlp_missing_messages)
+      FROM moved
+     GROUP BY 1, 2
+    ON CONFLICT (bucket, bot_id) DO UPDATE SET
+        messages = r.messages + excluded.messages,
+        analyzed_messages = r.analyzed_messages + excluded.analyzed_messages,
+        scored_messages = r.scored_messages + excluded.scored_messages,
+        sentiment_sum = r.sentiment_sum + excluded.sentiment_sum,
+        negative_messages = r.negative_messages + excluded.negative_messages,
+        neutral_messages = r.neutral_messages + excluded.neutral_messages,
+        positive_messages = r.positive_messages + excluded.positive_messages,
+        toxicity_messages = r.toxicity_messages + excluded.toxicity_messages,
+        toxicity_sum = r.toxicity_sum + excluded.toxicity_sum,
+        toxicity_max = greatest(r.toxicity_max, excluded.toxicity_max),
+        flagged_messages = r.flagged_messages + excluded.flagged_messages,
+        nlp_missing_messages = r.nlp_missing_messages + excluded.nlp_missing_messages
+)
+SELECT count(*) FROM moved

@@ -1,0 +1,457 @@
+//! The rollups equal the aggregate of the raw rows, column by column, after any mix of
+//! batches, duplicates, conflicting copies, failed (dead-lettered) batches and their
+//! replay, re-enrichment and partial folds; the analyst role reads them and nothing else.
+
+mod support;
+
+use chat_analytics::config::{SecretUrl, Settings};
+use chat_analytics::domain::{NlpFields, NlpStatus, ProcessedMessage};
+use chat_analytics::ingest::parse_single;
+use chat_analytics::storage::{
+    connect_pool, fold_pending, insert_messages, prune_rollups, update_enrichment,
+};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::json;
+use support::TestDb;
+use uuid::Uuid;
+
+/// A small deterministic generator (xorshift64*), so a failure replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn unit(&mut self) -> f32 {
+        (self.below(1_000_001) as f32) / 1_000_000.0
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+const TERMS: [&str; 4] = ["darn", "heck", "scam", "idiot"];
+
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 20, 22, 0, 0)
+        .single()
+        .expect("a valid time")
+}
+
+fn message(rng: &mut Rng, id: Uuid, text: &str) -> ProcessedMessage {
+    // Two days and a bit around UTC midnights, to the microsecond.
+    let sent_at = start() + Duration::microseconds(rng.below(50 * 3_600_000_000) as i64);
+    let bot = format!("bot-{}", rng.below(6));
+    let body = json!({
+        "message_id": id.to_string(),
+        "bot_id": bot,
+        "text": text,
+        "sent_at": sent_at.to_rfc3339(),
+    });
+    let message = parse_single(body.to_string().as_bytes()).expect("a valid message");
+    let nlp = if rng.chance(75) {
+        analysed(rng)
+    } else {
+        let statuses = [
+            NlpStatus::BreakerOpen,
+            NlpStatus::Failed,
+            NlpStatus::Rejected,
+        ];
+        NlpFields::missing(statuses[rng.below(3) as usize])
+    };
+    let flagged_terms: Vec<String> = if rng.chance(15) {
+        let first = rng.below(4) as usize;
+        let second = rng.below(4) as usize;
+        let mut terms = vec![TERMS[first].to_owned()];
+        if second != first {
+            terms.push(TERMS[second].to_owned());
+        }
+        terms
+    } else {
+        Vec::new()
+    };
+    ProcessedMessage {
+        message,
+        received_at: sent_at,
+        nlp,
+        flagged: !flagged_terms.is_empty(),
+        flagged_terms,
+        source: None,
+    }
+}
+
+fn analysed(rng: &mut Rng) -> NlpFields {
+    let labels = ["positive", "neutral", "negative"];
+    NlpFields {
+        sentiment_label: Some(labels[rng.below(3) as usize].to_owned()),
+        sentiment_score: Some(rng.unit() * 2.0 - 1.0),
+        toxicity: Some(rng.unit()),
+        language: Some("en".to_owned()),
+        raw: Some(json!({"generated": true})),
+        status: NlpStatus::Ok,
+    }
+}
+
+/// Every rollup column, from the raw rows, per (bucket, bot) at `unit` (UTC).
+fn raw_sql(unit: &str) -> String {
+    format!(
+        "SELECT date_trunc('{unit}', sent_at, 'UTC') AS bucket, bot_id,
+                count(*) AS messages, count(sentiment_label) AS analyzed_messages,
+                count(sentiment_score) AS scored_messages,
+                coalesce(sum(sentiment_score::float8::numeric), 0) AS sentiment_sum,
+                count(*) FILTER (WHERE sentiment_label = 'negative') AS negative_messages,
+                count(*) FILTER (WHERE sentiment_label = 'neutral') AS neutral_messages,
+                count(*) FILTER (WHERE sentiment_label = 'positive') AS positive_messages,
+                count(toxicity) AS toxicity_messages,
+                coalesce(sum(toxicity::float8::numeric), 0) AS toxicity_sum,
+                max(toxicity) AS toxicity_max,
+                count(*) FILTER (WHERE flagged) AS flagged_messages,
+                count(*) FILTER (WHERE nlp_status <> 'ok') AS nlp_missing_messages
+           FROM messages GROUP BY 1, 2"
+    )
+}
+
+/// The same columns from a rollup table plus what is still pending, per (bucket, bot).
+fn rollup_sql(table: &str, unit: &str) -> String {
+    format!(
+        "SELECT bucket, bot_id, sum(messages) AS messages,
+                sum(analyzed_messages) AS analyzed_messages, sum(scored_messages) AS scored_messages,
+                sum(sentiment_sum) AS sentiment_sum, sum(negative_messages) AS negative_messages,
+                sum(neutral_messages) AS neutral_messages, sum(positive_messages) AS positive_messages,
+                sum(toxicity_messages) AS toxicity_messages, sum(toxicity_sum) AS toxicity_sum,
+                max(toxicity_max) AS toxicity_max, sum(flagged_messages) AS flagged_messages,
+                sum(nlp_missing_messages) AS nlp_missing_messages
+           FROM (SELECT * FROM {table}
+                 UNION ALL
+                 SELECT date_trunc('{unit}', bucket, 'UTC'), bot_id, messages, analyzed_messages,
+                        scored_messages, sentiment_sum, negative_messages, neutral_messages,
+                        positive_messages, toxicity_messages, toxicity_sum, toxicity_max,
+                        flagged_messages, nlp_missing_messages
+                   FROM rollup_pending) r
+          GROUP BY 1, 2"
+    )
+}
+
+/// Rows of `a` not in `b` and of `b` not in `a`, as text, compared exactly.
+async fn mismatches(db: &TestDb, a: &str, b: &str) -> Vec<String> {
+    let sql = format!(
+        "WITH a AS ({a}), b AS ({b})
+         SELECT 'missing from the rollup: ' || x::text FROM (SELECT * FROM a EXCEPT ALL SELECT * FROM b) x
+         UNION ALL
+         SELECT 'not in the raw rows: ' || y::text FROM (SELECT * FROM b EXCEPT ALL SELECT * FROM a) y"
+    );
+    let client = db.pool.get().await.expect("connection");
+    client
+        .query(&sql, &[])
+        .await
+        .expect("compare")
+        .iter()
+        .map(|row| row.get::<_, String>(0))
+        .collect()
+}
+
+async fn assert_exact(db: &TestDb, when: &str) {
+    for (table, unit) in [
+        ("messages_per_minute", "minute"),
+        ("messages_per_hour", "hour"),
+        ("messages_per_day", "day"),
+    ] {
+        let wrong = mismatches(db, &raw_sql(unit), &rollup_sql(table, unit)).await;
+        assert!(wrong.is_empty(), "{when}: {table} differs: {wrong:#?}");
+    }
+    let terms = mismatches(
+        db,
+        "SELECT (sent_at AT TIME ZONE 'UTC')::date, bot_id, term, count(*)::bigint
+           FROM messages, LATERAL (SELECT DISTINCT unnest(flagged_terms)) t(term)
+          WHERE flagged GROUP BY 1, 2, 3",
+        "SELECT day, bot_id, term, messages FROM flagged_terms_daily",
+    )
+    .await;
+    assert!(terms.is_empty(), "{when}: flagged terms differ: {terms:#?}");
+    // The analysts' function, in a zone half an hour off UTC and over a range cut
+    // mid-hour, against the same figures computed from the raw rows.
+    let figures = mismatches(
+        db,
+        "SELECT bot_id, bucket, messages, analyzed_messages,
+                round(avg_sentiment_score::numeric, 9), round(negative_share::numeric, 9),
+                round(positive_share::numeric, 9), round(avg_toxicity::numeric, 9), max_toxicity,
+                flagged_messages, round(flagged_rate::numeric, 9), round(nlp_not_ok_share::numeric, 9)
+           FROM messages_rollup('day', '2026-11-21 03:17+00', '2026-11-22 19:45+00', 'Asia/Kolkata')",
+        "SELECT bot_id, date_trunc('day', sent_at, 'Asia/Kolkata'), count(*), count(sentiment_label),
+                round(avg(sentiment_score::float8)::numeric, 9),
+                round((count(*) FILTER (WHERE sentiment_label = 'negative')::float8
+                       / NULLIF(count(sentiment_label), 0))::numeric, 9),
+                round((count(*) FILTER (WHERE sentiment_label = 'positive')::float8
+                       / NULLIF(count(sentiment_label), 0))::numeric, 9),
+                round(avg(toxicity::float8)::numeric, 9), max(toxicity),
+                count(*) FILTER (WHERE flagged),
+                round((count(*) FILTER (WHERE flagged)::float8 / count(*))::numeric, 9),
+                round((count(*) FILTER (WHERE nlp_status <> 'ok')::float8 / count(*))::numeric, 9)
+           FROM messages
+          WHERE sent_at >= '2026-11-21 03:17+00' AND sent_at < '2026-11-22 19:45+00'
+          GROUP BY 1, 2",
+    )
+    .await;
+    assert!(
+        figures.is_empty(),
+        "{when}: messages_rollup differs: {figures:#?}"
+    );
+}
+
+#[tokio::test]
+async fn rollups_equal_the_raw_rows_after_duplicates_failures_replays_reenrichment_and_folds() {
+    let db = TestDb::create().await;
+    // A pool whose transactions are read-only: every insert through it fails, as a batch
+    // does when the database refuses it; its rows go to the dead letters.
+    let mut settings = Settings::load_from(None, Vec::new()).expect("defaults");
+    settings.postgres.url = SecretUrl::new(format!(
+        "{}?options=-c%20default_transaction_read_only%3Don",
+        db.url
+    ));
+    let refusing = connect_pool(&settings.postgres).expect("pool");
+
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut stored: Vec<ProcessedMessage> = Vec::new();
+    let mut dead_letters: Vec<ProcessedMessage> = Vec::new();
+    for round in 0..60 {
+        let mut batch: Vec<ProcessedMessage> = (0..1 + rng.below(120))
+            .map(|_| message(&mut rng, Uuid::new_v4(), "hello there"))
+            .collect();
+        // Copies of stored messages: the same content (a duplicate) or another (a conflict).
+        for _ in 0..rng.below(15) {
+            if stored.is_empty() {
+                break;
+            }
+            let earlier = &stored[rng.below(stored.len() as u64) as usize];
+            let mut copy = earlier.clone();
+            if rng.chance(30) {
+                copy = message(
+                    &mut rng,
+                    earlier.message.message_id.as_uuid(),
+                    "other words",
+                );
+            }
+            batch.push(copy);
+        }
+        // A message id appears once per statement, as the batch writer guarantees.
+        let mut seen = std::collections::HashSet::new();
+        batch.retain(|m| seen.insert(m.message.message_id.as_uuid()));
+
+        if rng.chance(20) {
+            assert!(
+                insert_messages(&refusing, &batch).await.is_err(),
+                "round {round}: a read-only transaction refused the batch"
+            );
+            dead_letters.extend(batch);
+        } else {
+            insert_messages(&db.pool, &batch).await.expect("insert");
+            stored.extend(batch);
+        }
+        // Dead letters replayed, now and then, some of them twice.
+        if rng.chance(25) && !dead_letters.is_empty() {
+            let replay: Vec<ProcessedMessage> = std::mem::take(&mut dead_letters);
+            insert_messages(&db.pool, &replay).await.expect("replay");
+            insert_messages(&db.pool, &replay[..replay.len() / 2])
+                .await
+                .expect("replayed again");
+            stored.extend(replay);
+        }
+        // Re-enrichment of some rows stored without NLP data (and of some that have it,
+        // which must change nothing).
+        if rng.chance(40) {
+            let mut rows = Vec::new();
+            for m in &stored {
+                if rng.chance(10) {
+                    rows.push((
+                        m.message.message_id.as_uuid(),
+                        m.sent_at(),
+                        analysed(&mut rng),
+                    ));
+                }
+            }
+            let client = db.pool.get().await.expect("connection");
+            update_enrichment(&client, &rows).await.expect("re-enrich");
+        }
+        // Partial folds: a few rows at a time, so folded and pending rows mix.
+        if rng.chance(50) {
+            let mut client = db.pool.get().await.expect("connection");
+            for _ in 0..rng.below(4) {
+                fold_pending(&mut client, 1 + rng.below(40) as i64)
+                    .await
+                    .expect("fold")
+                    .expect("no other folder holds the lock");
+            }
+        }
+        if round % 5 == 4 {
+            assert_exact(&db, &format!("after round {round}")).await;
+        }
+    }
+    let rows = db.count("SELECT count(*) FROM messages").await;
+    let unenriched_fixed = db
+        .count("SELECT count(*) FROM messages WHERE nlp_status = 'ok' AND nlp ? 'generated'")
+        .await;
+    assert!(rows > 1_000, "the run stored a real volume ({rows} rows)");
+    assert!(unenriched_fixed > 0, "re-enrichment changed rows");
+
+    // Everything folded: the pending tables empty, the rollups alone still exact.
+    let mut client = db.pool.get().await.expect("connection");
+    while let Some(folded) = fold_pending(&mut client, 1_000).await.expect("fold") {
+        if folded.rollup_rows < 1_000 && folded.term_rows < 1_000 {
+            break;
+        }
+    }
+    assert_eq!(db.count("SELECT count(*) FROM rollup_pending").await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM flagged_terms_pending").await,
+        0
+    );
+    assert_exact(&db, "after the last fold").await;
+
+    // Raw retention drops rows; rollups keep them until their own retention.
+    let before: i64 = db
+        .count("SELECT sum(messages)::bigint FROM messages_per_day")
+        .await;
+    client
+        .batch_execute("DELETE FROM messages WHERE sent_at < '2026-11-21'")
+        .await
+        .expect("raw rows expire");
+    assert_eq!(
+        db.count("SELECT sum(messages)::bigint FROM messages_per_day")
+            .await,
+        before
+    );
+    let cutoff = Utc
+        .with_ymd_and_hms(2026, 11, 22, 0, 0, 0)
+        .single()
+        .expect("time");
+    prune_rollups(
+        &client,
+        cutoff,
+        Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0)
+            .single()
+            .expect("time"),
+    )
+    .await
+    .expect("rollup retention");
+    assert_eq!(
+        db.count("SELECT count(*) FROM messages_per_minute WHERE bucket < '2026-11-22'")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM messages_per_day WHERE bucket < '2026-11-21'")
+            .await,
+        0
+    );
+    assert!(
+        db.count("SELECT count(*) FROM messages_per_hour WHERE bucket >= '2026-11-21' AND bucket < '2026-11-22'")
+            .await
+            > 0,
+        "hours newer than the cutoff are kept"
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_analyst_role_reads_messages_rollups_and_views_and_nothing_else() {
+    let db = TestDb::create().await;
+    let settings = Settings::load_from(None, Vec::new()).expect("defaults");
+    let password = settings
+        .postgres
+        .analyst_password()
+        .expect("the default password is allowed on loopback");
+    chat_analytics::storage::prepare_database(
+        &db.pool,
+        &settings.storage,
+        &settings.partitions,
+        password,
+    )
+    .await
+    .expect("migrate");
+    let url = format!(
+        "postgres://chat_analyst:{}@127.0.0.1:5432/{}",
+        password.expose(),
+        db.name
+    );
+    let (analyst, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("chat_analyst logs in with the configured password");
+    tokio::spawn(connection);
+
+    for readable in [
+        "SELECT count(*) FROM messages",
+        "SELECT count(*) FROM messages_per_minute",
+        "SELECT count(*) FROM messages_per_hour",
+        "SELECT count(*) FROM messages_per_day",
+        "SELECT count(*) FROM messages_hourly",
+        "SELECT count(*) FROM messages_daily",
+        "SELECT count(*) FROM flagged_terms_daily",
+        "SELECT count(*) FROM messages_rollup('hour', now() - interval '1 day', now())",
+    ] {
+        analyst
+            .query_one(readable, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{readable}: {e}"));
+    }
+    let timeout: String = analyst
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(timeout, "30s");
+
+    let denied = |sql: &'static str| {
+        let analyst = &analyst;
+        async move {
+            let error = analyst
+                .batch_execute(sql)
+                .await
+                .expect_err(&format!("{sql} is refused"));
+            error.code().cloned()
+        }
+    };
+    use tokio_postgres::error::SqlState;
+    for hidden in [
+        "SELECT * FROM message_keys",
+        "SELECT * FROM schema_migrations",
+        "SELECT * FROM messages_default",
+    ] {
+        assert_eq!(
+            denied(hidden).await,
+            Some(SqlState::INSUFFICIENT_PRIVILEGE),
+            "{hidden}"
+        );
+    }
+    // Read-only by default, and without the privilege even when read-only is switched off.
+    assert_eq!(
+        denied("DELETE FROM messages").await,
+        Some(SqlState::READ_ONLY_SQL_TRANSACTION)
+    );
+    analyst
+        .batch_execute("SET default_transaction_read_only = off")
+        .await
+        .expect("a session setting");
+    for write in [
+        "DELETE FROM messages",
+        "DELETE FROM messages_per_day",
+        "INSERT INTO rollup_pending (bucket, bot_id) VALUES (now(), 'x')",
+        "CREATE TABLE mine (x int)",
+    ] {
+        assert_eq!(
+            denied(write).await,
+            Some(SqlState::INSUFFICIENT_PRIVILEGE),
+            "{write}"
+        );
+    }
+    drop(analyst);
+    db.drop_db().await;
+}
