@@ -31,7 +31,11 @@
 //! The tools that exercise the service, the load generator and the reference NLP API
 //! server, are crates of their own (`crates/loadgen`, `crates/nlp-sim`); the
 //! `chat-analytics` binary links them for its `loadgen` and `nlp-sim` subcommands.
+//!
+//! The layers above are checked from the sources by `tests/architecture.rs`: a module
+//! imports only those below it, and no file imports another in a circle.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod app;
