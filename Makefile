@@ -23,7 +23,7 @@ NLP_SIM ?= 1
 FUZZ_SECONDS ?= 300
 
 .PHONY: help infra-up infra-down infra-status clean-infra build run test test-tools lint \
-	bench chaos fuzz k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
+	bench bench-analytics chaos fuzz k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -72,6 +72,9 @@ test-tools: ## Install nightly Rust, cargo-fuzz and schemathesis (in .cache/) if
 # Not part of `make test`: speed and memory targets are measured here, never asserted in tests.
 bench: ## Full stack + load generator: steady 10,000/s and 50,000 connections; report in bench/results/
 	scripts/bench.sh
+
+bench-analytics: build ## Analysts' queries on 100 million generated rows, rollups vs raw, cold and warm cache
+	scripts/bench_analytics.sh
 
 # Not part of `make test` either: it stops and starts Kafka and Postgres, so nothing else may
 # use them meanwhile. Knobs pass through, e.g. `make chaos RATE=2000` or

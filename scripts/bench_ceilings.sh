@@ -15,7 +15,9 @@
 #             Run twice per client count: `plain` inserts into messages alone, `keyed` first
 #             claims each message_id in message_keys (sql/0003_message_keys.sql) and inserts
 #             only the rows whose key was new, as sql/queries/insert_messages.sql does; the
-#             ratio of the two is the write cost of exactly-once storage.
+#             ratio of the two is the write cost of exactly-once storage. A third, `rollups`,
+#             also appends what the rows add to the rollups (sql/0005_rollups.sql), as the
+#             worker's statement does: its ratio to keyed is the write cost of exact rollups.
 #   http      the ingest API with Kafka taken out (examples/ingest_ceiling.rs acknowledges every
 #             valid message at once), driven by `chat-analytics loadgen` over 2,000 keep-alive
 #             connections at an offered rate above what it can answer: accepted msg/s is the
@@ -126,12 +128,14 @@ next_day="$(date -u -d "$day + 1 day" +%Y-%m-%d)"
 day_epoch="$(date -u -d "$day" +%s)"
 partition="messages_p$(date -u -d "$day" +%Y%m%d)"
 
-say "postgres: scratch database $PG_DB, sql/0001_messages.sql and 0003_message_keys.sql, partition $partition"
+say "postgres: scratch database $PG_DB, sql/0001, 0002, 0003 and 0005 (messages, keys, rollups), partition $partition"
 drop_db "$PG_DB"
 psql_q -d postgres -c "CREATE DATABASE $PG_DB" >/dev/null
 db_created=1
 psql_q -d "$PG_DB" -f sql/0001_messages.sql >/dev/null
+psql_q -d "$PG_DB" -f sql/0002_views.sql >/dev/null
 psql_q -d "$PG_DB" -f sql/0003_message_keys.sql >/dev/null
+psql_q -d "$PG_DB" -f sql/0005_rollups.sql >/dev/null
 psql_q -d "$PG_DB" -c "CREATE TABLE $partition PARTITION OF messages
     FOR VALUES FROM ('$day 00:00:00+00') TO ('$next_day 00:00:00+00')" >/dev/null
 pg_version="$(psql_q -d "$PG_DB" -c 'SHOW server_version' | cut -d' ' -f1)"
@@ -192,11 +196,55 @@ ON CONFLICT DO NOTHING
 RETURNING message_id;
 EOF
 
+# As keyed, plus what the stored rows add to the rollups appended in the same statement, as
+# sql/queries/insert_messages.sql does: the write cost of exact rollups.
+cat >"$OUT/pg_insert_rollups.sql" <<EOF
+WITH batch (
+    message_id, bot_id, conversation_id, user_id, text, sent_at, received_at, processed_at,
+    sentiment_label, sentiment_score, toxicity, language, nlp, nlp_status,
+    flagged, flagged_terms, metadata, kafka_partition, kafka_offset) AS (
+$rows_sql
+), claimed AS (
+    INSERT INTO message_keys (message_id, sent_at, content_hash)
+    SELECT message_id, sent_at, decode(md5(text), 'hex') FROM batch ORDER BY message_id
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING message_id
+), stored AS (
+    INSERT INTO messages (
+        message_id, bot_id, conversation_id, user_id, text, sent_at, received_at, processed_at,
+        sentiment_label, sentiment_score, toxicity, language, nlp, nlp_status,
+        flagged, flagged_terms, metadata, kafka_partition, kafka_offset)
+    SELECT b.* FROM batch b JOIN claimed USING (message_id)
+    ON CONFLICT DO NOTHING
+    RETURNING message_id
+), rollup AS (
+    INSERT INTO rollup_pending
+    SELECT date_trunc('minute', m.sent_at, 'UTC'), m.bot_id,
+           count(*), count(m.sentiment_label), count(m.sentiment_score),
+           coalesce(sum(m.sentiment_score::float8::numeric), 0),
+           count(*) FILTER (WHERE m.sentiment_label = 'negative'),
+           count(*) FILTER (WHERE m.sentiment_label = 'neutral'),
+           count(*) FILTER (WHERE m.sentiment_label = 'positive'),
+           count(m.toxicity), coalesce(sum(m.toxicity::float8::numeric), 0), max(m.toxicity),
+           count(*) FILTER (WHERE m.flagged), count(*) FILTER (WHERE m.nlp_status <> 'ok')
+      FROM batch m JOIN stored USING (message_id)
+     GROUP BY 1, 2
+), terms AS (
+    INSERT INTO flagged_terms_pending
+    SELECT (m.sent_at AT TIME ZONE 'UTC')::date, m.bot_id, t.term, count(*)
+      FROM batch m JOIN stored USING (message_id)
+     CROSS JOIN LATERAL (SELECT DISTINCT unnest(m.flagged_terms)) AS t(term)
+     WHERE m.flagged
+     GROUP BY 1, 2, 3
+)
+SELECT message_id FROM stored;
+EOF
+
 pg_json='[]'
 for c in $PG_CLIENTS; do
-    for statement in plain keyed; do
+    for statement in plain keyed rollups; do
         tx=$((PG_ROWS / PG_BATCH / c))
-        psql_q -d "$PG_DB" -c 'TRUNCATE messages, message_keys' >/dev/null
+        psql_q -d "$PG_DB" -c 'TRUNCATE messages, message_keys, rollup_pending, flagged_terms_pending' >/dev/null
         say "postgres: $statement, $PG_ROWS rows, batches of $PG_BATCH, $c client(s) x $tx transactions"
         log="$OUT/pgbench-$statement-c$c.txt"
         timeout "$STEP_TIMEOUT" pgbench -n -M prepared -c "$c" -j "$c" -t "$tx" -D day_epoch="$day_epoch" \
@@ -207,7 +255,7 @@ for c in $PG_CLIENTS; do
         if [ -z "$tps" ] || [ -z "$lat" ]; then die "cannot parse $log"; fi
         rows="$(psql_q -d "$PG_DB" -c "SELECT count(*) FROM $partition")"
         [ "$rows" = "$PG_ROWS" ] || die "$partition holds $rows rows after the run, expected $PG_ROWS"
-        if [ "$statement" = keyed ]; then
+        if [ "$statement" != plain ]; then
             keys="$(psql_q -d "$PG_DB" -c "SELECT count(*) FROM message_keys")"
             [ "$keys" = "$PG_ROWS" ] || die "message_keys holds $keys keys after the run, expected $PG_ROWS"
         fi
@@ -267,7 +315,8 @@ jq -n \
        postgres: {version: $pg_version, synchronous_commit: $sync, table: "messages",
                   rows: $rows, batch: $batch,
                   statements: {plain: "INSERT ... SELECT ... FROM generate_series ON CONFLICT DO NOTHING RETURNING message_id (pgbench -M prepared)",
-                              keyed: "the same rows, each message_id claimed in message_keys first, only new keys inserted"},
+                              keyed: "the same rows, each message_id claimed in message_keys first, only new keys inserted",
+                              rollups: "as keyed, plus the rollup and flagged-term deltas of the stored rows, in the same statement"},
                   runs: $pg},
        http: {server: "examples/ingest_ceiling (ingest API, publisher acknowledges at once)",
               connections: 2000, offered_per_sec: $h_rate, accepted_per_sec: $h_rps,

@@ -53,11 +53,14 @@ def fractions(steady, ceilings, e2e):
     kafka = ceilings.get("kafka", {}).get("records_per_sec")
     if kafka:
         rows.append(("Kafka produce", rate, kafka))
-    # The worker claims every key in message_keys: its ceiling is the keyed statement's.
+    # The worker claims every key in message_keys and appends the rollup deltas: its ceiling
+    # is the rollups statement's (the keyed one's in reports from before the rollups).
     runs = ceilings.get("postgres", {}).get("runs", [])
-    pg = max((r.get("rows_per_sec", 0) for r in runs if r.get("statement", "keyed") == "keyed"), default=0)
+    worker_statement = "rollups" if any(r.get("statement") == "rollups" for r in runs) else "keyed"
+    pg = max((r.get("rows_per_sec", 0) for r in runs if r.get("statement", "keyed") == worker_statement), default=0)
     if pg and e2e.get("found"):
-        rows.append(("Postgres insert with message keys (rows stored)", rate, pg))
+        label = "with message keys and rollups" if worker_statement == "rollups" else "with message keys"
+        rows.append((f"Postgres insert {label} (rows stored)", rate, pg))
     return [{"stage": name, "rate": round(r), "ceiling": round(c), "fraction": round(r / c, 3)} for name, r, c in rows]
 
 

@@ -189,6 +189,27 @@ async fn a_message_id_sent_again_in_any_form_is_stored_once_and_the_first_conten
         48.0,
         "every other copy is a duplicate"
     );
+    // The rollups count each stored message once, and the worker's folder moves what the
+    // writes left pending into the rollup tables.
+    let folded = db
+        .wait_for_count(
+            "SELECT CASE WHEN (SELECT count(*) FROM rollup_pending) = 0
+                          AND (SELECT sum(messages) FROM messages_per_minute) = 44
+                         THEN 1 ELSE 0 END::bigint",
+            1,
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(folded, 1, "the worker folded the pending rollup rows");
+    let client = db.pool.get().await.expect("connection");
+    for row in client
+        .query(include_str!("../sql/checks/rollup_mismatches.sql"), &[])
+        .await
+        .expect("rollup check")
+    {
+        let (rollup, wrong): (String, i64) = (row.get(0), row.get(1));
+        assert_eq!(wrong, 0, "{rollup} differs from the raw rows");
+    }
     restarted.stop().await;
     ingest_a.stop().await;
     ingest_b.stop().await;

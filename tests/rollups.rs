@@ -101,46 +101,6 @@ fn analysed(rng: &mut Rng) -> NlpFields {
     }
 }
 
-/// Every rollup column, from the raw rows, per (bucket, bot) at `unit` (UTC).
-fn raw_sql(unit: &str) -> String {
-    format!(
-        "SELECT date_trunc('{unit}', sent_at, 'UTC') AS bucket, bot_id,
-                count(*) AS messages, count(sentiment_label) AS analyzed_messages,
-                count(sentiment_score) AS scored_messages,
-                coalesce(sum(sentiment_score::float8::numeric), 0) AS sentiment_sum,
-                count(*) FILTER (WHERE sentiment_label = 'negative') AS negative_messages,
-                count(*) FILTER (WHERE sentiment_label = 'neutral') AS neutral_messages,
-                count(*) FILTER (WHERE sentiment_label = 'positive') AS positive_messages,
-                count(toxicity) AS toxicity_messages,
-                coalesce(sum(toxicity::float8::numeric), 0) AS toxicity_sum,
-                max(toxicity) AS toxicity_max,
-                count(*) FILTER (WHERE flagged) AS flagged_messages,
-                count(*) FILTER (WHERE nlp_status <> 'ok') AS nlp_missing_messages
-           FROM messages GROUP BY 1, 2"
-    )
-}
-
-/// The same columns from a rollup table plus what is still pending, per (bucket, bot).
-fn rollup_sql(table: &str, unit: &str) -> String {
-    format!(
-        "SELECT bucket, bot_id, sum(messages) AS messages,
-                sum(analyzed_messages) AS analyzed_messages, sum(scored_messages) AS scored_messages,
-                sum(sentiment_sum) AS sentiment_sum, sum(negative_messages) AS negative_messages,
-                sum(neutral_messages) AS neutral_messages, sum(positive_messages) AS positive_messages,
-                sum(toxicity_messages) AS toxicity_messages, sum(toxicity_sum) AS toxicity_sum,
-                max(toxicity_max) AS toxicity_max, sum(flagged_messages) AS flagged_messages,
-                sum(nlp_missing_messages) AS nlp_missing_messages
-           FROM (SELECT * FROM {table}
-                 UNION ALL
-                 SELECT date_trunc('{unit}', bucket, 'UTC'), bot_id, messages, analyzed_messages,
-                        scored_messages, sentiment_sum, negative_messages, neutral_messages,
-                        positive_messages, toxicity_messages, toxicity_sum, toxicity_max,
-                        flagged_messages, nlp_missing_messages
-                   FROM rollup_pending) r
-          GROUP BY 1, 2"
-    )
-}
-
 /// Rows of `a` not in `b` and of `b` not in `a`, as text, compared exactly.
 async fn mismatches(db: &TestDb, a: &str, b: &str) -> Vec<String> {
     let sql = format!(
@@ -160,23 +120,24 @@ async fn mismatches(db: &TestDb, a: &str, b: &str) -> Vec<String> {
 }
 
 async fn assert_exact(db: &TestDb, when: &str) {
-    for (table, unit) in [
-        ("messages_per_minute", "minute"),
-        ("messages_per_hour", "hour"),
-        ("messages_per_day", "day"),
-    ] {
-        let wrong = mismatches(db, &raw_sql(unit), &rollup_sql(table, unit)).await;
-        assert!(wrong.is_empty(), "{when}: {table} differs: {wrong:#?}");
+    // Every rollup (folded + pending) against the raw rows, column by column.
+    let client = db.pool.get().await.expect("connection");
+    let checked = client
+        .query(include_str!("../sql/checks/rollup_mismatches.sql"), &[])
+        .await
+        .expect("rollup check");
+    assert_eq!(
+        checked.len(),
+        4,
+        "minute, hour, day and flagged terms checked"
+    );
+    for row in checked {
+        let (rollup, wrong): (String, i64) = (row.get(0), row.get(1));
+        assert_eq!(
+            wrong, 0,
+            "{when}: {wrong} rows of {rollup} differ from the raw rows"
+        );
     }
-    let terms = mismatches(
-        db,
-        "SELECT (sent_at AT TIME ZONE 'UTC')::date, bot_id, term, count(*)::bigint
-           FROM messages, LATERAL (SELECT DISTINCT unnest(flagged_terms)) t(term)
-          WHERE flagged GROUP BY 1, 2, 3",
-        "SELECT day, bot_id, term, messages FROM flagged_terms_daily",
-    )
-    .await;
-    assert!(terms.is_empty(), "{when}: flagged terms differ: {terms:#?}");
     // The analysts' function, in a zone half an hour off UTC and over a range cut
     // mid-hour, against the same figures computed from the raw rows.
     let figures = mismatches(

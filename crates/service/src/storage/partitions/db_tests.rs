@@ -614,10 +614,25 @@ async fn insert_rows(client: &Client, rows: &[Row]) {
     for row in rows {
         client
             .execute(
-                "INSERT INTO messages (message_id, bot_id, text, sent_at, received_at,
-                                       sentiment_label, sentiment_score, toxicity, flagged,
-                                       nlp_status)
-                 VALUES (gen_random_uuid(), $1, 'x', $2, $2, $3, $4, $5, $6, $7)",
+                // With what the row adds to the rollups, as the worker's statement does
+                // (the views read the rollups).
+                "WITH stored AS (
+                     INSERT INTO messages (message_id, bot_id, text, sent_at, received_at,
+                                           sentiment_label, sentiment_score, toxicity, flagged,
+                                           nlp_status)
+                     VALUES (gen_random_uuid(), $1, 'x', $2, $2, $3, $4, $5, $6, $7)
+                     RETURNING *)
+                 INSERT INTO rollup_pending
+                 SELECT date_trunc('minute', sent_at, 'UTC'), bot_id, count(*),
+                        count(sentiment_label), count(sentiment_score),
+                        coalesce(sum(sentiment_score::float8::numeric), 0),
+                        count(*) FILTER (WHERE sentiment_label = 'negative'),
+                        count(*) FILTER (WHERE sentiment_label = 'neutral'),
+                        count(*) FILTER (WHERE sentiment_label = 'positive'),
+                        count(toxicity), coalesce(sum(toxicity::float8::numeric), 0),
+                        max(toxicity), count(*) FILTER (WHERE flagged),
+                        count(*) FILTER (WHERE nlp_status <> 'ok')
+                   FROM stored GROUP BY 1, 2",
                 &[
                     &row.bot,
                     &at(row.sent_at),
