@@ -209,14 +209,17 @@ async fn admin_client() -> tokio_postgres::Client {
 
 impl TestDb {
     pub async fn create() -> TestDb {
-        // Databases left by an earlier, interrupted run go first (once per test binary;
-        // binaries run one after another).
+        // Databases left by an earlier, interrupted run go first (once per test binary).
         STALE_DBS_DROPPED
             .get_or_init(|| async {
                 let client = admin_client().await;
                 let stale = client
                     .query(
-                        "SELECT datname FROM pg_database WHERE datname LIKE 'chat_test_%'",
+                        // Only those nobody is connected to: another test process on
+                        // this machine may be using its own right now.
+                        "SELECT datname FROM pg_database d WHERE datname LIKE 'chat_test_%'
+                            AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                                             WHERE a.datname = d.datname)",
                         &[],
                     )
                     .await
