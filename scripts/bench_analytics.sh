@@ -16,7 +16,8 @@
 # release build, root for the cold runs (it restarts the Postgres cluster it started), and
 # about 320 bytes of disk per row: it refuses to start without them.
 #
-# Knobs: ROWS (100000000), DAYS (30), BOTS (1000), RUNS (3), KEEP (0).
+# Knobs: ROWS (100000000), DAYS (30), BOTS (1000), RUNS (3), KEEP (0), REUSE (0; 1 times the
+# queries again on the database a KEEP=1 run left, after applying newer migrations to it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -25,6 +26,7 @@ DAYS="${DAYS:-30}"
 BOTS="${BOTS:-1000}"
 RUNS="${RUNS:-3}"
 KEEP="${KEEP:-0}"
+REUSE="${REUSE:-0}"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="bench/results/analytics-$STAMP"
 DB=chat_analytics_volume
@@ -38,8 +40,8 @@ psql_db() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -A -t -v ON_ER
 [ -x "$BIN" ] || die "$BIN missing: cargo build --release first"
 scripts/infra.sh is-up || die "Kafka or Postgres is not up (run: scripts/infra.sh up)"
 [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null || die "cold runs need root (or sudo) to drop the page cache"
-free_kb="$(df -Pk "$(PGOPTIONS= psql -X -A -t -d postgres -c 'show data_directory' 2>/dev/null || echo /)" 2>/dev/null | awk 'NR == 2 { print $4 }')"
-need_kb=$((ROWS / 1024 * 320))
+free_kb="$(df -Pk "$(PGOPTIONS='' psql -X -A -t -d postgres -c 'show data_directory' 2>/dev/null || echo /)" 2>/dev/null | awk 'NR == 2 { print $4 }')"
+need_kb=$((ROWS * 320 / 1024))
 [ -z "$free_kb" ] || [ "$free_kb" -ge "$need_kb" ] \
     || die "about $((need_kb / 1048576)) GiB of disk needed for $ROWS rows, $((free_kb / 1048576)) GiB free"
 mkdir -p "$OUT"
@@ -49,15 +51,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The scratch database: migrated, DAYS partitions of generated rows, their rollups.
+generate() {
 say "scratch database $DB: migrate, $DAYS daily partitions"
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
-CHAT_ANALYTICS__POSTGRES__URL="postgres://chat:chat@127.0.0.1:5432/$DB" "$BIN" migrate >"$OUT/migrate.json"
+CHAT_ANALYTICS__POSTGRES__URL="postgres://chat:chat@127.0.0.1:5432/$DB" "$BIN" migrate >"$OUT/migrate.json" 2>"$OUT/migrate.log"
 psql_db -v days="$DAYS" <<'SQL'
 SELECT format('CREATE TABLE IF NOT EXISTS %I PARTITION OF messages FOR VALUES FROM (%L) TO (%L)',
               'messages_p' || to_char(d, 'YYYYMMDD'),
               d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC')
-  FROM generate_series((now() AT TIME ZONE 'UTC')::date - (:days - 1), (now() AT TIME ZONE 'UTC')::date,
-                       interval '1 day') AS g(d)
+  FROM generate_series(0, :days - 1) AS g(back),
+       LATERAL (SELECT (now() AT TIME ZONE 'UTC')::date - back) AS day(d)
  WHERE to_regclass('messages_p' || to_char(d, 'YYYYMMDD')) IS NULL
 \gexec
 SQL
@@ -86,7 +90,7 @@ SELECT gen_random_uuid(),
        i % 33 = 0,
        CASE WHEN i % 33 = 0 THEN ARRAY[(ARRAY['scam', 'idiot', 'heck', 'damn', 'stupid'])[1 + (i / 33) % 5]]
             ELSE '{}' END
-  FROM generate_series(1, :n) AS i;
+  FROM generate_series(1::bigint, :n) AS i;
 SQL
     say "  day -$back done ($((SECONDS - started)) s)"
 done
@@ -122,6 +126,15 @@ SELECT (m.sent_at AT TIME ZONE 'UTC')::date, m.bot_id, t.term, count(*)
 VACUUM ANALYZE messages, messages_per_minute, messages_per_hour, messages_per_day,
                flagged_terms_per_day, rollup_pending, flagged_terms_pending;
 SQL
+}
+
+if [ "$REUSE" = 1 ] && [ "$(psql -X -A -t -d postgres -c "SELECT count(*) FROM pg_database WHERE datname = '$DB'")" = 1 ]; then
+    say "reusing $DB as an earlier KEEP=1 run left it; migrations applied again"
+    CHAT_ANALYTICS__POSTGRES__URL="postgres://chat:chat@127.0.0.1:5432/$DB" "$BIN" migrate >"$OUT/migrate.json" 2>"$OUT/migrate.log"
+else
+    generate
+fi
+
 rows_stored="$(psql_db -c 'SELECT count(*) FROM messages')"
 sizes="$(psql_db -c "SELECT string_agg(format('%s %s', r, pg_size_pretty(pg_total_relation_size(r::regclass))), ', ')
                       FROM unnest(ARRAY['messages_per_minute', 'messages_per_hour', 'messages_per_day']) r")"
@@ -137,9 +150,15 @@ QUERY[minute_raw]="SELECT date_trunc('minute', sent_at, 'UTC'), count(*), count(
 QUERY[terms_rollup]="SELECT term, sum(messages) AS messages FROM flagged_terms_daily WHERE day >= (now() AT TIME ZONE 'UTC')::date - 6 GROUP BY term ORDER BY messages DESC LIMIT 20"
 QUERY[terms_raw]="SELECT t.term, count(*) FROM messages m CROSS JOIN LATERAL unnest(m.flagged_terms) AS t(term) WHERE m.flagged AND m.sent_at >= date_trunc('day', now(), 'UTC') - interval '6 days' GROUP BY 1 ORDER BY 2 DESC LIMIT 20"
 
-# One timed execution (server-side, EXPLAIN ANALYZE's execution time, in ms).
+# One timed execution as chat_analyst, with the role's settings (sql/0006, sql/0007) but no
+# statement timeout, so a raw query's time is measured rather than cut at 30 s: the
+# server's execution time in ms (EXPLAIN ANALYZE without per-node timing, whose clock
+# reads would inflate queries over many rows).
 time_query() {
-    psql_db -c "EXPLAIN (ANALYZE, FORMAT JSON) ${QUERY[$1]}" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Execution Time"])'
+    PGUSER=chat_analyst PGPASSWORD=analyst PGOPTIONS="-c statement_timeout=0" \
+        psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB" \
+        -c "EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) ${QUERY[$1]}" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Execution Time"])'
 }
 
 cold_cache() {
@@ -171,7 +190,7 @@ def med(q, cache):
 report = {"rows": int(rows), "raw_size": raw_size, "rollup_sizes": sizes, "bots": int(bots),
           "days": int(days), "bot": bot, "queries": {}}
 lines = [f"# Analysts' queries on {int(rows):,} rows ({raw_size}; {bots} bots, {days} days)", "",
-         f"Rollups: {sizes}. Server execution time (EXPLAIN ANALYZE), median of the runs, ms.", "",
+         f"Rollups: {sizes}. Server execution time as chat_analyst (EXPLAIN ANALYZE, TIMING OFF), median of the runs, ms.", "",
          "| query | rollup cold | rollup warm | raw cold | raw warm | target |", "|---|---:|---:|---:|---:|---|"]
 for q, title in [("daily", "all bots, daily, 30 days"), ("minute", f"one bot ({bot}) per minute, 24 h"),
                  ("terms", "top 20 flagged terms, 7 days")]:

@@ -101,13 +101,14 @@ fn analysed(rng: &mut Rng) -> NlpFields {
     }
 }
 
-/// Rows of `a` not in `b` and of `b` not in `a`, as text, compared exactly.
+/// Rows of the rollup query `a` not in the raw query `b` and the other way round, as text,
+/// compared exactly.
 async fn mismatches(db: &TestDb, a: &str, b: &str) -> Vec<String> {
     let sql = format!(
         "WITH a AS ({a}), b AS ({b})
-         SELECT 'missing from the rollup: ' || x::text FROM (SELECT * FROM a EXCEPT ALL SELECT * FROM b) x
+         SELECT 'rollups only: ' || x::text FROM (SELECT * FROM a EXCEPT ALL SELECT * FROM b) x
          UNION ALL
-         SELECT 'not in the raw rows: ' || y::text FROM (SELECT * FROM b EXCEPT ALL SELECT * FROM a) y"
+         SELECT 'raw rows only: ' || y::text FROM (SELECT * FROM b EXCEPT ALL SELECT * FROM a) y"
     );
     let client = db.pool.get().await.expect("connection");
     client
@@ -117,6 +118,44 @@ async fn mismatches(db: &TestDb, a: &str, b: &str) -> Vec<String> {
         .iter()
         .map(|row| row.get::<_, String>(0))
         .collect()
+}
+
+/// Where `messages_rollup(unit, from, to, zone)` (arguments as SQL expressions) differs
+/// from the same figures aggregated from the raw rows; means and shares to 9 digits.
+async fn figure_mismatches(
+    db: &TestDb,
+    unit: &str,
+    from: &str,
+    to: &str,
+    zone: &str,
+) -> Vec<String> {
+    mismatches(
+        db,
+        &format!(
+            "SELECT bot_id, bucket, messages, analyzed_messages,
+                    round(avg_sentiment_score::numeric, 9), round(negative_share::numeric, 9),
+                    round(positive_share::numeric, 9), round(avg_toxicity::numeric, 9), max_toxicity,
+                    flagged_messages, round(flagged_rate::numeric, 9), round(nlp_not_ok_share::numeric, 9)
+               FROM messages_rollup({unit}, {from}, {to}, {zone})"
+        ),
+        &format!(
+            "SELECT bot_id, date_trunc({unit}, sent_at, {zone}), count(*), count(sentiment_label),
+                    round(avg(sentiment_score::float8)::numeric, 9),
+                    round((count(*) FILTER (WHERE sentiment_label = 'negative')::float8
+                           / NULLIF(count(sentiment_label), 0))::numeric, 9),
+                    round((count(*) FILTER (WHERE sentiment_label = 'positive')::float8
+                           / NULLIF(count(sentiment_label), 0))::numeric, 9),
+                    round(avg(toxicity::float8)::numeric, 9), max(toxicity),
+                    count(*) FILTER (WHERE flagged),
+                    round((count(*) FILTER (WHERE flagged)::float8 / count(*))::numeric, 9),
+                    round((count(*) FILTER (WHERE nlp_status <> 'ok')::float8 / count(*))::numeric, 9)
+               FROM messages
+              WHERE sent_at >= date_trunc('minute', ({from})::timestamptz, 'UTC')
+                AND sent_at < date_trunc('minute', ({to})::timestamptz, 'UTC')
+              GROUP BY 1, 2"
+        ),
+    )
+    .await
 }
 
 async fn assert_exact(db: &TestDb, when: &str) {
@@ -140,26 +179,12 @@ async fn assert_exact(db: &TestDb, when: &str) {
     }
     // The analysts' function, in a zone half an hour off UTC and over a range cut
     // mid-hour, against the same figures computed from the raw rows.
-    let figures = mismatches(
+    let figures = figure_mismatches(
         db,
-        "SELECT bot_id, bucket, messages, analyzed_messages,
-                round(avg_sentiment_score::numeric, 9), round(negative_share::numeric, 9),
-                round(positive_share::numeric, 9), round(avg_toxicity::numeric, 9), max_toxicity,
-                flagged_messages, round(flagged_rate::numeric, 9), round(nlp_not_ok_share::numeric, 9)
-           FROM messages_rollup('day', '2026-11-21 03:17+00', '2026-11-22 19:45+00', 'Asia/Kolkata')",
-        "SELECT bot_id, date_trunc('day', sent_at, 'Asia/Kolkata'), count(*), count(sentiment_label),
-                round(avg(sentiment_score::float8)::numeric, 9),
-                round((count(*) FILTER (WHERE sentiment_label = 'negative')::float8
-                       / NULLIF(count(sentiment_label), 0))::numeric, 9),
-                round((count(*) FILTER (WHERE sentiment_label = 'positive')::float8
-                       / NULLIF(count(sentiment_label), 0))::numeric, 9),
-                round(avg(toxicity::float8)::numeric, 9), max(toxicity),
-                count(*) FILTER (WHERE flagged),
-                round((count(*) FILTER (WHERE flagged)::float8 / count(*))::numeric, 9),
-                round((count(*) FILTER (WHERE nlp_status <> 'ok')::float8 / count(*))::numeric, 9)
-           FROM messages
-          WHERE sent_at >= '2026-11-21 03:17+00' AND sent_at < '2026-11-22 19:45+00'
-          GROUP BY 1, 2",
+        "'day'",
+        "'2026-11-21 03:17+00'",
+        "'2026-11-22 19:45+00'",
+        "'Asia/Kolkata'",
     )
     .await;
     assert!(
@@ -369,6 +394,14 @@ async fn the_analyst_role_reads_messages_rollups_and_views_and_nothing_else() {
         .expect("show")
         .get(0);
     assert_eq!(timeout, "30s");
+    for (setting, expected) in [("jit", "off"), ("work_mem", "64MB")] {
+        let value: String = analyst
+            .query_one(&format!("SHOW {setting}"), &[])
+            .await
+            .expect("show")
+            .get(0);
+        assert_eq!(value, expected, "{setting}");
+    }
 
     let denied = |sql: &'static str| {
         let analyst = &analyst;
@@ -414,5 +447,102 @@ async fn the_analyst_role_reads_messages_rollups_and_views_and_nothing_else() {
         );
     }
     drop(analyst);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn messages_rollup_equals_the_raw_rows_in_every_unit_zone_and_range() {
+    let db = TestDb::create().await;
+    let settings = Settings::load_from(None, Vec::new()).expect("defaults");
+    chat_analytics::storage::prepare_database(
+        &db.pool,
+        &settings.storage,
+        &settings.partitions,
+        settings.postgres.analyst_password().expect("loopback"),
+    )
+    .await
+    .expect("migrate");
+    let mut client = db.pool.get().await.expect("connection");
+    client
+        .batch_execute(include_str!("data/analytics_seed.sql"))
+        .await
+        .expect("the seed loads");
+    // Fold part of what the seed left pending, so answers mix day, hour and minute rows
+    // with pending ones, and pending rows both with and without a folded row to join.
+    let pending = db.count("SELECT count(*) FROM rollup_pending").await;
+    assert!(pending > 1_000, "{pending} pending rows");
+    let folded = fold_pending(&mut client, pending / 2)
+        .await
+        .expect("fold")
+        .expect("something to fold");
+    assert!(folded.rollup_rows > 0);
+    drop(client);
+
+    let ranges = [
+        ("'-infinity'", "'infinity'"),
+        (
+            "date_trunc('day', now(), 'UTC') - interval '8 days' + interval '3 hours 17 minutes'",
+            "now() - interval '2 days 15 minutes'",
+        ),
+        (
+            "date_trunc('hour', now()) - interval '4 hours 30 minutes'",
+            "now()",
+        ),
+        (
+            "date_trunc('day', now(), 'UTC') - interval '7 days'",
+            "date_trunc('day', now(), 'UTC')",
+        ),
+    ];
+    // Whole hours off UTC, half and three quarters of an hour off, and daylight saving.
+    let zones = [
+        "'UTC'",
+        "'America/New_York'",
+        "'Asia/Kolkata'",
+        "'Asia/Kathmandu'",
+    ];
+    let units = [
+        "'minute'",
+        "'hour'",
+        "'day'",
+        "'week'",
+        "'month'",
+        "'millennium'",
+    ];
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (from, to) in ranges {
+        for zone in zones {
+            for unit in units {
+                let wrong = figure_mismatches(&db, unit, from, to, zone).await;
+                checked += 1;
+                if !wrong.is_empty() {
+                    failures.push(format!(
+                        "messages_rollup({unit}, {from}, {to}, {zone}): {} rows differ, e.g. {:?}",
+                        wrong.len(),
+                        &wrong[..wrong.len().min(4)]
+                    ));
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 96);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // And the views, which read the same merged rows.
+    for (view, unit) in [("messages_hourly", "hour"), ("messages_daily", "day")] {
+        let wrong = mismatches(
+            &db,
+            &format!(
+                "SELECT bot_id, bucket, messages, flagged_messages, round(avg_toxicity::numeric, 9)
+                   FROM {view}"
+            ),
+            &format!(
+                "SELECT bot_id, date_trunc('{unit}', sent_at, 'UTC'), count(*),
+                        count(*) FILTER (WHERE flagged), round(avg(toxicity::float8)::numeric, 9)
+                   FROM messages GROUP BY 1, 2"
+            ),
+        )
+        .await;
+        assert!(wrong.is_empty(), "{view}: {wrong:#?}");
+    }
     db.drop_db().await;
 }

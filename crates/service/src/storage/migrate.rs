@@ -29,6 +29,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_analyst",
         include_str!("../../../../sql/0006_analyst.sql"),
     ),
+    (
+        "0007_rollup_reads",
+        include_str!("../../../../sql/0007_rollup_reads.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming "chat-analytics migrations" for pg_advisory_lock.
