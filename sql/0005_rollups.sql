@@ -21,8 +21,8 @@
 -- added, and re-enrichment fills a NULL), so folding takes the greatest.
 --
 -- Dropping a raw partition (retention) leaves the rollups alone: they have their own
--- retention (`rollups.retention_days`, `rollups.minute_retention_days`), applied by the
--- partition maintainer.
+-- retention (`rollups.retention_days`, `rollups.minute_retention_days`), applied once a
+-- day by the worker's rollup folder, next to the partition maintainer.
 
 CREATE TABLE IF NOT EXISTS messages_per_minute (
     bucket               timestamptz NOT NULL,   -- start of the UTC minute of sent_at
