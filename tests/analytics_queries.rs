@@ -158,18 +158,7 @@ async fn every_ready_query_runs_as_the_analyst_returns_rows_and_prunes_partition
     // With the full-text index, as where analysts search text: the documented search
     // must use it.
     settings.storage.full_text_search = true;
-    let password = settings
-        .postgres
-        .analyst_password()
-        .expect("the default password is allowed on loopback");
-    chat_analytics::storage::prepare_database(
-        &db.pool,
-        &settings.storage,
-        &settings.partitions,
-        password,
-    )
-    .await
-    .expect("migrate");
+    let analyst = db.migrate_and_connect_analyst(&settings).await;
     let seed_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/analytics_seed.sql");
     let seed = std::fs::read_to_string(seed_path).expect("the seed is readable");
     let owner = db.pool.get().await.expect("connection");
@@ -187,16 +176,6 @@ async fn every_ready_query_runs_as_the_analyst_returns_rows_and_prunes_partition
     drop(owner);
     // The seed's 10 days and the ones created ahead: pruning has something to remove.
     assert!(daily_partitions > 10, "{daily_partitions} daily partitions");
-
-    let url = format!(
-        "postgres://chat_analyst:{}@127.0.0.1:5432/{}",
-        password.expose(),
-        db.name
-    );
-    let (analyst, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("chat_analyst logs in with the configured password");
-    tokio::spawn(connection);
 
     let mut failures = Vec::new();
     for block in &blocks {

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use chat_analytics::config::Settings;
-use chat_analytics::storage::{fold_pending, prepare_database};
+use chat_analytics::storage::fold_pending;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::Value;
 use support::TestDb;
@@ -162,28 +162,12 @@ async fn every_query_answers_rows_as_chat_analyst_from_the_rollups_only() {
 
     let db = TestDb::create().await;
     let settings = Settings::load_from(None, Vec::new()).expect("defaults");
-    let password = settings
-        .postgres
-        .analyst_password()
-        .expect("the default password is allowed on loopback");
-    prepare_database(&db.pool, &settings.storage, &settings.partitions, password)
-        .await
-        .expect("migrate");
+    let analyst = db.migrate_and_connect_analyst(&settings).await;
     let mut owner = db.pool.get().await.expect("connection");
     owner
         .batch_execute(&read("tests/data/analytics_seed.sql"))
         .await
         .expect("the seed runs as the owner");
-
-    let url = format!(
-        "postgres://chat_analyst:{}@127.0.0.1:5432/{}",
-        password.expose(),
-        db.name
-    );
-    let (analyst, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("chat_analyst logs in");
-    tokio::spawn(connection);
 
     // The raw table and its partitions: what no plan may read.
     let raw_relations: BTreeSet<String> = analyst

@@ -246,6 +246,33 @@ impl TestDb {
         TestDb { name, url, pool }
     }
 
+    /// Migrates as `migrate` does with `settings` (creating `chat_analyst` with its
+    /// configured password, the default one on loopback) and logs in as that role.
+    pub async fn migrate_and_connect_analyst(&self, settings: &Settings) -> tokio_postgres::Client {
+        let password = settings
+            .postgres
+            .analyst_password()
+            .expect("the default password is allowed on loopback");
+        chat_analytics::storage::prepare_database(
+            &self.pool,
+            &settings.storage,
+            &settings.partitions,
+            password,
+        )
+        .await
+        .expect("migrate");
+        let url = format!(
+            "postgres://chat_analyst:{}@127.0.0.1:5432/{}",
+            password.expose(),
+            self.name
+        );
+        let (analyst, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("chat_analyst logs in with the configured password");
+        tokio::spawn(connection);
+        analyst
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         let client = self.pool.get().await.expect("connection");
         client.query_one(sql, &[]).await.expect("query").get(0)
