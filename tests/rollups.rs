@@ -151,7 +151,7 @@ async fn figure_mismatches(
                     round((count(*) FILTER (WHERE nlp_status <> 'ok')::float8 / count(*))::numeric, 9)
                FROM messages
               WHERE sent_at >= date_trunc('minute', ({from})::timestamptz, 'UTC')
-                AND sent_at < date_trunc('minute', ({to})::timestamptz, 'UTC')
+                AND date_trunc('minute', sent_at, 'UTC') < ({to})::timestamptz
               GROUP BY 1, 2"
         ),
     )
@@ -351,27 +351,7 @@ async fn rollups_equal_the_raw_rows_after_duplicates_failures_replays_reenrichme
 async fn the_analyst_role_reads_messages_rollups_and_views_and_nothing_else() {
     let db = TestDb::create().await;
     let settings = Settings::load_from(None, Vec::new()).expect("defaults");
-    let password = settings
-        .postgres
-        .analyst_password()
-        .expect("the default password is allowed on loopback");
-    chat_analytics::storage::prepare_database(
-        &db.pool,
-        &settings.storage,
-        &settings.partitions,
-        password,
-    )
-    .await
-    .expect("migrate");
-    let url = format!(
-        "postgres://chat_analyst:{}@127.0.0.1:5432/{}",
-        password.expose(),
-        db.name
-    );
-    let (analyst, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("chat_analyst logs in with the configured password");
-    tokio::spawn(connection);
+    let analyst = db.migrate_and_connect_analyst(&settings).await;
 
     for readable in [
         "SELECT count(*) FROM messages",
@@ -544,5 +524,67 @@ async fn messages_rollup_equals_the_raw_rows_in_every_unit_zone_and_range() {
         .await;
         assert!(wrong.is_empty(), "{view}: {wrong:#?}");
     }
+    db.drop_db().await;
+}
+
+/// Rows that `messages_rollup(sql)` read from the hour and minute rollups to sum into its
+/// buckets (the scans probing them for a set of buckets; not the probe for the newest
+/// minute), from the executed plan.
+async fn summed_hour_and_minute_rows(client: &tokio_postgres::Client, sql: &str) -> f64 {
+    fn walk(node: &serde_json::Value, total: &mut f64) {
+        let relation = node["Relation Name"].as_str().unwrap_or_default();
+        let probes_buckets = ["Index Cond", "Recheck Cond", "Filter"]
+            .iter()
+            .any(|key| node[key].as_str().is_some_and(|c| c.contains("ANY")));
+        if matches!(relation, "messages_per_hour" | "messages_per_minute") && probes_buckets {
+            let rows = node["Actual Rows"].as_f64().unwrap_or_default();
+            let loops = node["Actual Loops"].as_f64().unwrap_or(1.0);
+            *total += rows * loops;
+        }
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            walk(child, total);
+        }
+    }
+    let explained: serde_json::Value = client
+        .query_one(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {sql}"), &[])
+        .await
+        .expect("explain")
+        .get(0);
+    let mut total = 0.0;
+    walk(&explained[0]["Plan"], &mut total);
+    total
+}
+
+#[tokio::test]
+async fn a_range_reaching_past_the_newest_data_takes_todays_day_row_whole() {
+    let db = TestDb::create().await;
+    let mut client = db.pool.get().await.expect("connection");
+    // The seed's messages run until now; all folded, so every level has today's rows.
+    client
+        .batch_execute(include_str!("data/analytics_seed.sql"))
+        .await
+        .expect("the seed loads");
+    while fold_pending(&mut client, 100_000)
+        .await
+        .expect("fold")
+        .is_some_and(|folded| folded.rollup_rows > 0)
+    {}
+    let until_now = "SELECT * FROM messages_rollup('day', \
+                     date_trunc('day', now(), 'UTC') - interval '9 days', now())";
+    assert_eq!(
+        summed_hour_and_minute_rows(&client, until_now).await,
+        0.0,
+        "ten days until now are ten day rows"
+    );
+    // Ending mid-day before the newest data, that day is cut, so it is summed from its
+    // hours and minutes.
+    let cut = "SELECT * FROM messages_rollup('day', \
+               date_trunc('day', now(), 'UTC') - interval '9 days', \
+               date_trunc('day', now(), 'UTC') - interval '12 hours 30 seconds')";
+    assert!(
+        summed_hour_and_minute_rows(&client, cut).await > 0.0,
+        "a range ending yesterday at noon sums that day from hour and minute rows"
+    );
+    drop(client);
     db.drop_db().await;
 }

@@ -33,6 +33,14 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_rollup_reads",
         include_str!("../../../../sql/0007_rollup_reads.sql"),
     ),
+    (
+        "0008_rollup_figures",
+        include_str!("../../../../sql/0008_rollup_figures.sql"),
+    ),
+    (
+        "0009_minute_rollup_by_bot",
+        include_str!("../../../../sql/0009_minute_rollup_by_bot.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming "chat-analytics migrations" for pg_advisory_lock.
