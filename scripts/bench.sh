@@ -9,6 +9,13 @@
 # `api.reuse_port`); RSS and CPU are the sums over all of them. scripts/bench_stack.sh starts
 # that stack (bench-capacity starts the same one).
 #
+# RUNS (3) single runs, each with its own stack and component ceilings, go to run-1/ ...
+# run-N/ of the results directory, each with the single run's summary.md and summary.json;
+# scripts/bench_median.py then writes the combined summary.md and summary.json next to them:
+# every figure as the median of the runs with min-max and each run's value, a target passed
+# only when its median meets it and most runs passed it. RUNS=1 is a single run written
+# straight into bench/results/<UTC time>/, as before.
+#
 # STEAL (0): share of one core, from 0 to 1, that a competing process (scripts/cpu_burner.py)
 # keeps busy through the steady and many-connections scenarios, e.g. `make bench STEAL=0.5`:
 # the targets with part of the machine gone. It stops before the ceilings, which stay those
@@ -23,6 +30,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+RUNS="${RUNS:-3}"
 RATE="${RATE:-10000}"
 DURATION="${DURATION:-60}"
 CONNECTIONS="${CONNECTIONS:-2000}"
@@ -31,7 +39,8 @@ MANY_DURATION="${MANY_DURATION:-30}"
 SOURCE_IPS="${SOURCE_IPS:-4}"
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
-OUT="bench/results/$STAMP"
+# A run of several writes each single run into a sub-directory (BENCH_OUT, set below).
+OUT="${BENCH_OUT:-bench/results/$STAMP}"
 mkdir -p "$OUT"
 
 say() { printf 'bench: %s\n' "$*" >&2; }
@@ -40,6 +49,21 @@ say() { printf 'bench: %s\n' "$*" >&2; }
 source scripts/bench_lib.sh
 # shellcheck source=scripts/bench_stack.sh
 source scripts/bench_stack.sh
+
+[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || { say "RUNS=$RUNS: a whole number from 1"; exit 64; }
+if [ "$RUNS" -gt 1 ]; then
+    # Each run starts its own stack, measures, stops it and measures the ceilings, as a
+    # single run does; one that fails (a target or the run itself) does not stop the others,
+    # and the combined summary counts it as a run that did not pass.
+    run_dirs=()
+    for i in $(seq 1 "$RUNS"); do
+        run_dirs+=("$OUT/run-$i")
+        say "run $i of $RUNS"
+        RUNS=1 BENCH_OUT="$OUT/run-$i" scripts/bench.sh || say "run $i exited with status $?"
+    done
+    python3 scripts/bench_median.py "$OUT" "${run_dirs[@]}" | tee "$OUT/summary.md"
+    exit
+fi
 
 trap stack_cleanup EXIT
 stack_prepare --example ingest_ceiling
