@@ -23,7 +23,7 @@ NLP_SIM ?= 1
 FUZZ_SECONDS ?= 300
 
 .PHONY: help infra-up infra-down infra-status clean-infra build run test test-tools lint \
-	bench bench-analytics chaos fuzz k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
+	bench bench-capacity bench-analytics chaos fuzz k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -70,8 +70,14 @@ test-tools: ## Install nightly Rust, cargo-fuzz and schemathesis (in .cache/) if
 	scripts/install-test-tools.sh
 
 # Not part of `make test`: speed and memory targets are measured here, never asserted in tests.
-bench: ## Full stack + load generator: steady 10,000/s and 50,000 connections; report in bench/results/
+# Knobs pass through, e.g. `make bench RUNS=1` (a single run) or `make bench STEAL=0.5`
+# (scripts/bench.sh lists them).
+bench: ## Full stack + load generator: steady 10,000/s, 50,000 connections; medians of RUNS (3); STEAL (0) of a core busy; report in bench/results/
 	scripts/bench.sh
+
+# e.g. `make bench-capacity STEAL=0.5` or `make bench-capacity MAX_RATE=20000` (scripts/bench_capacity.sh).
+bench-capacity: ## The bench stack at 10,000, 12,500, 15,000 ... msg/s until a step fails; capacity and P99 plot in bench/results/capacity-*/
+	scripts/bench_capacity.sh
 
 bench-analytics: build ## Analysts' queries on 100 million generated rows, rollups vs raw, cold and warm cache
 	scripts/bench_analytics.sh

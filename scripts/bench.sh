@@ -66,7 +66,7 @@ if [ "$RUNS" -gt 1 ]; then
 fi
 
 trap stack_cleanup EXIT
-stack_prepare --example ingest_ceiling
+stack_prepare --bin chat-analytics --example ingest_ceiling
 stack_start
 
 # RSS (kB) and CPU (% of one core) of the service, summed over its processes, once a second,

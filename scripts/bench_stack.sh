@@ -56,12 +56,12 @@ stop_pids() {
     pids=("${kept[@]}")
 }
 
-# Infrastructure, release build (extra cargo arguments: "$@"), topic, empty database, the
+# Infrastructure, release build (of the cargo targets "$@"), topic, empty database, the
 # service's settings (exported, so every process started later has them), migrations.
 stack_prepare() {
     say "infrastructure and release build"
     scripts/infra.sh up >&2
-    cargo build --release --bin chat-analytics "$@" >&2
+    cargo build --release "$@" >&2
     scripts/infra.sh kafka-topic "$TOPIC" 12 >&2
     topic_created=true
 

@@ -74,12 +74,12 @@ def steal(out):
     return {"requested": STEAL, "cores_used": burner.get("cores"), "cpu_s": burner.get("cpu_s"), "wall_s": burner.get("wall_s")}
 
 
-def steal_line(s):
+def steal_line(s, span="both scenarios"):
     if not s["requested"]:
         return "Competing process: none (STEAL=0)."
     if s["cores_used"] is None:
         return f"Competing process: STEAL={s['requested']} asked for, but it left no report (burner.json)."
-    return (f"Competing process: STEAL={s['requested']} of one core asked for through both scenarios; "
+    return (f"Competing process: STEAL={s['requested']} of one core asked for through {span}; "
             f"it used {s['cores_used']:.2f} of a core ({s['cpu_s']} s of CPU in {s['wall_s']} s).")
 
 
