@@ -60,11 +60,13 @@ endif
 # (.ci/run stops at the end whatever it had to start itself.)
 # After cargo's tests: schemathesis against the running API, then a 20 s smoke of each fuzz
 # target (its first build on a machine, with nightly, compiles every dependency again, into
-# ~/.cache/chat-analytics/fuzz-target, which later runs and fresh clones reuse).
-test: infra-up test-tools ## Every test: unit, integration (real Kafka and Postgres), API schema, fuzz smoke
+# ~/.cache/chat-analytics/fuzz-target, which later runs and fresh clones reuse), then the
+# bench tools' own tests (medians, capacity rule, plot, competing process; a few seconds).
+test: infra-up test-tools ## Every test: unit, integration (real Kafka and Postgres), API schema, fuzz smoke, bench tools
 	$(CARGO) test --workspace --release $(TEST_ARGS) -- --test-threads=$(TEST_THREADS)
 	scripts/check-api-schema.sh
 	FUZZ_SECONDS=20 scripts/fuzz.sh
+	python3 -m unittest scripts/test_bench_tools.py
 
 test-tools: ## Install nightly Rust, cargo-fuzz and schemathesis (in .cache/) if missing
 	scripts/install-test-tools.sh
