@@ -59,7 +59,7 @@ if [ "$RUNS" -gt 1 ]; then
     for i in $(seq 1 "$RUNS"); do
         run_dirs+=("$OUT/run-$i")
         say "run $i of $RUNS"
-        RUNS=1 BENCH_OUT="$OUT/run-$i" scripts/bench.sh || say "run $i exited with status $?"
+        RUNS=1 BENCH_OUT="$OUT/run-$i" scripts/bench.sh || say "run $i exited with status $? (1 when a target was missed)"
     done
     python3 scripts/bench_median.py "$OUT" "${run_dirs[@]}" | tee "$OUT/summary.md"
     exit
