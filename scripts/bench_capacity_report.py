@@ -60,7 +60,7 @@ def step_verdict(report):
     if p99_ingest is None or p99_ingest >= P99_INGEST_MS:
         reasons.append(f"P99 ingest {p99_ingest} ms, not under {P99_INGEST_MS:g}")
     if not e2e:
-        reasons.append(f"no end-to-end figures ({report.get('e2e_error') or 'no e2e in the report'})")
+        reasons.append(f"no end-to-end figures ({report.get('e2e_error') or report.get('_error') or 'no e2e in the report'})")
     elif e2e.get("missing", 0) > 0:
         reasons.append(f"{e2e['missing']} accepted messages not stored when the lookup gave up")
     if e2e and (p99_e2e is None or p99_e2e >= P99_E2E_MS):
@@ -96,20 +96,12 @@ def capacity(steps):
     return best
 
 
-def load(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        return {"e2e_error": f"{path}: {e}"}
-
-
 def read_steps(out):
     """Each step of OUT_DIR/steps.csv with its verdict and the pool it ran with."""
     steps = []
     with open(os.path.join(out, "steps.csv")) as f:
         for row in csv.DictReader(f):
-            v = step_verdict(load(os.path.join(out, row["dir"], "report.json")))
+            v = step_verdict(bench_summary.load(os.path.join(out, row["dir"], "report.json")))
             v["rate"] = float(row["rate"])  # what was offered, even when the report is missing
             v["pool"] = int(row["pool"])
             v["dir"] = row["dir"]
@@ -256,7 +248,7 @@ def main(argv):
         print(pool_size(args.rate, args.latency_ms, args.headroom, args.minimum))
         return 0
     if args.command == "step":
-        v = step_verdict(load(args.report_json))
+        v = step_verdict(bench_summary.load(args.report_json))
         print(f"bench-capacity: {v['rate'] or 0:.0f} msg/s: " + ("pass" if v["pass"] else "FAIL: " + "; ".join(v["reasons"])), file=sys.stderr)
         return 0 if v["pass"] else 1
     return report(args.out, args)
