@@ -129,7 +129,8 @@ def fmt(v):
 
 
 def fmt_spread(s):
-    return fmt(s["median"]), f"{fmt(s['min'])}–{fmt(s['max'])}", ", ".join(fmt(v) for v in s["runs"])
+    span = "–" if s["min"] is None else f"{fmt(s['min'])}–{fmt(s['max'])}"
+    return fmt(s["median"]), span, ", ".join(fmt(v) for v in s["runs"])
 
 
 def markdown(combined, title):
