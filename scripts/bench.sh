@@ -41,7 +41,6 @@ SOURCE_IPS="${SOURCE_IPS:-4}"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 # A run of several writes each single run into a sub-directory (BENCH_OUT, set below).
 OUT="${BENCH_OUT:-bench/results/$STAMP}"
-mkdir -p "$OUT"
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 
@@ -51,6 +50,7 @@ source scripts/bench_lib.sh
 source scripts/bench_stack.sh
 
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || { say "RUNS=$RUNS: a whole number from 1"; exit 64; }
+mkdir -p "$OUT"
 if [ "$RUNS" -gt 1 ]; then
     # Each run starts its own stack, measures, stops it and measures the ceilings, as a
     # single run does; one that fails (a target or the run itself) does not stop the others,

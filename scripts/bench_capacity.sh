@@ -40,7 +40,6 @@ HEADROOM="${HEADROOM:-1.25}"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="bench/results/capacity-$STAMP"
 REPORT=scripts/bench_capacity_report.py
-mkdir -p "$OUT"
 
 say() { printf 'bench-capacity: %s\n' "$*" >&2; }
 die() { printf 'bench-capacity: error: %s\n' "$*" >&2; exit 64; }
@@ -56,6 +55,7 @@ done
 # The pool a step runs with is never below the one the service would run with.
 BASE_POOL="${CHAT_ANALYTICS__WORKER__CONCURRENCY:-$(awk '/^\[/ { section = $0 } section == "[worker]" && $1 == "concurrency" { print $3 }' config/default.toml)}"
 [[ "$BASE_POOL" =~ ^[1-9][0-9]*$ ]] || die "cannot tell the configured worker.concurrency (got '$BASE_POOL')"
+mkdir -p "$OUT"
 
 pool_for() {
     python3 "$REPORT" pool-size --rate "$1" --latency-ms "$NLP_LATENCY_MS" --headroom "$HEADROOM" --minimum "$BASE_POOL"
