@@ -23,7 +23,7 @@ NLP_SIM ?= 1
 FUZZ_SECONDS ?= 300
 
 .PHONY: help infra-up infra-down infra-status clean-infra build run test test-tools lint \
-	bench bench-analytics chaos fuzz k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
+	bench bench-capacity bench-analytics chaos fuzz k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -60,18 +60,26 @@ endif
 # (.ci/run stops at the end whatever it had to start itself.)
 # After cargo's tests: schemathesis against the running API, then a 20 s smoke of each fuzz
 # target (its first build on a machine, with nightly, compiles every dependency again, into
-# ~/.cache/chat-analytics/fuzz-target, which later runs and fresh clones reuse).
-test: infra-up test-tools ## Every test: unit, integration (real Kafka and Postgres), API schema, fuzz smoke
+# ~/.cache/chat-analytics/fuzz-target, which later runs and fresh clones reuse), then the
+# bench tools' own tests (medians, capacity rule, plot, competing process; a few seconds).
+test: infra-up test-tools ## Every test: unit, integration (real Kafka and Postgres), API schema, fuzz smoke, bench tools
 	$(CARGO) test --workspace --release $(TEST_ARGS) -- --test-threads=$(TEST_THREADS)
 	scripts/check-api-schema.sh
 	FUZZ_SECONDS=20 scripts/fuzz.sh
+	python3 -m unittest scripts/test_bench_tools.py
 
 test-tools: ## Install nightly Rust, cargo-fuzz and schemathesis (in .cache/) if missing
 	scripts/install-test-tools.sh
 
 # Not part of `make test`: speed and memory targets are measured here, never asserted in tests.
-bench: ## Full stack + load generator: steady 10,000/s and 50,000 connections; report in bench/results/
+# Knobs pass through, e.g. `make bench RUNS=1` (a single run) or `make bench STEAL=0.5`
+# (scripts/bench.sh lists them).
+bench: ## Full stack + load generator: steady 10,000/s, 50,000 connections; medians of RUNS (3); STEAL (0) of a core busy; report in bench/results/
 	scripts/bench.sh
+
+# e.g. `make bench-capacity STEAL=0.5` or `make bench-capacity MAX_RATE=20000` (scripts/bench_capacity.sh).
+bench-capacity: ## The bench stack at 10,000, 12,500, 15,000 ... msg/s until a step fails; capacity and P99 plot in bench/results/capacity-*/
+	scripts/bench_capacity.sh
 
 bench-analytics: build ## Analysts' queries on 100 million generated rows, rollups vs raw, cold and warm cache
 	scripts/bench_analytics.sh

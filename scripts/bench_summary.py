@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """One-screen summary of a `make bench` run: figures and pass/fail against SPEC targets.
 
-Reads <dir>/steady/report.json, <dir>/connections/report.json and <dir>/resources.csv
-(written by scripts/bench.sh); writes <dir>/summary.json and prints Markdown.
+Reads <dir>/steady/report.json, <dir>/connections/report.json, <dir>/resources.csv and, when
+STEAL asked for a competing process, <dir>/burner.json (written by scripts/bench.sh and
+scripts/cpu_burner.py); writes <dir>/summary.json and prints Markdown. Environment: RATE,
+MANY_CONNECTIONS (the targets), STEAL (the share of a core the competing process was asked for).
 """
 import csv
 import json
@@ -12,6 +14,7 @@ import sys
 
 TARGET_RATE = float(os.environ.get("RATE", "10000"))
 TARGET_CONNECTIONS = int(os.environ.get("MANY_CONNECTIONS", "50000"))
+STEAL = float(os.environ.get("STEAL") or "0")
 
 
 def load(path):
@@ -64,6 +67,22 @@ def fractions(steady, ceilings, e2e):
     return [{"stage": name, "rate": round(r), "ceiling": round(c), "fraction": round(r / c, 3)} for name, r, c in rows]
 
 
+def steal(out):
+    """What the competing process was asked for and what it really used (cores = its CPU
+    seconds over its wall seconds; None when none ran or it left no report)."""
+    burner = load(os.path.join(out, "burner.json")) if STEAL > 0 else {}
+    return {"requested": STEAL, "cores_used": burner.get("cores"), "cpu_s": burner.get("cpu_s"), "wall_s": burner.get("wall_s")}
+
+
+def steal_line(s, span="both scenarios"):
+    if not s["requested"]:
+        return "Competing process: none (STEAL=0)."
+    if s["cores_used"] is None:
+        return f"Competing process: STEAL={s['requested']} asked for, but it left no report (burner.json)."
+    return (f"Competing process: STEAL={s['requested']} of one core asked for through {span}; "
+            f"it used {s['cores_used']:.2f} of a core ({s['cpu_s']} s of CPU in {s['wall_s']} s).")
+
+
 def main(out):
     steady = load(os.path.join(out, "steady", "report.json"))
     many = load(os.path.join(out, "connections", "report.json"))
@@ -93,6 +112,7 @@ def main(out):
     ]
     summary = {
         "machine": machine(),
+        "steal": steal(out),
         "steady": {"offered_rate": TARGET_RATE, "statuses": statuses, "e2e_found": e2e.get("found"), "e2e_missing": e2e.get("missing")},
         "cpu_pct_median": median(cpu),
         "machine_cpu_pct_median": median(machine_cpu),
@@ -102,8 +122,9 @@ def main(out):
     }
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    print(f"# make bench — {os.path.basename(out)}\n")
+    print(f"# make bench — {os.path.normpath(out).split('bench/results/', 1)[-1]}\n")
     print(f"Machine: {summary['machine']}\n")
+    print(f"{steal_line(summary['steal'])}\n")
     print("| target | measured | goal | |")
     print("|---|---|---|---|")
     for w, v, t, p in checks:
@@ -115,7 +136,7 @@ def main(out):
         for row in summary["fractions_of_ceilings"]:
             print(f"| {row['stage']} | {row['rate']} | {row['ceiling']} | {row['fraction']:.1%} |")
     print(f"\nService CPU median: {summary['cpu_pct_median']}% of one core; whole machine: "
-          f"{summary['machine_cpu_pct_median']}% of one core (of {100 * (os.cpu_count() or 1)}); statuses (steady): {statuses}")
+          f"{summary['machine_cpu_pct_median']}% of one core (of {100 * (os.cpu_count() or 1)}{', the competing process included' if STEAL else ''}); statuses (steady): {statuses}")
     for err in summary["errors"]:
         print(f"\nmissing report: {err}")
     return 0 if all(p for *_, p in checks) else 1

@@ -1,0 +1,307 @@
+"""Tests of the bench tools' pure parts, without the stack: the medians and verdicts of
+scripts/bench_median.py, the capacity rule, pool size and SVG of
+scripts/bench_capacity_report.py, the competing process of scripts/cpu_burner.py.
+
+    python3 -m unittest scripts/test_bench_tools.py
+
+A few seconds: the burner test runs the burner for about 2 s.
+"""
+import argparse
+import contextlib
+import io
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import xml.etree.ElementTree as ET
+from unittest import mock
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import bench_capacity_report as cap  # noqa: E402
+import bench_median  # noqa: E402
+import bench_summary  # noqa: E402
+import cpu_burner  # noqa: E402
+
+
+def run_summary(p99_ingest=30.0, p99_e2e=300.0, e2e_pass=None, cpu=70, kafka_fraction=0.06, pg_fraction=0.3, reverse=False):
+    """A per-run summary.json as scripts/bench_summary.py writes it."""
+    fractions = [
+        {"stage": "Kafka produce", "rate": 9990, "ceiling": 170000, "fraction": kafka_fraction},
+        {"stage": "Postgres insert with message keys and rollups (rows stored)", "rate": 9990, "ceiling": 33000, "fraction": pg_fraction},
+    ]
+    return {
+        "machine": "2 CPU (test)",
+        "steal": {"requested": 0.5, "cores_used": 0.49, "cpu_s": 45.0, "wall_s": 92.0},
+        "steady": {"offered_rate": 10000.0, "statuses": {"202": 600000, "429": 3}, "e2e_found": 600000, "e2e_missing": 0},
+        "cpu_pct_median": cpu,
+        "machine_cpu_pct_median": 170,
+        "fractions_of_ceilings": fractions[::-1] if reverse else fractions,
+        "checks": [
+            {"what": "P99 ingest latency (ms)", "value": p99_ingest, "target": "< 50", "pass": p99_ingest < 50},
+            {"what": "P99 end-to-end latency (ms)", "value": p99_e2e, "target": "< 400",
+             "pass": p99_e2e < 400 if e2e_pass is None else e2e_pass},
+            {"what": "errors other than 429", "value": 0, "target": "0", "pass": True},
+        ],
+        "errors": [],
+    }
+
+
+def check(combined, what):
+    return next(c for c in combined["checks"] if c["what"] == what)
+
+
+class MedianOfRuns(unittest.TestCase):
+    def test_every_figure_is_the_median_of_the_runs_with_min_max_and_each_run(self):
+        runs = [run_summary(cpu=95), run_summary(cpu=60), run_summary(cpu=70)]
+        combined = bench_median.combine(runs, ["run-1", "run-2", "run-3"])
+        self.assertEqual(combined["figures"]["cpu_pct_median"], {"median": 70, "min": 60, "max": 95, "runs": [95, 60, 70]})
+        self.assertEqual(combined["figures"]["steady/statuses/429"]["median"], 3)
+        self.assertEqual(check(combined, "P99 ingest latency (ms)")["runs"], [30.0, 30.0, 30.0])
+
+    def test_list_items_line_up_by_name_not_by_position(self):
+        runs = [run_summary(kafka_fraction=0.05, pg_fraction=0.30),
+                run_summary(kafka_fraction=0.07, pg_fraction=0.32, reverse=True),
+                run_summary(kafka_fraction=0.06, pg_fraction=0.31)]
+        figures = bench_median.combine(runs, ["a", "b", "c"])["figures"]
+        self.assertEqual(figures["fractions_of_ceilings/Kafka produce/fraction"]["runs"], [0.05, 0.07, 0.06])
+        self.assertAlmostEqual(figures["fractions_of_ceilings/Kafka produce/fraction"]["median"], 0.06)
+
+    def test_a_target_passes_when_its_median_meets_it_and_most_runs_passed(self):
+        combined = bench_median.combine([run_summary(p99_ingest=30), run_summary(p99_ingest=55), run_summary(p99_ingest=41)], list("abc"))
+        c = check(combined, "P99 ingest latency (ms)")
+        self.assertEqual((c["median"], c["min"], c["max"]), (41, 30, 55))
+        self.assertEqual((c["runs_passed"], c["runs_total"]), (2, 3))
+        self.assertTrue(c["pass"])
+
+    def test_a_target_fails_when_its_median_misses_it(self):
+        combined = bench_median.combine([run_summary(p99_ingest=30), run_summary(p99_ingest=55), run_summary(p99_ingest=60)], list("abc"))
+        c = check(combined, "P99 ingest latency (ms)")
+        self.assertEqual(c["runs_passed"], 1)
+        self.assertFalse(c["pass"])
+
+    def test_a_median_within_the_goal_fails_when_most_runs_failed_by_their_own_rule(self):
+        # End-to-end P99 under 400 ms in every run, but rows missing in two of them.
+        runs = [run_summary(p99_e2e=300), run_summary(p99_e2e=320, e2e_pass=False), run_summary(p99_e2e=350, e2e_pass=False)]
+        c = check(bench_median.combine(runs, list("abc")), "P99 end-to-end latency (ms)")
+        self.assertTrue(c["median_meets_goal"])
+        self.assertEqual(c["runs_passed"], 1)
+        self.assertFalse(c["pass"])
+
+    def test_a_run_without_a_summary_passed_nothing(self):
+        two_of_three = bench_median.combine([run_summary(), None, run_summary(p99_ingest=40)], list("abc"))
+        c = check(two_of_three, "P99 ingest latency (ms)")
+        self.assertEqual(c["runs"], [30.0, None, 40])
+        self.assertEqual(c["median"], 35.0)
+        self.assertEqual((c["runs_passed"], c["pass"]), (2, True))
+        self.assertIn("b: no summary.json", two_of_three["errors"])
+        one_of_three = bench_median.combine([run_summary(), None, None], list("abc"))
+        self.assertFalse(check(one_of_three, "P99 ingest latency (ms)")["pass"])
+
+    def test_goals_as_the_summaries_write_them(self):
+        self.assertTrue(bench_median.goal_met(">= 9900", 9900))
+        self.assertFalse(bench_median.goal_met(">= 9900", 9899.9))
+        self.assertFalse(bench_median.goal_met("< 50", 50))
+        self.assertTrue(bench_median.goal_met("0", 0))
+        self.assertFalse(bench_median.goal_met("0", 1))
+        self.assertFalse(bench_median.goal_met("= 50000", 49999))
+        self.assertFalse(bench_median.goal_met("< 300", None))
+        self.assertIsNone(bench_median.goal_met("all of them", 1))
+
+    def test_main_writes_the_combined_summary_and_fails_when_a_target_fails(self):
+        with tempfile.TemporaryDirectory() as out:
+            dirs = []
+            for i, p99 in enumerate([30, 60, 70], 1):
+                d = os.path.join(out, f"run-{i}")
+                os.mkdir(d)
+                with open(os.path.join(d, "summary.json"), "w") as f:
+                    json.dump(run_summary(p99_ingest=p99), f)
+                dirs.append(d)
+            with contextlib.redirect_stdout(io.StringIO()) as md:
+                status = bench_median.main([out] + dirs)
+            self.assertEqual(status, 1)
+            self.assertIn("| P99 ingest latency (ms) | 60 | 30–70 | 30, 60, 70 | < 50 | 1/3 | FAIL |", md.getvalue())
+            with open(os.path.join(out, "summary.json")) as f:
+                self.assertEqual(json.load(f)["runs"], ["run-1", "run-2", "run-3"])
+
+
+def step_report(rate=10000.0, p99_ingest=10.0, p99_e2e=300.0, accepted_share=1.0, statuses=None, failures=None, missing=0, e2e=True):
+    """A loadgen report.json (crates/loadgen/src/report.rs) with just the fields the rule reads."""
+    offered = int(rate * 30)
+    accepted = int(offered * accepted_share)
+    report = {
+        "config": {"rate": rate},
+        "results": {
+            "measured_requests": offered,
+            "accepted_requests": accepted,
+            "accepted_msgs_per_s": accepted / 30,
+            "status_counts": statuses if statuses is not None else {"202": accepted},
+            "failures": failures or {},
+            "latency_ms": {"count": accepted, "p99": p99_ingest},
+        },
+        "e2e": {"requested": accepted, "found": accepted - missing, "missing": missing,
+                "latency_ms": {"count": accepted - missing, "p99": p99_e2e}} if e2e else None,
+    }
+    if not e2e:
+        report["e2e_error"] = "connecting to Postgres for the end-to-end lookup: refused"
+    return report
+
+
+class CapacityRule(unittest.TestCase):
+    def test_pool_size_follows_littles_law_with_headroom_never_below_the_configured_pool(self):
+        self.assertEqual(cap.pool_size(10000, 200, 1.25, 2500), 2500)
+        self.assertEqual(cap.pool_size(12500, 200, 1.25, 2500), 3125)
+        self.assertEqual(cap.pool_size(15000, 200, 1.25, 2500), 3750)
+        self.assertEqual(cap.pool_size(10001, 200, 1.25, 2500), 2501)
+        self.assertEqual(cap.pool_size(5000, 200, 1.25, 2500), 2500)
+        self.assertEqual(cap.pool_size(20000, 200, 1.25, 8000), 8000)
+
+    def test_a_step_within_every_limit_passes_429s_included(self):
+        v = cap.step_verdict(step_report(statuses={"202": 299990, "429": 10}, accepted_share=299990 / 300000))
+        self.assertTrue(v["pass"], v["reasons"])
+        self.assertEqual(v["throttled"], 10)
+
+    def test_a_step_fails_on_each_limit(self):
+        cases = {
+            "P99 ingest at 50 ms": step_report(p99_ingest=50.0),
+            "P99 end to end at 400 ms": step_report(p99_e2e=400.0),
+            "98.9% accepted": step_report(accepted_share=0.989),
+            "a 503": step_report(statuses={"202": 300000, "503": 1}),
+            "a timeout": step_report(failures={"timeout": 1}),
+            "accepted messages not stored": step_report(missing=1),
+            "no end-to-end figures": step_report(e2e=False),
+            "no report at all": {},
+        }
+        for name, report in cases.items():
+            with self.subTest(name):
+                v = cap.step_verdict(report)
+                self.assertFalse(v["pass"])
+                self.assertTrue(v["reasons"])
+
+    def test_capacity_is_the_highest_passing_rate_before_the_first_failure(self):
+        def s(rate, ok):
+            return {"rate": rate, "pass": ok}
+        self.assertEqual(cap.capacity([s(10000, True), s(12500, True), s(15000, False)]), 12500)
+        self.assertEqual(cap.capacity([s(10000, True), s(12500, False), s(15000, True)]), 10000)
+        self.assertIsNone(cap.capacity([s(10000, False)]))
+        self.assertEqual(cap.capacity([s(10000, True), s(12500, True)]), 12500)
+
+    def test_report_reads_the_steps_and_states_the_capacity(self):
+        with tempfile.TemporaryDirectory() as out:
+            rows = ["rate,pool,dir"]
+            for rate, p99 in [(10000, 250.0), (12500, 300.0), (15000, 350.0), (17500, 450.0)]:
+                os.mkdir(os.path.join(out, f"step-{rate}"))
+                with open(os.path.join(out, f"step-{rate}", "report.json"), "w") as f:
+                    json.dump(step_report(rate=float(rate), p99_e2e=p99), f)
+                rows.append(f"{rate},{cap.pool_size(rate, 200, 1.25, 2500)},step-{rate}")
+            rows.append("20000,5000,step-20000")  # its loadgen wrote no report: a failing step
+            with open(os.path.join(out, "steps.csv"), "w") as f:
+                f.write("\n".join(rows) + "\n")
+            args = argparse.Namespace(step_seconds=30.0, warmup=10.0, connections=2000, nlp_latency_ms=200.0, headroom=1.25, max_rate=40000.0)
+            with contextlib.redirect_stdout(io.StringIO()) as md:
+                status = cap.report(out, args)
+            with open(os.path.join(out, "report.json")) as f:
+                doc = json.load(f)
+            self.assertEqual(status, 0)
+            self.assertEqual(doc["capacity_msgs_per_s"], 15000)
+            self.assertFalse(doc["capacity_is_lower_bound"])
+            self.assertEqual([s["pass"] for s in doc["steps"]], [True, True, True, False, False])
+            self.assertEqual(doc["steps"][1]["pool"], 3125)
+            self.assertIn("**Capacity: 15000 msg/s** (target ≥ 15000: PASS)", md.getvalue())
+            ET.parse(os.path.join(out, "p99.svg"))
+
+
+class CapacityPlot(unittest.TestCase):
+    steps = [
+        {"rate": 10000.0, "p99_ingest_ms": 8.0, "p99_e2e_ms": 250.0, "pass": True},
+        {"rate": 12500.0, "p99_ingest_ms": 20.0, "p99_e2e_ms": 320.0, "pass": True},
+        {"rate": 15000.0, "p99_ingest_ms": 70.0, "p99_e2e_ms": None, "pass": False},
+    ]
+
+    def plot(self):
+        return ET.fromstring(cap.svg_plot(self.steps, cap=12500.0))
+
+    @staticmethod
+    def circles(svg, name):
+        return [c for c in svg.iter("{http://www.w3.org/2000/svg}circle") if c.get("class") == name]
+
+    @staticmethod
+    def line_y(svg, name):
+        line = next(e for e in svg.iter("{http://www.w3.org/2000/svg}line") if e.get("class") == name)
+        return float(line.get("y1"))
+
+    def test_one_point_per_step_and_series_with_a_value(self):
+        svg = self.plot()
+        self.assertEqual(len(self.circles(svg, "ingest")), 3)
+        self.assertEqual(len(self.circles(svg, "e2e")), 2)
+
+    def test_higher_latency_is_drawn_higher_and_targets_sit_where_they_belong(self):
+        svg = self.plot()
+        ys = [float(c.get("cy")) for c in self.circles(svg, "ingest")]
+        self.assertGreater(ys[0], ys[1])
+        self.assertGreater(ys[1], ys[2])
+        # 20 ms is under the 50 ms line (larger y), 70 ms above it.
+        self.assertGreater(ys[1], self.line_y(svg, "target-ingest"))
+        self.assertLess(ys[2], self.line_y(svg, "target-ingest"))
+        self.assertLess(self.line_y(svg, "target-e2e"), self.line_y(svg, "target-ingest"))
+        # Log scale: 8 -> 20 ms (x2.5) spans as far as 20 -> 50 ms (x2.5).
+        self.assertAlmostEqual(ys[0] - ys[1], ys[1] - self.line_y(svg, "target-ingest"), delta=0.2)
+
+    def test_failing_steps_are_hollow_and_the_capacity_line_stands_at_its_rate(self):
+        svg = self.plot()
+        fills = [c.get("fill") for c in self.circles(svg, "ingest")]
+        self.assertEqual(fills[2], "white")
+        self.assertNotEqual(fills[0], "white")
+        capacity = next(e for e in svg.iter("{http://www.w3.org/2000/svg}line") if e.get("class") == "capacity")
+        self.assertEqual(capacity.get("x1"), self.circles(svg, "ingest")[1].get("cx"))
+
+
+class CompetingProcess(unittest.TestCase):
+    def test_the_burner_uses_about_steal_of_a_core_and_reports_it_on_sigterm(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "burner.json")
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            proc = subprocess.Popen([sys.executable, os.path.join(HERE, "cpu_burner.py"), "--steal", "0.5", "--out", out],
+                                    stderr=subprocess.DEVNULL)
+            # Meanwhile, the same duty cycle in this process at another share.
+            stop_at = time.monotonic() + 2.0
+            wall, cpu = cpu_burner.burn(0.2, 0.01, lambda: time.monotonic() >= stop_at)
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(timeout=10), 0)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            with open(out) as f:
+                reported = json.load(f)
+        self.assertAlmostEqual(cpu / wall, 0.2, delta=0.08)
+        self.assertEqual(reported["steal"], 0.5)
+        self.assertGreater(reported["wall_s"], 1.5)
+        self.assertAlmostEqual(reported["cores"], 0.5, delta=0.12)
+        # What the kernel counted for it (its start-up included) agrees with what it reported.
+        counted = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        self.assertAlmostEqual(counted / reported["wall_s"], 0.5, delta=0.15)
+
+    def test_the_burner_refuses_a_share_above_one_core(self):
+        result = subprocess.run([sys.executable, os.path.join(HERE, "cpu_burner.py"), "--steal", "1.5", "--out", os.devnull],
+                                capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("from 0 to 1", result.stderr)
+
+    def test_the_summary_states_steal_and_the_share_really_used(self):
+        with tempfile.TemporaryDirectory() as out:
+            with open(os.path.join(out, "burner.json"), "w") as f:
+                json.dump({"steal": 0.5, "cores": 0.47, "cpu_s": 42.3, "wall_s": 90.0}, f)
+            with mock.patch.object(bench_summary, "STEAL", 0.5):
+                s = bench_summary.steal(out)
+            self.assertEqual((s["requested"], s["cores_used"]), (0.5, 0.47))
+            self.assertIn("used 0.47 of a core", bench_summary.steal_line(s))
+            with mock.patch.object(bench_summary, "STEAL", 0.0):
+                self.assertIsNone(bench_summary.steal(out)["cores_used"])
+
+
+if __name__ == "__main__":
+    unittest.main()
