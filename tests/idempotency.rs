@@ -201,6 +201,11 @@ async fn a_message_id_sent_again_in_any_form_is_stored_once_and_the_first_conten
         )
         .await;
     assert_eq!(folded, 1, "the worker folded the pending rollup rows");
+    let page = scrape(&restarted.admin).await;
+    assert!(
+        metric_value(&page, "rollup_fold_duration_seconds_count") > 0.0,
+        "each fold transaction is timed"
+    );
     let client = db.pool.get().await.expect("connection");
     for row in client
         .query(include_str!("../sql/checks/rollup_mismatches.sql"), &[])

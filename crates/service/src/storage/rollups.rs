@@ -9,11 +9,11 @@ use std::future::Future;
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use futures::pin_mut;
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 
 use super::partitions::retention_cutoff;
 use crate::config::RollupSettings;
-use crate::telemetry::register;
+use crate::telemetry::{register, LATENCY_BUCKETS};
 
 const FOLD_ROLLUPS: &str = include_str!("../../../../sql/queries/fold_rollups.sql");
 const FOLD_FLAGGED_TERMS: &str = include_str!("../../../../sql/queries/fold_flagged_terms.sql");
@@ -124,10 +124,13 @@ pub struct RollupMetrics {
     folded: IntCounter,
     /// `rollup_pending_rows`: rows still pending after the last fold (0 when caught up).
     pending: IntGauge,
+    /// `rollup_fold_duration_seconds`: one observation per fold transaction; its sum over
+    /// time is the share of a database connection the rollups' upkeep takes.
+    fold_duration: Histogram,
 }
 
 impl RollupMetrics {
-    /// Registers both metrics at 0.
+    /// Registers the metrics at 0.
     pub fn register(registry: &Registry) -> Result<RollupMetrics, prometheus::Error> {
         Ok(RollupMetrics {
             folded: register(
@@ -143,6 +146,16 @@ impl RollupMetrics {
                     "rollup_pending_rows",
                     "Rollup rows left pending after the last fold (the folder is behind when \
                      this grows)",
+                )?,
+            )?,
+            fold_duration: register(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "rollup_fold_duration_seconds",
+                        "Time of one fold transaction (pending rows into the rollups)",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
                 )?,
             )?,
         })
@@ -173,7 +186,14 @@ impl RollupFolder {
         let mut client = self.pool.get().await?;
         let batch = self.settings.fold_batch.get();
         let mut moved = 0;
-        while let Some(folded) = fold_pending(&mut client, batch).await? {
+        loop {
+            let started = std::time::Instant::now();
+            let Some(folded) = fold_pending(&mut client, batch).await? else {
+                break;
+            };
+            self.metrics
+                .fold_duration
+                .observe(started.elapsed().as_secs_f64());
             moved += folded.rollup_rows;
             self.metrics
                 .folded
