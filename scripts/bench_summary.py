@@ -83,6 +83,23 @@ def steal_line(s, span="both scenarios"):
             f"it used {s['cores_used']:.2f} of a core ({s['cpu_s']} s of CPU in {s['wall_s']} s).")
 
 
+def folds(out):
+    """The worker's rollup folds over the run, from its last scrape (metrics-0.txt)."""
+    values = {}
+    try:
+        with open(os.path.join(out, "metrics-0.txt")) as f:
+            for line in f:
+                name, _, value = line.rpartition(" ")
+                if name in ("rollup_fold_duration_seconds_sum", "rollup_fold_duration_seconds_count"):
+                    values[name] = float(value)
+    except (OSError, ValueError):
+        return None
+    count = values.get("rollup_fold_duration_seconds_count")
+    if not count:
+        return None
+    return {"folds": int(count), "mean_ms": round(1000 * values["rollup_fold_duration_seconds_sum"] / count, 1)}
+
+
 def main(out):
     steady = load(os.path.join(out, "steady", "report.json"))
     many = load(os.path.join(out, "connections", "report.json"))
@@ -102,6 +119,9 @@ def main(out):
     statuses = s.get("status_counts", {})
     errors = sum(n for code, n in statuses.items() if code not in ("202", "429")) + sum(s.get("failures", {}).values())
     e2e = steady.get("e2e") or {}
+    # Service CPU (ingest + worker) per accepted message at the steady rate.
+    rate = s.get("accepted_msgs_per_s") or 0
+    us_per_msg = round(median(cpu) / 100 * 1e6 / rate, 1) if cpu and rate else None
     checks = [
         ("throughput (msg/s accepted)", s.get("accepted_msgs_per_s", 0), f">= {0.99 * TARGET_RATE:.0f}", s.get("accepted_msgs_per_s", 0) >= 0.99 * TARGET_RATE),
         ("errors other than 429", errors, "0", errors == 0 and "results" in steady),
@@ -109,6 +129,7 @@ def main(out):
         ("P99 end-to-end latency (ms)", e2e.get("latency_ms", {}).get("p99"), "< 400", (e2e.get("latency_ms", {}).get("p99") or 1e9) < 400 and e2e.get("missing", 1) == 0),
         ("connections held open", many.get("connections", {}).get("connected"), f"= {TARGET_CONNECTIONS}", many.get("connections", {}).get("connected", 0) >= TARGET_CONNECTIONS),
         ("service RSS max (MB)", round(max(rss), 1) if rss else None, "< 300", bool(rss) and max(rss) < 300),
+        ("service CPU per message (µs, median second)", us_per_msg, "<= 35", us_per_msg is not None and us_per_msg <= 35),
     ]
     summary = {
         "machine": machine(),
@@ -117,6 +138,7 @@ def main(out):
         "cpu_pct_median": median(cpu),
         "machine_cpu_pct_median": median(machine_cpu),
         "fractions_of_ceilings": fractions(s, ceilings, e2e),
+        "rollup_folds": folds(out),
         "checks": [{"what": w, "value": v, "target": t, "pass": bool(p)} for w, v, t, p in checks],
         "errors": [d["_error"] for d in (steady, many) if "_error" in d],
     }
@@ -137,6 +159,9 @@ def main(out):
             print(f"| {row['stage']} | {row['rate']} | {row['ceiling']} | {row['fraction']:.1%} |")
     print(f"\nService CPU median: {summary['cpu_pct_median']}% of one core; whole machine: "
           f"{summary['machine_cpu_pct_median']}% of one core (of {100 * (os.cpu_count() or 1)}{', the competing process included' if STEAL else ''}); statuses (steady): {statuses}")
+    if summary["rollup_folds"]:
+        f = summary["rollup_folds"]
+        print(f"\nRollup folds (worker, whole run): {f['folds']} transactions, {f['mean_ms']} ms on average.")
     for err in summary["errors"]:
         print(f"\nmissing report: {err}")
     return 0 if all(p for *_, p in checks) else 1
