@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The rollup folder's cost per fold (sql/queries/fold_rollups.sql) in a scratch database:
+# ITER folds, each after PER pending rows for 1,000 bots were appended in the current
+# minute (a new minute every 60 folds), as the worker's writes leave them at about
+# 10,000 msg/s. INDEX=plain replaces the minute rollup's covering (bot_id, bucket) index
+# (sql/0009) with a plain one, to compare the two. Prints folds, total and mean ms, and the
+# minute rollup's size and updates. Needs scripts/infra.sh up and a release build.
+#
+#   scripts/bench_fold.sh                 # INDEX=covering ITER=120 PER=8000
+#   INDEX=plain scripts/bench_fold.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+INDEX="${INDEX:-covering}"
+ITER="${ITER:-120}"
+PER="${PER:-8000}"
+DB="chat_bench_fold"
+export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=chat PGPASSWORD=chat
+case "$INDEX" in plain | covering) ;; *) echo "bench-fold: INDEX is plain or covering" >&2; exit 64 ;; esac
+
+say() { printf 'bench-fold: %s\n' "$*" >&2; }
+# shellcheck source=scripts/bench_lib.sh
+source scripts/bench_lib.sh
+drop_db "$DB"
+trap 'drop_db "$DB"' EXIT
+psql -X -q -d postgres -c "CREATE DATABASE $DB"
+CHAT_ANALYTICS__POSTGRES__URL="postgres://chat:chat@127.0.0.1:5432/$DB" \
+    ./target/release/chat-analytics migrate >/dev/null
+if [ "$INDEX" = plain ]; then
+    psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -c "DROP INDEX messages_per_minute_bot_idx" \
+        -c "CREATE INDEX messages_per_minute_bot_idx ON messages_per_minute (bot_id, bucket)"
+fi
+
+{
+    echo "PREPARE fold(bigint) AS $(grep -v '^--' sql/queries/fold_rollups.sql);"
+    for ((i = 0; i < ITER; i++)); do
+        cat <<SQL
+INSERT INTO rollup_pending
+SELECT date_trunc('minute', now()) + interval '1 minute' * ($i / 60), 'bot-' || (g % 1000),
+       2, 2, 2, 0.5, 1, 0, 1, 2, 0.7, 0.4, 0, 0
+  FROM generate_series(1, $PER) g;
+\\timing on
+EXECUTE fold(1000000);
+\\timing off
+SQL
+    done
+} | psql -X -q -v ON_ERROR_STOP=1 -d "$DB" \
+    | awk '/^Time:/ { total += $2; n++ } END { printf "%d folds, %.0f ms, %.1f ms per fold\n", n, total, total / n }'
+psql -X -A -t -d "$DB" -c "SELECT format('messages_per_minute: %s with indexes, %s updates (%s HOT)',
+                                  pg_size_pretty(pg_total_relation_size(relid)), n_tup_upd, n_tup_hot_upd)
+                             FROM pg_stat_user_tables WHERE relname = 'messages_per_minute'"
