@@ -71,14 +71,15 @@ stack_prepare --bin chat-analytics --example ingest_ceiling
 stack_start
 
 # RSS (kB) and CPU (% of one core) of the service, summed over its processes, once a second,
-# from /proc; the worker's share in its own columns, and the whole machine's busy CPU (% of
-# one core, everything included: Kafka, Postgres, nlp-sim, the load generator).
+# from /proc; the worker's share in its own columns, the whole machine's busy CPU (% of
+# one core, everything included: Kafka, Postgres, nlp-sim, the load generator), and the
+# scenario running (the `phase` file), so CPU per message is taken at the steady rate only.
 sample_resources() {
     local ticks t=0 pid i rss ticks_now cpu total_rss total_cpu worker_rss worker_cpu stat
-    local busy prev_busy=0 machine
+    local busy prev_busy=0 machine phase
     local -A prev=()
     ticks="$(getconf CLK_TCK)"
-    echo "t_s,rss_kb,cpu_pct,worker_rss_kb,worker_cpu_pct,machine_cpu_pct"
+    echo "t_s,rss_kb,cpu_pct,worker_rss_kb,worker_cpu_pct,machine_cpu_pct,phase"
     while kill -0 "${service_pids[0]}" 2>/dev/null; do
         total_rss=0 total_cpu=0 worker_rss=0 worker_cpu=0
         for i in "${!service_pids[@]}"; do
@@ -97,7 +98,8 @@ sample_resources() {
         busy="$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)"
         machine=$(( (busy - prev_busy) * 100 / ticks ))
         prev_busy=$busy
-        [ "$t" -eq 0 ] || echo "$t,$total_rss,$total_cpu,$worker_rss,$worker_cpu,$machine"
+        phase="$(cat "$OUT/phase" 2>/dev/null || true)"
+        [ "$t" -eq 0 ] || echo "$t,$total_rss,$total_cpu,$worker_rss,$worker_cpu,$machine,$phase"
         t=$((t + 1))
         sleep 1
     done
@@ -110,6 +112,7 @@ stack_wait_stored
 # stay those of each component alone.
 burner_start "$OUT/burner.json"
 say "steady: $RATE msg/s over $CONNECTIONS connections for $DURATION s"
+echo steady >"$OUT/phase"
 # The warm-up rises to the rate over 5 s and holds it 5 s more: a step from idle to the full
 # rate, with every process cold, leaves a backlog that the worker pool (≈ 90% busy at this
 # rate) drains only slowly, and the measured minute would be about that start.
@@ -118,10 +121,12 @@ say "steady: $RATE msg/s over $CONNECTIONS connections for $DURATION s"
     | tee "$OUT/steady.txt" >&2
 
 say "many connections: $MANY_CONNECTIONS connections, $MANY_RATE msg/s for $MANY_DURATION s"
+echo connections >"$OUT/phase"
 "$BIN" loadgen --url "$API" --rate "$MANY_RATE" --connections "$MANY_CONNECTIONS" \
     --duration "$MANY_DURATION" --warmup 5 --source-ips "$SOURCE_IPS" --out "$OUT/connections" \
     | tee "$OUT/connections.txt" >&2
 
+echo stopping >"$OUT/phase"
 burner_stop
 
 for i in "${!admins[@]}"; do

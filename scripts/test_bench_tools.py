@@ -153,6 +153,33 @@ def step_report(rate=10000.0, p99_ingest=10.0, p99_e2e=300.0, accepted_share=1.0
     return report
 
 
+class SteadyResources(unittest.TestCase):
+    def write(self, rows, header="t_s,rss_kb,cpu_pct,worker_rss_kb,worker_cpu_pct,machine_cpu_pct,phase"):
+        path = os.path.join(tempfile.mkdtemp(), "resources.csv")
+        with open(path, "w") as f:
+            f.write(header + "\n" + "\n".join(rows) + "\n")
+        return path
+
+    def test_cpu_is_taken_at_the_steady_rate_after_the_warm_up_and_rss_over_everything(self):
+        rows = [f"{t},100000,5,50000,2,20," for t in range(1, 4)]
+        rows += [f"{t},150000,{200 if t < 14 else 80},80000,{150 if t < 14 else 30},180,steady" for t in range(4, 34)]
+        rows += [f"{t},400000,20,90000,5,60,connections" for t in range(34, 44)]
+        rss, cpu, worker, machine = bench_summary.steady_resources(self.write(rows))
+        self.assertEqual(len(cpu), 20, "30 steady seconds less 10 of warm-up")
+        self.assertEqual(set(cpu), {80})
+        self.assertEqual(set(worker), {30})
+        self.assertEqual(set(machine), {180})
+        self.assertAlmostEqual(max(rss), 400000 / 1024)
+        self.assertEqual(len(rss), 43)
+
+    def test_a_file_without_phases_counts_every_row(self):
+        header = "t_s,rss_kb,cpu_pct,worker_rss_kb,worker_cpu_pct,machine_cpu_pct"
+        rss, cpu, worker, machine = bench_summary.steady_resources(
+            self.write([f"{t},1024,{t},512,1,100" for t in range(1, 6)], header))
+        self.assertEqual(cpu, [1, 2, 3, 4, 5])
+        self.assertEqual(len(rss), 5)
+
+
 class CapacityRule(unittest.TestCase):
     def test_pool_size_follows_littles_law_with_headroom_never_below_the_configured_pool(self):
         self.assertEqual(cap.pool_size(10000, 200, 1.25, 2500), 2500)
