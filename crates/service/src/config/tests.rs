@@ -413,3 +413,49 @@ fn debug_output_hides_the_database_password() {
     let s = Settings::load_from(None, env(&[])).expect("defaults load");
     assert!(!format!("{s:?}").contains("chat:chat"));
 }
+
+#[test]
+fn the_default_analyst_password_is_refused_off_loopback_only() {
+    let url = "CHAT_ANALYTICS__POSTGRES__URL";
+    let password = "CHAT_ANALYTICS__POSTGRES__ANALYST_PASSWORD";
+    for local in [
+        "postgres://chat:chat@127.0.0.1:5432/chat_analytics",
+        "postgres://chat:chat@localhost/chat_analytics",
+        "postgres://chat:chat@[::1]:5432/chat_analytics",
+    ] {
+        let s = with(url, local).expect("loads");
+        assert_eq!(
+            s.postgres.analyst_password().expect(local).expose(),
+            "analyst"
+        );
+    }
+    for remote in [
+        "postgres://chat:chat@db.internal:5432/chat_analytics",
+        "postgres://chat:chat@10.0.0.5/chat_analytics",
+        "host=127.0.0.1,10.0.0.5 user=chat dbname=chat_analytics",
+    ] {
+        let s = with(url, remote).expect("loads");
+        match s.postgres.analyst_password() {
+            Err(ConfigError::Invalid { key, value, .. }) => {
+                assert_eq!(key, "postgres.analyst_password", "{remote}");
+                assert_eq!(value, "<redacted>", "the password is never shown");
+            }
+            other => panic!("{remote}: expected a refusal, got {other:?}"),
+        }
+    }
+    let s = Settings::load_from(
+        None,
+        env(&[
+            (url, "postgres://chat:chat@10.0.0.5/chat_analytics"),
+            (password, "a-long-random-one"),
+        ]),
+    )
+    .expect("loads");
+    assert_eq!(
+        s.postgres
+            .analyst_password()
+            .expect("a set password")
+            .expose(),
+        "a-long-random-one"
+    );
+}
