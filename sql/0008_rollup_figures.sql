@@ -243,7 +243,7 @@ AS $$
 $$;
 
 COMMENT ON FUNCTION messages_rollup(text, timestamptz, timestamptz, text) IS
-    'Per bot per bucket figures for sent_at in [p_from, p_to), from the rollups; see sql/0008_rollup_figures.sql.';
+    'Per bot per bucket figures for every UTC minute [p_from, p_to) touches, from the rollups; see sql/0008_rollup_figures.sql.';
 
 -- Every bot, every UTC hour (p_level 'hour') or day ('day') kept by the rollups'
 -- retention: what messages_hourly and messages_daily show. Inlined, so a filter on bucket
