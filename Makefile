@@ -23,7 +23,7 @@ NLP_SIM ?= 1
 FUZZ_SECONDS ?= 300
 
 .PHONY: help infra-up infra-down infra-status clean-infra build run test test-tools lint \
-	bench bench-capacity bench-analytics chaos fuzz k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
+	bench bench-capacity bench-worker bench-analytics chaos fuzz k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -80,6 +80,10 @@ bench: ## Full stack + load generator: steady 10,000/s, 50,000 connections; medi
 # e.g. `make bench-capacity STEAL=0.5` or `make bench-capacity MAX_RATE=20000` (scripts/bench_capacity.sh).
 bench-capacity: ## The bench stack at 10,000, 12,500, 15,000 ... msg/s until a step fails; capacity and P99 plot in bench/results/capacity-*/
 	scripts/bench_capacity.sh
+
+# e.g. `make bench-worker MODES=down` or `make bench-worker RECORDS=200000` (scripts/bench_worker.sh).
+bench-worker: ## One worker draining a 1,000,000-record backlog, NLP instant and NLP down; rows/s and CPU per record
+	scripts/bench_worker.sh
 
 bench-analytics: build ## Analysts' queries on 100 million generated rows, rollups vs raw, cold and warm cache
 	scripts/bench_analytics.sh

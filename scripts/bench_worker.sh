@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# `make bench-worker`: how fast one `worker` drains a backlog, and what each record costs it.
+# The topic is filled once through the real API (the bench stack of scripts/bench_stack.sh:
+# ingest processes and the load generator; the stack's own worker is stopped first), then
+# drained from the start by a new worker and consumer group per mode, each into a fresh
+# database:
+#
+#   instant  nlp-sim answering at once (latency 0): the whole pipeline, NLP call included
+#   down     the NLP API unreachable (a closed port): the breaker opens and every message is
+#            stored without NLP data, i.e. the storage path alone
+#
+# Rows/s is RECORDS over the time from the first to the last processed message (the group's
+# start-up left out); CPU is each process's, from /proc, over the same time: the worker's per
+# record, Postgres' per row (every `postgres` process), nlp-sim's per call, and the machine's.
+# Issue targets: the worker >= 40,000 rows/s with an instant NLP API, >= 75,000 rows/s down.
+#
+# Writes bench/results/worker-<UTC time>/: summary.md, summary.json, each mode's worker log
+# and metrics. Knobs (environment): RECORDS (1000000), MODES ("instant down"), FILL_RATE
+# (20000 msg/s), FILL_BATCH (100 messages per request), CONNECTIONS (20), BOTS (2000), DRAIN_TIMEOUT (600 s), and the stack's
+# (WORKER_THREADS, NLP_THREADS, ...). Loopback only.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+RECORDS="${RECORDS:-1000000}"
+MODES="${MODES:-instant down}"
+FILL_RATE="${FILL_RATE:-20000}"
+CONNECTIONS="${CONNECTIONS:-20}"
+FILL_BATCH="${FILL_BATCH:-100}"
+BOTS="${BOTS:-2000}"
+DRAIN_TIMEOUT="${DRAIN_TIMEOUT:-600}"
+# Two ingest processes fill at FILL_RATE; the many-connections scenario is not run here.
+export MANY_CONNECTIONS="${MANY_CONNECTIONS:-$CONNECTIONS}"
+export INGEST_PROCESSES="${INGEST_PROCESSES:-2}"
+export NLP_LATENCY_MS=0
+
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="bench/results/worker-$STAMP"
+
+say() { printf 'bench-worker: %s\n' "$*" >&2; }
+die() { printf 'bench-worker: error: %s\n' "$*" >&2; exit 64; }
+
+# shellcheck source=scripts/bench_lib.sh
+source scripts/bench_lib.sh
+# shellcheck source=scripts/bench_stack.sh
+source scripts/bench_stack.sh
+
+[[ "$RECORDS" =~ ^[1-9][0-9]*$ ]] || die "RECORDS=$RECORDS: a whole number above 0"
+for mode in $MODES; do
+    [[ "$mode" =~ ^(instant|down)$ ]] || die "MODES: '$mode' is neither instant nor down"
+done
+mkdir -p "$OUT"
+trap stack_cleanup EXIT
+stack_prepare --bin chat-analytics
+stack_start
+stop_pids "${service_pids[0]}"
+
+duration="$(awk -v n="$RECORDS" -v r="$FILL_RATE" 'BEGIN { printf "%.3f", n / r }')"
+say "filling $TOPIC with $RECORDS messages at $FILL_RATE msg/s ($BOTS bots)"
+"$BIN" loadgen --url "$API" --rate "$FILL_RATE" --connections "$CONNECTIONS" --bots "$BOTS" \
+    --batch "$FILL_BATCH" --duration "$duration" --warmup 0 --out "$OUT/fill" >"$OUT/fill.txt" 2>&1 \
+    || { tail -n 20 "$OUT/fill.txt" >&2; die "the load generator failed"; }
+accepted="$(jq -r '.results.accepted_messages' "$OUT/fill/report.json")"
+[ "$accepted" -ge "$RECORDS" ] 2>/dev/null \
+    || die "only $accepted of $RECORDS messages accepted while filling (see $OUT/fill.txt)"
+stack_stop_service
+
+# CPU ticks (user + system) of every process whose command line matches $1.
+ticks_of() {
+    local pid total=0 stat
+    for pid in $(pgrep -f "$1" || true); do
+        read -r -a stat <"/proc/$pid/stat" 2>/dev/null || continue
+        total=$((total + stat[13] + stat[14]))
+    done
+    echo "$total"
+}
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+processed() {
+    curl -fsS "http://$ADMIN_PORT_ADDR/metrics" 2>/dev/null \
+        | awk '/^messages_processed_total/ { n += $2 } END { printf "%d", n }'
+}
+# One line of figures: ticks of the worker, nlp-sim, Postgres and the machine, and the time.
+snapshot() {
+    echo "$(ticks_of "^$BIN worker") $(ticks_of "^$BIN nlp-sim") $(ticks_of '^postgres') $(machine_ticks) $(date +%s.%N)"
+}
+
+# One mode's figures as a JSON line, from: mode, records, rows stored, NLP statuses (JSON),
+# clock ticks per second, and the snapshots at the first and the last processed message.
+mode_figures() {
+    python3 - "$@" <<'PY'
+import json, sys
+mode, records, stored, statuses, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
+a = [float(x) for x in sys.argv[6].split()]
+b = [float(x) for x in sys.argv[7].split()]
+secs = b[4] - a[4]
+cores = [(b[i] - a[i]) / tck / secs for i in range(4)]
+rate = records / secs
+print(json.dumps({
+    "mode": mode, "records": records, "rows_stored": stored, "nlp_status": statuses,
+    "seconds": round(secs, 2), "rows_per_sec": round(rate),
+    "worker_cores": round(cores[0], 3), "nlp_sim_cores": round(cores[1], 3),
+    "postgres_cores": round(cores[2], 3), "machine_cores": round(cores[3], 3),
+    "worker_us_per_record": round(cores[0] * 1e6 / rate, 1),
+    "postgres_us_per_row": round(cores[2] * 1e6 / rate, 1),
+    "nlp_sim_us_per_record": round(cores[1] * 1e6 / rate, 1),
+}))
+PY
+}
+
+ADMIN_PORT_ADDR="127.0.0.1:$ADMIN_PORT"
+results=()
+for mode in $MODES; do
+    db="chat_bench_worker"
+    drop_db "$db"
+    PGPASSWORD=chat psql -X -q -h 127.0.0.1 -U chat -d postgres -c "CREATE DATABASE $db" >&2
+    export CHAT_ANALYTICS__POSTGRES__URL="postgres://chat:chat@127.0.0.1:5432/$db"
+    "$BIN" migrate >"$OUT/migrate-$mode.json"
+    nlp_url="http://127.0.0.1:$NLP_PORT/v1/analyze"
+    # Nothing listens on port 9 (discard) here: every call is refused at once.
+    [ "$mode" = instant ] || nlp_url="http://127.0.0.1:9/v1/analyze"
+    say "$mode: draining $RECORDS records with a new consumer group"
+    CHAT_ANALYTICS__KAFKA__CONSUMER_GROUP="drain-$mode-$STAMP" CHAT_ANALYTICS__NLP__URL="$nlp_url" \
+        CHAT_ANALYTICS__WORKER__REENRICH=false CHAT_ANALYTICS__DLQ__DIR="$OUT/dlq-$mode" \
+        CHAT_ANALYTICS__RUNTIME__WORKER_THREADS="${WORKER_THREADS:-0}" \
+        "$BIN" worker 2>"$OUT/worker-$mode.log" &
+    worker=$!
+    pids+=("$worker")
+    wait_http "http://$ADMIN_PORT_ADDR/health"
+    deadline=$((SECONDS + DRAIN_TIMEOUT))
+    until [ "$(processed)" -gt 0 ]; do
+        [ "$SECONDS" -lt "$deadline" ] || die "$mode: nothing processed within $DRAIN_TIMEOUT s"
+        sleep 0.1
+    done
+    first="$(snapshot)"
+    until [ "$(processed)" -ge "$RECORDS" ]; do
+        [ "$SECONDS" -lt "$deadline" ] || die "$mode: $(processed) of $RECORDS processed within $DRAIN_TIMEOUT s"
+        sleep 0.2
+    done
+    last="$(snapshot)"
+    curl -fsS "http://$ADMIN_PORT_ADDR/metrics" >"$OUT/metrics-$mode.txt" || true
+    stop_pids "$worker"
+    stored="$(PGPASSWORD=chat psql -X -A -t -h 127.0.0.1 -U chat -d "$db" -c 'SELECT count(*) FROM messages')"
+    statuses="$(PGPASSWORD=chat psql -X -A -t -h 127.0.0.1 -U chat -d "$db" \
+        -c "SELECT coalesce(json_object_agg(nlp_status, n), '{}') FROM (SELECT nlp_status, count(*) AS n FROM messages GROUP BY 1) s")"
+    results+=("$(mode_figures "$mode" "$RECORDS" "$stored" "$statuses" "$(getconf CLK_TCK)" "$first" "$last")")
+    say "$mode: ${results[-1]}"
+done
+
+python3 - "$OUT" "${results[@]}" <<'PY'
+import json, os, platform, sys
+out, rows = sys.argv[1], [json.loads(r) for r in sys.argv[2:]]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+goal = {"instant": 40000, "down": 75000}
+json.dump({"machine": {"cpus": os.cpu_count(), "model": cpu, "kernel": platform.release()}, "modes": rows},
+          open(os.path.join(out, "summary.json"), "w"), indent=2)
+lines = [f"# make bench-worker — {os.path.basename(out)}", "",
+         f"Machine: {os.cpu_count()} CPU ({cpu}), Linux {platform.release()}; Kafka, Postgres and nlp-sim on the same machine.", "",
+         "| mode | records | stored | rows/s | goal | worker µs/record | Postgres µs/row | nlp-sim µs/call | worker cores | machine cores |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+for r in rows:
+    verdict = "PASS" if r["rows_per_sec"] >= goal[r["mode"]] and r["rows_stored"] == r["records"] else "FAIL"
+    lines.append(f"| {r['mode']} | {r['records']} | {r['rows_stored']} | {r['rows_per_sec']} | >= {goal[r['mode']]} {verdict} "
+                 f"| {r['worker_us_per_record']} | {r['postgres_us_per_row']} | {r['nlp_sim_us_per_record']} "
+                 f"| {r['worker_cores']} | {r['machine_cores']} |")
+lines += ["", "NLP status of the stored rows: " + "; ".join(f"{r['mode']} {r['nlp_status']}" for r in rows)]
+open(os.path.join(out, "summary.md"), "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
