@@ -655,15 +655,57 @@ pg_ensure_hba() {
     fi
 }
 
+# The server settings for the design volume (10,000 rows/s of batched inserts plus the rollup
+# folds), in the cluster's conf.d, which Debian's postgresql.conf includes; Debian's defaults
+# are sized for a small machine. shared_buffers: the day's partition, its indexes and the
+# rollups stay in memory (default 128 MB). max_wal_size and checkpoint_timeout: with 1 GB of
+# WAL, draining a backlog at 16,000 rows/s forced a checkpoint every 50 s, and the first change
+# to each page after one writes a full-page image; wal_compression shrinks those. jit: off, the
+# statements here run for milliseconds. docs/BENCHMARKS.md has what they changed.
+PG_SETTINGS="# Written by chat-analytics scripts/infra.sh; edit there.
+shared_buffers = '2GB'
+max_wal_size = '4GB'
+checkpoint_timeout = '15min'
+wal_compression = 'lz4'
+jit = off"
+
+# Writes PG_SETTINGS to the cluster's conf.d when they differ; a cluster this script started
+# is restarted for them to apply (shared_buffers needs it), one found running is left alone.
+pg_configure() {
+    local file="/etc/postgresql/$PG_VER/$PG_NAME/conf.d/chat-analytics.conf"
+    if [ "$(cat "$file" 2>/dev/null)" = "$PG_SETTINGS" ]; then
+        return 0
+    fi
+    if ! { as_root mkdir -p "$(dirname "$file")" \
+        && printf '%s\n' "$PG_SETTINGS" | as_root tee "$file" >/dev/null; }; then
+        say "postgres: could not write $file; running with the cluster's own settings"
+        return 0
+    fi
+    pg_cluster_online || return 0
+    # Ours: started by this script, or just now by the package's installation.
+    if [ -f "$PG_OURS" ] || [ -n "$PG_INSTALLED_NOW" ]; then
+        say "postgres: restarting cluster $PG_VER/$PG_NAME for the settings in $file"
+        as_root bash -c "$STD_FDS_ONLY" pg_ctlcluster pg_ctlcluster "$PG_VER" "$PG_NAME" restart >"$PG_DIR/ctl.log" 2>&1 \
+            || { cat "$PG_DIR/ctl.log" >&2; pg_log_tail; die "pg_ctlcluster $PG_VER $PG_NAME restart failed"; }
+    else
+        say "postgres: wrote $file; the cluster was running before, so they apply at its next restart"
+    fi
+}
+
 postgres_up() {
     mkdir -p "$PG_DIR"
     if pg_ready && pg_login_ok; then
+        if pg_load_cluster; then
+            pg_configure
+            wait_postgres
+        fi
         say "postgres: already running on $PG_HOST:$PG_PORT"
         return 0
     fi
     ensure_postgres_installed
     pg_pick_cluster
     echo "$PG_VER $PG_NAME" >"$PG_DIR/cluster"
+    pg_configure
     pg_start_cluster
     wait_postgres
     if ! pg_login_ok; then
