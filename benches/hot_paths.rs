@@ -18,7 +18,9 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chat_analytics::domain::{ChatMessage, NlpFields, NlpStatus, ProcessedMessage, SourcePosition};
+use chat_analytics::domain::{
+    ChatMessage, NlpDocument, NlpFields, NlpStatus, ProcessedMessage, SourcePosition,
+};
 use chat_analytics::ingest::{parse_batch, parse_single};
 use chat_analytics::moderation::Moderator;
 use chat_analytics::queue::{encode_message, Envelope};
@@ -239,8 +241,12 @@ fn processed(message: ChatMessage, moderator: &Moderator, offset: i64) -> Proces
             sentiment_score: Some(-0.42),
             toxicity: Some(0.08),
             language: Some("en".into()),
-            raw: Some(json!({"sentiment": {"label": "negative", "score": -0.42},
-                              "toxicity": 0.08, "language": "en"})),
+            raw: Some(
+                NlpDocument::parse(
+                    r#"{"sentiment": {"label": "negative", "score": -0.42}, "toxicity": 0.08, "language": "en"}"#,
+                )
+                .expect("JSON"),
+            ),
             status: NlpStatus::Ok,
         },
         flagged: verdict.flagged,

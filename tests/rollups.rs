@@ -5,7 +5,7 @@
 mod support;
 
 use chat_analytics::config::{SecretUrl, Settings};
-use chat_analytics::domain::{NlpFields, NlpStatus, ProcessedMessage};
+use chat_analytics::domain::{NlpDocument, NlpFields, NlpStatus, ProcessedMessage};
 use chat_analytics::ingest::parse_single;
 use chat_analytics::storage::{
     connect_pool, fold_pending, insert_messages, prune_rollups, update_enrichment,
@@ -96,7 +96,7 @@ fn analysed(rng: &mut Rng) -> NlpFields {
         sentiment_score: Some(rng.unit() * 2.0 - 1.0),
         toxicity: Some(rng.unit()),
         language: Some("en".to_owned()),
-        raw: Some(json!({"generated": true})),
+        raw: Some(NlpDocument::parse(r#"{"generated": true}"#).expect("JSON")),
         status: NlpStatus::Ok,
     }
 }

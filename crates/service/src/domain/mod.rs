@@ -13,4 +13,4 @@ pub use fields::{
 };
 pub use message::{to_storage_precision, ChatMessage, ContentDigest, MessageId};
 pub use nlp_status::NlpStatus;
-pub use processed::{NlpFields, ProcessedMessage, SourcePosition};
+pub use processed::{NlpDocument, NlpFields, ProcessedMessage, SourcePosition};

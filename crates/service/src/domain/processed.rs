@@ -1,6 +1,7 @@
 //! A message after moderation and enrichment: exactly what one `messages` row holds.
 
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 
 use super::{ChatMessage, NlpStatus};
 
@@ -11,6 +12,36 @@ pub struct SourcePosition {
     pub partition: i32,
     /// Offset of the record in its partition.
     pub offset: i64,
+}
+
+/// The NLP API's answer as it came: checked to be JSON, never parsed into a tree, since
+/// it is only written out again (the `nlp` jsonb column).
+#[derive(Debug, Clone)]
+pub struct NlpDocument(Box<RawValue>);
+
+impl NlpDocument {
+    /// The answer if `text` is one JSON value.
+    pub fn parse(text: &str) -> Result<NlpDocument, serde_json::Error> {
+        RawValue::from_string(text.to_owned()).map(NlpDocument)
+    }
+
+    /// The JSON text, as the API sent it.
+    pub fn as_raw(&self) -> &RawValue {
+        &self.0
+    }
+}
+
+impl From<Box<RawValue>> for NlpDocument {
+    fn from(raw: Box<RawValue>) -> NlpDocument {
+        NlpDocument(raw)
+    }
+}
+
+/// Two answers are the same when their text is.
+impl PartialEq for NlpDocument {
+    fn eq(&self, other: &NlpDocument) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 /// NLP results as stored; all `None` when the message was stored without them.
@@ -25,7 +56,7 @@ pub struct NlpFields {
     /// ISO 639-1 two-letter code, or `und` when the API could not tell.
     pub language: Option<String>,
     /// The NLP API's whole answer, for fields not broken out into columns.
-    pub raw: Option<serde_json::Value>,
+    pub raw: Option<NlpDocument>,
     /// [`NlpStatus::Ok`], or why there is no NLP data.
     pub status: NlpStatus,
 }

@@ -20,7 +20,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Serialize;
-use serde_json::Value;
 
 use super::outcome::{AttemptError, NlpAnalysis};
 use crate::config::NlpSettings;
@@ -130,9 +129,7 @@ impl NlpClient {
         if !status.is_success() {
             return Err(AttemptError::Status(status.as_u16()));
         }
-        let raw: Value =
-            serde_json::from_slice(&bytes?).map_err(|e| AttemptError::Decode(e.to_string()))?;
-        NlpAnalysis::from_json(raw)
+        NlpAnalysis::from_body(&bytes?)
     }
 }
 

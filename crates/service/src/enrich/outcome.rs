@@ -6,9 +6,9 @@
 //! whether to retry and whether the circuit breaker should hear about it.
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
-use crate::domain::NlpStatus;
+use crate::domain::{NlpDocument, NlpStatus};
 
 /// Sentiment labels the NLP contract allows.
 const SENTIMENT_LABELS: [&str; 3] = ["positive", "neutral", "negative"];
@@ -29,7 +29,7 @@ pub struct NlpAnalysis {
     pub keywords: Vec<String>,
     /// The whole response body, kept for the `nlp` jsonb column so fields the
     /// contract adds later are not lost.
-    pub raw: Value,
+    pub raw: NlpDocument,
 }
 
 /// The wire shape of the answer; extra fields are allowed (kept in `raw`).
@@ -48,10 +48,15 @@ struct WireSentiment {
 }
 
 impl NlpAnalysis {
-    /// Parses a response body already decoded as JSON; any field missing,
-    /// mistyped or out of range is [`AttemptError::Invalid`] naming it.
-    pub fn from_json(raw: Value) -> Result<NlpAnalysis, AttemptError> {
-        let wire = WireAnalysis::deserialize(&raw)
+    /// Parses a response body: not JSON is [`AttemptError::Decode`]; any field
+    /// missing, mistyped or out of range is [`AttemptError::Invalid`] naming it.
+    /// The fields are read straight into their types, and the body is kept as
+    /// text rather than as a JSON tree (most of the cost of an answer was
+    /// building that tree and writing it out again).
+    pub fn from_body(body: &[u8]) -> Result<NlpAnalysis, AttemptError> {
+        let raw: Box<RawValue> =
+            serde_json::from_slice(body).map_err(|e| AttemptError::Decode(e.to_string()))?;
+        let wire: WireAnalysis = serde_json::from_str(raw.get())
             .map_err(|e| AttemptError::Invalid(format!("response shape: {e}")))?;
         let label = wire.sentiment.label;
         if !SENTIMENT_LABELS.contains(&label.as_str()) {
@@ -73,7 +78,7 @@ impl NlpAnalysis {
             toxicity,
             language: wire.language,
             keywords: wire.keywords,
-            raw,
+            raw: raw.into(),
         })
     }
 }
@@ -206,7 +211,11 @@ impl AttemptError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn from_json(raw: &Value) -> Result<NlpAnalysis, AttemptError> {
+        NlpAnalysis::from_body(raw.to_string().as_bytes())
+    }
 
     fn valid() -> Value {
         json!({
@@ -219,7 +228,7 @@ mod tests {
     }
 
     fn invalid_reason(raw: Value) -> String {
-        match NlpAnalysis::from_json(raw) {
+        match from_json(&raw) {
             Err(AttemptError::Invalid(reason)) => reason,
             other => panic!("expected Invalid, got {other:?}"),
         }
@@ -227,13 +236,14 @@ mod tests {
 
     #[test]
     fn a_valid_answer_parses_with_every_field_and_keeps_raw() {
-        let a = NlpAnalysis::from_json(valid()).expect("valid");
+        let a = from_json(&valid()).expect("valid");
         assert_eq!(a.sentiment_label, "negative");
         assert_eq!(a.sentiment_score, -0.75);
         assert_eq!(a.toxicity, 0.25);
         assert_eq!(a.language, "en");
         assert_eq!(a.keywords, ["refund", "late"]);
-        assert_eq!(a.raw["model"], "lexicon-v1");
+        let raw: Value = serde_json::from_str(a.raw.as_raw().get()).expect("JSON");
+        assert_eq!(raw, valid());
     }
 
     #[test]
@@ -243,7 +253,7 @@ mod tests {
         raw["sentiment"]["score"] = json!(1.0);
         raw["toxicity"] = json!(0.0);
         raw["keywords"] = json!([]);
-        assert!(NlpAnalysis::from_json(raw).is_ok());
+        assert!(from_json(&raw).is_ok());
     }
 
     #[test]
@@ -277,6 +287,16 @@ mod tests {
             assert!(invalid_reason(raw).contains(field));
         }
         invalid_reason(json!([1, 2, 3]));
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_a_decode_error() {
+        for body in [&b"not json"[..], b"{\"sentiment\":", b""] {
+            assert!(
+                matches!(NlpAnalysis::from_body(body), Err(AttemptError::Decode(_))),
+                "{body:?}"
+            );
+        }
     }
 
     #[test]

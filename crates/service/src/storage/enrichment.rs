@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::insert::InsertError;
+use super::insert::{jsonb, InsertError};
 use crate::domain::NlpFields;
 
 const SELECT_UNENRICHED: &str = include_str!("../../../../sql/queries/select_unenriched.sql");
@@ -110,8 +110,10 @@ pub async fn update_enrichment(
         .iter()
         .map(|(_, _, n)| n.language.as_deref())
         .collect();
-    let raw: Vec<Option<&serde_json::Value>> =
-        analysed.iter().map(|(_, _, n)| n.raw.as_ref()).collect();
+    let raw: Vec<_> = analysed
+        .iter()
+        .map(|(_, _, n)| jsonb(n.raw.as_ref()))
+        .collect();
     let statement = client.prepare_cached(UPDATE_ENRICHMENT).await?;
     let changed: i64 = client
         .query_one(

@@ -3,10 +3,12 @@
 use std::collections::HashMap;
 
 use deadpool_postgres::Pool;
+use serde_json::value::RawValue;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Json;
 use uuid::Uuid;
 
-use crate::domain::{ContentDigest, FailureCode, ProcessedMessage};
+use crate::domain::{ContentDigest, FailureCode, NlpDocument, ProcessedMessage};
 
 const INSERT_MESSAGES: &str = include_str!("../../../../sql/queries/insert_messages.sql");
 
@@ -101,6 +103,11 @@ pub enum RowWrite {
     },
 }
 
+/// The NLP API's answer as a `jsonb` parameter: its text goes to the server as it came.
+pub(crate) fn jsonb(document: Option<&NlpDocument>) -> Option<Json<&RawValue>> {
+    document.map(|d| Json(d.as_raw()))
+}
+
 /// Inserts `rows` (distinct `message_id`s) in one statement; says per `message_id` whether
 /// its row is new.
 pub async fn insert_messages(
@@ -132,7 +139,8 @@ pub async fn insert_messages(
     let scores: Vec<Option<f32>> = rows.iter().map(|r| r.nlp.sentiment_score).collect();
     let toxicity: Vec<Option<f32>> = rows.iter().map(|r| r.nlp.toxicity).collect();
     let languages: Vec<Option<&str>> = rows.iter().map(|r| r.nlp.language.as_deref()).collect();
-    let nlp: Vec<Option<&serde_json::Value>> = rows.iter().map(|r| r.nlp.raw.as_ref()).collect();
+    let nlp: Vec<Option<Json<&RawValue>>> =
+        rows.iter().map(|r| jsonb(r.nlp.raw.as_ref())).collect();
     let statuses: Vec<&str> = rows.iter().map(|r| r.nlp.status.as_str()).collect();
     let flagged: Vec<bool> = rows.iter().map(|r| r.flagged).collect();
     let terms: Vec<serde_json::Value> = rows
