@@ -71,35 +71,57 @@ stack_prepare --bin chat-analytics --example ingest_ceiling
 stack_start
 
 # RSS (kB) and CPU (% of one core) of the service, summed over its processes, once a second,
-# from /proc; the worker's share in its own columns, the whole machine's busy CPU (% of
-# one core, everything included: Kafka, Postgres, nlp-sim, the load generator), and the
-# scenario running (the `phase` file), so CPU per message is taken at the steady rate only.
+# from /proc; the worker's share in its own columns, then the CPU of every other process on
+# the machine by kind (nlp-sim, Postgres, Kafka, the load generator), the whole machine's
+# busy CPU (% of one core, everything included), and the scenario running (the `phase`
+# file), so CPU per message is taken at the steady rate only.
 sample_resources() {
-    local ticks t=0 pid i rss ticks_now cpu total_rss total_cpu worker_rss worker_cpu stat
-    local busy prev_busy=0 machine phase
+    local ticks t=0 pid i rss cpu total_rss total_cpu worker_rss worker_cpu stat
+    local busy prev_busy=0 machine phase nlp postgres kafka loadgen
     local -A prev=()
     ticks="$(getconf CLK_TCK)"
-    echo "t_s,rss_kb,cpu_pct,worker_rss_kb,worker_cpu_pct,machine_cpu_pct,phase"
+    # Sets `cpu` to the CPU (% of one core) the processes "$@" used since the last sample (one
+    # first seen now counts whole: it started within the second). No subshell, so `prev`
+    # keeps each process's ticks for the next sample.
+    cpu_of() {
+        local p used=0 now
+        for p in "$@"; do
+            read -r -a stat <"/proc/$p/stat" 2>/dev/null || continue
+            now=$((stat[13] + stat[14]))
+            used=$((used + now - ${prev[$p]:-0}))
+            prev[$p]=$now
+        done
+        cpu=$((used * 100 / ticks))
+    }
+    echo "t_s,rss_kb,cpu_pct,worker_rss_kb,worker_cpu_pct,nlp_cpu_pct,postgres_cpu_pct,kafka_cpu_pct,loadgen_cpu_pct,machine_cpu_pct,phase"
     while kill -0 "${service_pids[0]}" 2>/dev/null; do
         total_rss=0 total_cpu=0 worker_rss=0 worker_cpu=0
         for i in "${!service_pids[@]}"; do
             pid="${service_pids[$i]}"
-            read -r -a stat <"/proc/$pid/stat" 2>/dev/null || continue
-            ticks_now=$((stat[13] + stat[14]))
+            cpu_of "$pid"
             # An exiting process has no VmRSS line any more.
             rss="$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)"
             rss="${rss:-0}"
-            cpu=$(( (ticks_now - ${prev[$pid]:-$ticks_now}) * 100 / ticks ))
-            prev[$pid]=$ticks_now
             total_rss=$((total_rss + rss))
             total_cpu=$((total_cpu + cpu))
             if [ "$i" -eq 0 ]; then worker_rss=$rss worker_cpu=$cpu; fi
         done
+        cpu_of "$nlp_pid"
+        nlp=$cpu
+        # shellcheck disable=SC2046 # one process id per word
+        cpu_of $(pgrep -x postgres)
+        postgres=$cpu
+        # shellcheck disable=SC2046
+        cpu_of $(pgrep -f kafka.Kafka)
+        kafka=$cpu
+        # shellcheck disable=SC2046
+        cpu_of $(pgrep -f "^$BIN loadgen")
+        loadgen=$cpu
         busy="$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)"
         machine=$(( (busy - prev_busy) * 100 / ticks ))
         prev_busy=$busy
         phase="$(cat "$OUT/phase" 2>/dev/null || true)"
-        [ "$t" -eq 0 ] || echo "$t,$total_rss,$total_cpu,$worker_rss,$worker_cpu,$machine,$phase"
+        [ "$t" -eq 0 ] || echo "$t,$total_rss,$total_cpu,$worker_rss,$worker_cpu,$nlp,$postgres,$kafka,$loadgen,$machine,$phase"
         t=$((t + 1))
         sleep 1
     done

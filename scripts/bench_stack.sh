@@ -32,6 +32,7 @@ pids=()
 service_pids=()
 admins=()
 burner_pid=
+nlp_pid=
 topic_created=false
 
 stack_cleanup() {
@@ -93,7 +94,8 @@ stack_start() {
     say "nlp-sim (mean latency $NLP_LATENCY_MS ms) and the service"
     CHAT_ANALYTICS__RUNTIME__WORKER_THREADS="${NLP_THREADS:-0}" "$BIN" nlp-sim \
         --listen "127.0.0.1:$NLP_PORT" --latency-ms "$NLP_LATENCY_MS" 2>"$OUT/nlp-sim.log" &
-    pids+=($!)
+    nlp_pid=$!
+    pids+=("$nlp_pid")
     # 50,000 connections need more descriptors than the default limit (root may raise it); what
     # one process cannot hold, more ingest processes on the same port do.
     ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"

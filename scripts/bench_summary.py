@@ -87,17 +87,30 @@ def steal_line(s, span="both scenarios"):
 WARMUP_SECONDS = 10
 
 
+# resources.csv's CPU columns for each kind of process, besides the service's `cpu_pct`.
+PROCESS_COLUMNS = {
+    "worker": "worker_cpu_pct",
+    "nlp_sim": "nlp_cpu_pct",
+    "postgres": "postgres_cpu_pct",
+    "kafka": "kafka_cpu_pct",
+    "load_generator": "loadgen_cpu_pct",
+    "machine": "machine_cpu_pct",
+}
+
+
 def steady_resources(path):
-    """RSS (MB, every sample) and, at the steady rate, service, worker and machine CPU (% of
-    one core per second) from resources.csv. The steady phase is the rows marked `steady`
-    without its first WARMUP_SECONDS; files without a phase column (older runs) count
-    every row, as they used to."""
-    rss, cpu, worker_cpu, machine_cpu = [], [], [], []
+    """RSS (MB, every sample), and at the steady rate the service's CPU (% of one core per
+    second) and each kind of process's (the ingest processes', the service's less the
+    worker's, and PROCESS_COLUMNS; a column the file lacks gives an empty list) from
+    resources.csv. The steady phase is the rows marked `steady` without
+    its first WARMUP_SECONDS; files without a phase column (older runs) count every row,
+    as they used to."""
+    rss, cpu, processes = [], [], {kind: [] for kind in ["ingest", *PROCESS_COLUMNS]}
     try:
         with open(path) as f:
             rows = list(csv.DictReader(f))
     except OSError:
-        return rss, cpu, worker_cpu, machine_cpu
+        return rss, cpu, processes
     try:
         rss = [int(row["rss_kb"]) / 1024 for row in rows]
         if rows and "phase" in rows[0]:
@@ -105,12 +118,21 @@ def steady_resources(path):
         for row in rows:
             cpu.append(int(row["cpu_pct"]))
             if row.get("worker_cpu_pct"):
-                worker_cpu.append(int(row["worker_cpu_pct"]))
-            if row.get("machine_cpu_pct"):
-                machine_cpu.append(int(row["machine_cpu_pct"]))
+                processes["ingest"].append(int(row["cpu_pct"]) - int(row["worker_cpu_pct"]))
+            for kind, column in PROCESS_COLUMNS.items():
+                if row.get(column):
+                    processes[kind].append(int(row[column]))
     except (ValueError, KeyError):
         pass
-    return rss, cpu, worker_cpu, machine_cpu
+    return rss, cpu, processes
+
+
+def us_per_message(processes, rate):
+    """Each kind of process's median CPU per accepted message at the steady rate (µs); kinds
+    without samples are left out."""
+    if not rate:
+        return {}
+    return {kind: round(median(pct) / 100 * 1e6 / rate, 1) for kind, pct in processes.items() if pct}
 
 
 def folds(out):
@@ -134,7 +156,7 @@ def main(out):
     steady = load(os.path.join(out, "steady", "report.json"))
     many = load(os.path.join(out, "connections", "report.json"))
     ceilings = load(os.path.join(out, "ceilings", "ceilings.json"))
-    rss, cpu, worker_cpu, machine_cpu = steady_resources(os.path.join(out, "resources.csv"))
+    rss, cpu, processes = steady_resources(os.path.join(out, "resources.csv"))
 
     s = steady.get("results", {})
     statuses = s.get("status_counts", {})
@@ -157,8 +179,9 @@ def main(out):
         "steal": steal(out),
         "steady": {"offered_rate": TARGET_RATE, "statuses": statuses, "e2e_found": e2e.get("found"), "e2e_missing": e2e.get("missing")},
         "cpu_pct_median": median(cpu),
-        "worker_cpu_pct_median": median(worker_cpu),
-        "machine_cpu_pct_median": median(machine_cpu),
+        "worker_cpu_pct_median": median(processes["worker"]),
+        "machine_cpu_pct_median": median(processes["machine"]),
+        "us_per_message": us_per_message(processes, rate),
         "fractions_of_ceilings": fractions(s, ceilings, e2e),
         "rollup_folds": folds(out),
         "checks": [{"what": w, "value": v, "target": t, "pass": bool(p)} for w, v, t, p in checks],
@@ -182,6 +205,11 @@ def main(out):
     print(f"\nAt the steady rate (median second, warm-up left out): service CPU {summary['cpu_pct_median']}% of one core "
           f"(worker {summary['worker_cpu_pct_median']}%, the rest the ingest processes); whole machine: "
           f"{summary['machine_cpu_pct_median']}% of one core (of {100 * (os.cpu_count() or 1)}{', the competing process included' if STEAL else ''}); statuses (steady): {statuses}")
+    if summary["us_per_message"]:
+        print("\nCPU per accepted message at the steady rate (µs, median second; the machine's includes everything):\n")
+        print("| " + " | ".join(summary["us_per_message"]) + " |")
+        print("|" + "---:|" * len(summary["us_per_message"]))
+        print("| " + " | ".join(str(v) for v in summary["us_per_message"].values()) + " |")
     if summary["rollup_folds"]:
         f = summary["rollup_folds"]
         print(f"\nRollup folds (worker, whole run): {f['folds']} transactions, {f['mean_ms']} ms on average.")

@@ -164,20 +164,34 @@ class SteadyResources(unittest.TestCase):
         rows = [f"{t},100000,5,50000,2,20," for t in range(1, 4)]
         rows += [f"{t},150000,{200 if t < 14 else 80},80000,{150 if t < 14 else 30},180,steady" for t in range(4, 34)]
         rows += [f"{t},400000,20,90000,5,60,connections" for t in range(34, 44)]
-        rss, cpu, worker, machine = bench_summary.steady_resources(self.write(rows))
+        rss, cpu, processes = bench_summary.steady_resources(self.write(rows))
         self.assertEqual(len(cpu), 20, "30 steady seconds less 10 of warm-up")
         self.assertEqual(set(cpu), {80})
-        self.assertEqual(set(worker), {30})
-        self.assertEqual(set(machine), {180})
+        self.assertEqual(set(processes["worker"]), {30})
+        self.assertEqual(set(processes["ingest"]), {50}, "the service's CPU less the worker's")
+        self.assertEqual(set(processes["machine"]), {180})
+        self.assertEqual(processes["postgres"], [], "a column the file lacks")
         self.assertAlmostEqual(max(rss), 400000 / 1024)
         self.assertEqual(len(rss), 43)
 
     def test_a_file_without_phases_counts_every_row(self):
         header = "t_s,rss_kb,cpu_pct,worker_rss_kb,worker_cpu_pct,machine_cpu_pct"
-        rss, cpu, worker, machine = bench_summary.steady_resources(
+        rss, cpu, _ = bench_summary.steady_resources(
             self.write([f"{t},1024,{t},512,1,100" for t in range(1, 6)], header))
         self.assertEqual(cpu, [1, 2, 3, 4, 5])
         self.assertEqual(len(rss), 5)
+
+
+    def test_every_kind_of_process_is_read_and_given_per_message_at_the_steady_rate(self):
+        header = ("t_s,rss_kb,cpu_pct,worker_rss_kb,worker_cpu_pct,nlp_cpu_pct,postgres_cpu_pct,"
+                  "kafka_cpu_pct,loadgen_cpu_pct,machine_cpu_pct,phase")
+        rows = [f"{t},1024,90,512,30,25,{70 + t % 3},20,24,195,steady" for t in range(1, 42)]
+        _, _, processes = bench_summary.steady_resources(self.write(rows, header))
+        self.assertEqual(len(processes["postgres"]), 31)
+        figures = bench_summary.us_per_message(processes, 10000)
+        self.assertEqual(figures, {"ingest": 60.0, "worker": 30.0, "nlp_sim": 25.0, "postgres": 71.0,
+                                   "kafka": 20.0, "load_generator": 24.0, "machine": 195.0})
+        self.assertEqual(bench_summary.us_per_message(processes, 0), {}, "no rate, no figure")
 
 
 class CapacityRule(unittest.TestCase):
