@@ -18,8 +18,8 @@
 # per connection, so a batch of the worker holds many bots (what the rollups cost depends on
 # it: batches of a few bots fold into a few rows, batches of many bots into one row per message).
 #
-# Writes bench/results/worker-<UTC time>/: summary.md, summary.json, each mode's worker log
-# and metrics. Knobs (environment): RECORDS (1000000), MODES ("instant down"), FILL_RATE
+# Writes bench/results/worker-<UTC time>/: summary.md, summary.json, each mode's metrics and
+# the workers' log (worker.log). Knobs (environment): RECORDS (1000000), MODES ("instant down"), FILL_RATE
 # (12000 msg/s), CONNECTIONS (2000, one bot each), DRAIN_TIMEOUT (600 s), and the stack's
 # (WORKER_THREADS, NLP_THREADS, ...). Loopback only.
 set -euo pipefail
@@ -68,10 +68,10 @@ accepted="$(jq -r '.results.accepted_messages' "$OUT/fill/report.json")"
 RECORDS="$accepted"
 stack_stop_service
 
-# CPU ticks (user + system) of every process whose command line matches $1.
+# CPU ticks (user + system) of every process `pgrep "$@"` finds.
 ticks_of() {
     local pid total=0 stat
-    for pid in $(pgrep -f "$1" || true); do
+    for pid in $(pgrep "$@" || true); do
         read -r -a stat <"/proc/$pid/stat" 2>/dev/null || continue
         total=$((total + stat[13] + stat[14]))
     done
@@ -79,12 +79,12 @@ ticks_of() {
 }
 machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 processed() {
-    curl -fsS "http://$ADMIN_PORT_ADDR/metrics" 2>/dev/null \
+    curl -fsS "http://${admins[0]}/metrics" 2>/dev/null \
         | awk '/^messages_processed_total/ { n += $2 } END { printf "%d", n }'
 }
 # One line of figures: ticks of the worker, nlp-sim, Postgres and the machine, and the time.
 snapshot() {
-    echo "$(ticks_of "^$BIN worker") $(ticks_of "^$BIN nlp-sim") $(ticks_of '^postgres') $(machine_ticks) $(date +%s.%N)"
+    echo "$(ticks_of -f "^$BIN worker") $(ticks_of -f "^$BIN nlp-sim") $(ticks_of -x postgres) $(machine_ticks) $(date +%s.%N)"
 }
 
 # One mode's figures as a JSON line, from: mode, records, rows stored, NLP statuses (JSON),
@@ -121,7 +121,6 @@ print(json.dumps({
 PY
 }
 
-ADMIN_PORT_ADDR="127.0.0.1:$ADMIN_PORT"
 results=()
 for mode in $MODES; do
     db="chat_bench_worker"
@@ -135,11 +134,9 @@ for mode in $MODES; do
     say "$mode: draining $RECORDS records with a new consumer group"
     CHAT_ANALYTICS__KAFKA__CONSUMER_GROUP="drain-$mode-$STAMP" CHAT_ANALYTICS__NLP__URL="$nlp_url" \
         CHAT_ANALYTICS__WORKER__REENRICH=false CHAT_ANALYTICS__DLQ__DIR="$OUT/dlq-$mode" \
-        CHAT_ANALYTICS__RUNTIME__WORKER_THREADS="${WORKER_THREADS:-0}" \
-        "$BIN" worker 2>"$OUT/worker-$mode.log" &
-    worker=$!
-    pids+=("$worker")
-    wait_http "http://$ADMIN_PORT_ADDR/health"
+        stack_start_worker
+    worker="${service_pids[0]}"
+    wait_http "http://${admins[0]}/health"
     deadline=$((SECONDS + DRAIN_TIMEOUT))
     until [ "$(processed)" -gt 0 ]; do
         [ "$SECONDS" -lt "$deadline" ] || die "$mode: nothing processed within $DRAIN_TIMEOUT s"
@@ -151,7 +148,7 @@ for mode in $MODES; do
         sleep 0.2
     done
     last="$(snapshot)"
-    curl -fsS "http://$ADMIN_PORT_ADDR/metrics" >"$OUT/metrics-$mode.txt"
+    curl -fsS "http://${admins[0]}/metrics" >"$OUT/metrics-$mode.txt"
     stop_pids "$worker"
     stored="$(PGPASSWORD=chat psql -X -A -t -h 127.0.0.1 -U chat -d "$db" -c 'SELECT count(*) FROM messages')"
     statuses="$(PGPASSWORD=chat psql -X -A -t -h 127.0.0.1 -U chat -d "$db" \
