@@ -73,15 +73,21 @@ stack_start
 # RSS (kB) and CPU (% of one core) of the service, summed over its processes, once a second,
 # from /proc; the worker's share in its own columns, then the CPU of every other process on
 # the machine by kind (nlp-sim, Postgres, Kafka, the load generator), the whole machine's
-# busy CPU (% of one core, everything included), and the scenario running (the `phase`
-# file), so CPU per message is taken at the steady rate only.
+# busy CPU (% of one core, everything included), the time the hypervisor gave this virtual
+# machine's CPUs to others (`steal` in /proc/stat, % of one core), and the scenario running (the `phase`
+# file), so CPU per message is taken at the steady rate only. A sample's figures are divided
+# by the time since the last one, measured: on a busy machine the loop takes longer than its
+# one-second sleep, and taking it as one second overstated every CPU figure.
 sample_resources() {
     local ticks t=0 pid i rss cpu total_rss total_cpu worker_rss worker_cpu stat
     local busy prev_busy=0 machine phase nlp postgres kafka loadgen
+    local now_us prev_us elapsed_us busy_us interval_us stolen prev_stolen=0 steal_pct
     local -A prev=()
     ticks="$(getconf CLK_TCK)"
+    prev_us="${EPOCHREALTIME/./}" busy_us="${EPOCHREALTIME/./}"
+    elapsed_us=1000000
     # Sets `cpu` to the CPU (% of one core) the processes "$@" used since the last sample (one
-    # first seen now counts whole: it started within the second). No subshell, so `prev`
+    # first seen now counts whole: it started within the interval). No subshell, so `prev`
     # keeps each process's ticks for the next sample.
     cpu_of() {
         local p used=0 now
@@ -91,11 +97,14 @@ sample_resources() {
             used=$((used + now - ${prev[$p]:-0}))
             prev[$p]=$now
         done
-        cpu=$((used * 100 / ticks))
+        cpu=$((used * 100000000 / (ticks * elapsed_us)))
     }
-    echo "t_s,rss_kb,cpu_pct,worker_rss_kb,worker_cpu_pct,nlp_cpu_pct,postgres_cpu_pct,kafka_cpu_pct,loadgen_cpu_pct,machine_cpu_pct,phase"
+    echo "t_s,rss_kb,cpu_pct,worker_rss_kb,worker_cpu_pct,nlp_cpu_pct,postgres_cpu_pct,kafka_cpu_pct,loadgen_cpu_pct,machine_cpu_pct,hypervisor_steal_pct,phase"
     while kill -0 "${service_pids[0]}" 2>/dev/null; do
         total_rss=0 total_cpu=0 worker_rss=0 worker_cpu=0
+        now_us="${EPOCHREALTIME/./}"
+        elapsed_us=$((now_us - prev_us > 0 ? now_us - prev_us : 1))
+        prev_us=$now_us
         for i in "${!service_pids[@]}"; do
             pid="${service_pids[$i]}"
             cpu_of "$pid"
@@ -117,11 +126,15 @@ sample_resources() {
         # shellcheck disable=SC2046
         cpu_of $(pgrep -f "^$BIN loadgen")
         loadgen=$cpu
-        busy="$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)"
-        machine=$(( (busy - prev_busy) * 100 / ticks ))
-        prev_busy=$busy
+        # Its own interval: the reads above take a varying time.
+        read -r busy stolen < <(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $9}' /proc/stat)
+        now_us="${EPOCHREALTIME/./}"
+        interval_us=$((now_us - busy_us > 0 ? now_us - busy_us : 1))
+        machine=$(( (busy - prev_busy) * 100000000 / (ticks * interval_us) ))
+        steal_pct=$(( (stolen - prev_stolen) * 100000000 / (ticks * interval_us) ))
+        prev_busy=$busy prev_stolen=$stolen busy_us=$now_us
         phase="$(cat "$OUT/phase" 2>/dev/null || true)"
-        [ "$t" -eq 0 ] || echo "$t,$total_rss,$total_cpu,$worker_rss,$worker_cpu,$nlp,$postgres,$kafka,$loadgen,$machine,$phase"
+        [ "$t" -eq 0 ] || echo "$t,$total_rss,$total_cpu,$worker_rss,$worker_cpu,$nlp,$postgres,$kafka,$loadgen,$machine,$steal_pct,$phase"
         t=$((t + 1))
         sleep 1
     done

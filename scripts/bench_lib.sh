@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by scripts/bench.sh and scripts/bench_ceilings.sh (sourced; they set `say`).
+# Shared by the bench scripts (sourced; they set `say`).
 
 # Drops database $1 as user chat. A plain DROP cancels an autovacuum worker on it (likely
 # right after heavy inserts), which WITH (FORCE) refuses to do for a non-superuser; FORCE
@@ -24,4 +24,14 @@ wait_http() {
         [ "$SECONDS" -lt "$deadline" ] || { say "$url did not answer within 60 s"; return 1; }
         sleep 0.2
     done
+}
+
+# CPU ticks (user + system) of every live process `pgrep "$@"` finds.
+ticks_of() {
+    local pid total=0 stat
+    for pid in $(pgrep "$@" || true); do
+        { read -r -a stat <"/proc/$pid/stat"; } 2>/dev/null || continue
+        total=$((total + stat[13] + stat[14]))
+    done
+    echo "$total"
 }

@@ -9,10 +9,12 @@
 # ingest processes are as many as it takes to hold that many connections under the open-file
 # limit, so both benches run the same stack), INGEST_PROCESSES (computed from it),
 # RUNTIME_THREADS (1: runtime threads of the ingest processes and the load generator,
-# `runtime.worker_threads`), WORKER_THREADS and NLP_THREADS (0: one per core), STEAL (0: share
-# of one core a competing process keeps busy, from 0 to 1; 0 starts none).
+# `runtime.worker_threads`), WORKER_THREADS and NLP_THREADS (0: one per core), TOPIC_PARTITIONS
+# (12, as scripts/infra.sh creates chat.messages), STEAL (0: share of one core a competing
+# process keeps busy, from 0 to 1; 0 starts none).
 
 NLP_LATENCY_MS="${NLP_LATENCY_MS:-200}"
+TOPIC_PARTITIONS="${TOPIC_PARTITIONS:-12}"
 MANY_CONNECTIONS="${MANY_CONNECTIONS:-50000}"
 STEAL="${STEAL:-0}"
 BIN=./target/release/chat-analytics
@@ -63,7 +65,7 @@ stack_prepare() {
     say "infrastructure and release build"
     scripts/infra.sh up >&2
     cargo build --release "$@" >&2
-    scripts/infra.sh kafka-topic "$TOPIC" 12 >&2
+    scripts/infra.sh kafka-topic "$TOPIC" "$TOPIC_PARTITIONS" >&2
     topic_created=true
 
     drop_db "$DB"

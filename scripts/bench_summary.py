@@ -97,15 +97,20 @@ PROCESS_COLUMNS = {
     "machine": "machine_cpu_pct",
 }
 
+# resources.csv's share of the CPUs no process of this machine had: time the hypervisor gave
+# them to other virtual machines (`steal`), % of one core. Not a cost per message.
+HYPERVISOR_COLUMNS = {"hypervisor_steal": "hypervisor_steal_pct"}
+
 
 def steady_resources(path):
     """RSS (MB, every sample), and at the steady rate the service's CPU (% of one core per
     second) and each kind of process's (the ingest processes', the service's less the
-    worker's, and PROCESS_COLUMNS; a column the file lacks gives an empty list) from
+    worker's, PROCESS_COLUMNS and HYPERVISOR_COLUMNS; a column the file lacks gives an empty list) from
     resources.csv. The steady phase is the rows marked `steady` without
     its first WARMUP_SECONDS; files without a phase column (older runs) count every row,
     as they used to."""
-    rss, cpu, processes = [], [], {kind: [] for kind in ["ingest", *PROCESS_COLUMNS]}
+    columns = {**PROCESS_COLUMNS, **HYPERVISOR_COLUMNS}
+    rss, cpu, processes = [], [], {kind: [] for kind in ["ingest", *columns]}
     try:
         with open(path) as f:
             rows = list(csv.DictReader(f))
@@ -119,7 +124,7 @@ def steady_resources(path):
             cpu.append(int(row["cpu_pct"]))
             if row.get("worker_cpu_pct"):
                 processes["ingest"].append(int(row["cpu_pct"]) - int(row["worker_cpu_pct"]))
-            for kind, column in PROCESS_COLUMNS.items():
+            for kind, column in columns.items():
                 if row.get(column):
                     processes[kind].append(int(row[column]))
     except (ValueError, KeyError):
@@ -127,12 +132,20 @@ def steady_resources(path):
     return rss, cpu, processes
 
 
+def hypervisor_line(steal_pct):
+    """The hypervisor's steal at the steady rate, for the summary; nothing when not sampled."""
+    if steal_pct is None:
+        return ""
+    return f"taken by the hypervisor for other machines: {steal_pct}% of one core; "
+
+
 def us_per_message(processes, rate):
     """Each kind of process's median CPU per accepted message at the steady rate (µs); kinds
-    without samples are left out."""
+    without samples, and the hypervisor's share, are left out."""
     if not rate:
         return {}
-    return {kind: round(median(pct) / 100 * 1e6 / rate, 1) for kind, pct in processes.items() if pct}
+    return {kind: round(median(pct) / 100 * 1e6 / rate, 1) for kind, pct in processes.items()
+            if pct and kind not in HYPERVISOR_COLUMNS}
 
 
 def folds(out):
@@ -181,6 +194,7 @@ def main(out):
         "cpu_pct_median": median(cpu),
         "worker_cpu_pct_median": median(processes["worker"]),
         "machine_cpu_pct_median": median(processes["machine"]),
+        "hypervisor_steal_pct_median": median(processes["hypervisor_steal"]),
         "us_per_message": us_per_message(processes, rate),
         "fractions_of_ceilings": fractions(s, ceilings, e2e),
         "rollup_folds": folds(out),
@@ -204,7 +218,8 @@ def main(out):
             print(f"| {row['stage']} | {row['rate']} | {row['ceiling']} | {row['fraction']:.1%} |")
     print(f"\nAt the steady rate (median second, warm-up left out): service CPU {summary['cpu_pct_median']}% of one core "
           f"(worker {summary['worker_cpu_pct_median']}%, the rest the ingest processes); whole machine: "
-          f"{summary['machine_cpu_pct_median']}% of one core (of {100 * (os.cpu_count() or 1)}{', the competing process included' if STEAL else ''}); statuses (steady): {statuses}")
+          f"{summary['machine_cpu_pct_median']}% of one core (of {100 * (os.cpu_count() or 1)}{', the competing process included' if STEAL else ''}); "
+          f"{hypervisor_line(summary['hypervisor_steal_pct_median'])}statuses (steady): {statuses}")
     if summary["us_per_message"]:
         print("\nCPU per accepted message at the steady rate (µs, median second; the machine's includes everything):\n")
         print("| " + " | ".join(summary["us_per_message"]) + " |")

@@ -68,15 +68,6 @@ accepted="$(jq -r '.results.accepted_messages' "$OUT/fill/report.json")"
 RECORDS="$accepted"
 stack_stop_service
 
-# CPU ticks (user + system) of every process `pgrep "$@"` finds.
-ticks_of() {
-    local pid total=0 stat
-    for pid in $(pgrep "$@" || true); do
-        read -r -a stat <"/proc/$pid/stat" 2>/dev/null || continue
-        total=$((total + stat[13] + stat[14]))
-    done
-    echo "$total"
-}
 machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 processed() {
     curl -fsS "http://${admins[0]}/metrics" 2>/dev/null \

@@ -184,14 +184,20 @@ class SteadyResources(unittest.TestCase):
 
     def test_every_kind_of_process_is_read_and_given_per_message_at_the_steady_rate(self):
         header = ("t_s,rss_kb,cpu_pct,worker_rss_kb,worker_cpu_pct,nlp_cpu_pct,postgres_cpu_pct,"
-                  "kafka_cpu_pct,loadgen_cpu_pct,machine_cpu_pct,phase")
-        rows = [f"{t},1024,90,512,30,25,{70 + t % 3},20,24,195,steady" for t in range(1, 42)]
+                  "kafka_cpu_pct,loadgen_cpu_pct,machine_cpu_pct,hypervisor_steal_pct,phase")
+        rows = [f"{t},1024,90,512,30,25,{70 + t % 3},20,24,195,{t % 5},steady" for t in range(1, 42)]
         _, _, processes = bench_summary.steady_resources(self.write(rows, header))
         self.assertEqual(len(processes["postgres"]), 31)
+        self.assertEqual(bench_summary.median(processes["hypervisor_steal"]), 2)
         figures = bench_summary.us_per_message(processes, 10000)
         self.assertEqual(figures, {"ingest": 60.0, "worker": 30.0, "nlp_sim": 25.0, "postgres": 71.0,
-                                   "kafka": 20.0, "load_generator": 24.0, "machine": 195.0})
+                                   "kafka": 20.0, "load_generator": 24.0, "machine": 195.0},
+                         "the hypervisor's share is not a cost per message")
         self.assertEqual(bench_summary.us_per_message(processes, 0), {}, "no rate, no figure")
+
+    def test_the_hypervisors_share_is_stated_only_when_sampled(self):
+        self.assertEqual(bench_summary.hypervisor_line(None), "")
+        self.assertIn("7% of one core", bench_summary.hypervisor_line(7))
 
 
 class CapacityRule(unittest.TestCase):
