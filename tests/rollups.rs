@@ -588,3 +588,79 @@ async fn a_range_reaching_past_the_newest_data_takes_todays_day_row_whole() {
     drop(client);
     db.drop_db().await;
 }
+
+/// Which page of `table` each bot's row is on.
+async fn pages_by_bot(
+    client: &tokio_postgres::Client,
+    table: &str,
+) -> std::collections::HashMap<String, i64> {
+    let sql = format!("SELECT bot_id, ((ctid::text)::point)[0]::bigint FROM {table}");
+    client
+        .query(&sql, &[])
+        .await
+        .expect("pages of the rollup's rows")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// The folder updates an hour's and a day's row for every pending row: with room left on
+/// their pages (sql/0010), each new version stays on its row's page (a HOT update, no new
+/// index entry). On full pages, most would move.
+#[tokio::test]
+async fn the_folders_updates_of_hour_and_day_rows_stay_on_their_pages() {
+    let db = TestDb::create().await;
+    let mut client = db.pool.get().await.expect("connection");
+    // Enough bots that their day rows fill several pages.
+    let append = "INSERT INTO rollup_pending
+                  SELECT '2026-11-20 22:00:00+00', 'bot-' || g, 1, 1, 1, 0.5, 0, 0, 1, 1,
+                         0.25, 0.25, 0, 0
+                    FROM generate_series(1, 400) AS g";
+    client.batch_execute(append).await.expect("pending rows");
+    while fold_pending(&mut client, 100_000)
+        .await
+        .expect("fold")
+        .is_some_and(|folded| folded.rollup_rows > 0)
+    {}
+    let mut before = Vec::new();
+    for table in ["messages_per_hour", "messages_per_day"] {
+        before.push(pages_by_bot(&client, table).await);
+    }
+    client.batch_execute(append).await.expect("pending rows");
+    let folded = fold_pending(&mut client, 100_000)
+        .await
+        .expect("fold")
+        .expect("no other folder");
+    assert_eq!(folded.rollup_rows, 400);
+    for (table, before) in ["messages_per_hour", "messages_per_day"]
+        .into_iter()
+        .zip(before)
+    {
+        let after = pages_by_bot(&client, table).await;
+        assert_eq!(after.len(), 400, "{table}: one row per bot");
+        assert!(
+            before
+                .values()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                > 2,
+            "{table}: the rows fill several pages"
+        );
+        let stayed = after
+            .iter()
+            .filter(|(bot, page)| before.get(*bot) == Some(*page))
+            .count();
+        assert!(
+            stayed >= 380,
+            "{table}: {stayed} of 400 updated rows stayed on their page"
+        );
+        let messages: i64 = client
+            .query_one(&format!("SELECT sum(messages)::bigint FROM {table}"), &[])
+            .await
+            .expect("sum")
+            .get(0);
+        assert_eq!(messages, 800, "{table}: both rounds counted");
+    }
+    drop(client);
+    db.drop_db().await;
+}

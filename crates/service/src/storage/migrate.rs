@@ -41,6 +41,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_minute_rollup_by_bot",
         include_str!("../../../../sql/0009_minute_rollup_by_bot.sql"),
     ),
+    (
+        "0010_hour_day_fillfactor",
+        include_str!("../../../../sql/0010_hour_day_fillfactor.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming "chat-analytics migrations" for pg_advisory_lock.
