@@ -3,7 +3,7 @@
 # ITER folds, each after PER pending rows were appended in the current minute (a new minute
 # every 60 folds), as the worker's writes leave them at about 10,000 msg/s. The rows cycle
 # through BOTS bots: with the default 1,000 a fold finds 8 rows per bot to add up; with
-# BOTS=50000 (make bench's 50,000 bots, each sending one message every 5 s) nearly every
+# BOTS=50000 (the design's 50,000 bots at 10,000 msg/s, one message each every 5 s) nearly every
 # pending row is a (bot, minute) of its own, so every one is an update of each rollup.
 # INDEX=plain replaces the minute rollup's covering (bot_id, bucket) index (sql/0009) with a
 # plain one, to compare the two. Prints folds, total and mean ms, the CPU of every Postgres
