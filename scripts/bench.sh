@@ -74,8 +74,8 @@ stack_start
 # from /proc; the worker's share in its own columns, then the CPU of every other process on
 # the machine by kind (nlp-sim, Postgres, Kafka, the load generator), the whole machine's
 # busy CPU (% of one core, everything included), the time the hypervisor gave this virtual
-# machine's CPUs to others (`steal` in /proc/stat, % of one core), and the scenario running (the `phase`
-# file), so CPU per message is taken at the steady rate only. A sample's figures are divided
+# machine's CPUs to others (`steal` in /proc/stat, % of one core), and the scenario running
+# (the `phase` file), so CPU per message is taken at the steady rate only. A sample's figures are divided
 # by the time since the last one, measured: on a busy machine the loop takes longer than its
 # one-second sleep, and taking it as one second overstated every CPU figure.
 sample_resources() {
@@ -85,7 +85,6 @@ sample_resources() {
     local -A prev=()
     ticks="$(getconf CLK_TCK)"
     prev_us="${EPOCHREALTIME/./}" busy_us="${EPOCHREALTIME/./}"
-    elapsed_us=1000000
     # Sets `cpu` to the CPU (% of one core) the processes "$@" used since the last sample (one
     # first seen now counts whole: it started within the interval). No subshell, so `prev`
     # keeps each process's ticks for the next sample.

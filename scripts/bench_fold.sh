@@ -27,8 +27,8 @@ say() { printf 'bench-fold: %s\n' "$*" >&2; }
 # shellcheck source=scripts/bench_lib.sh
 source scripts/bench_lib.sh
 drop_db "$DB"
-script="$(mktemp)"
-trap 'drop_db "$DB"; rm -f "$script" "$script.ticks"' EXIT
+ticks="$(mktemp)"
+trap 'drop_db "$DB"; rm -f "$ticks"' EXIT
 psql -X -q -d postgres -c "CREATE DATABASE $DB"
 CHAT_ANALYTICS__POSTGRES__URL="postgres://chat:chat@127.0.0.1:5432/$DB" \
     ./target/release/chat-analytics migrate >/dev/null
@@ -39,7 +39,7 @@ fi
 
 # Postgres CPU is read from psql (`\!`) while its session is open, so that its backend, which
 # does the work and exits with the session, is counted.
-postgres_ticks="\\! bash -c 'source scripts/bench_lib.sh && ticks_of -x postgres' >>$script.ticks"
+postgres_ticks="\\! bash -c 'source scripts/bench_lib.sh && ticks_of -x postgres' >>$ticks"
 {
     echo "PREPARE fold(bigint) AS $(grep -v '^--' sql/queries/fold_rollups.sql);"
     echo "$postgres_ticks"
@@ -55,13 +55,12 @@ EXECUTE fold(1000000);
 SQL
     done
     echo "$postgres_ticks"
-} >"$script"
-psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -f "$script" \
+} | psql -X -q -v ON_ERROR_STOP=1 -d "$DB" \
     | awk '/^Time:/ { total += $2; n++ } END { printf "%d folds, %.0f ms, %.1f ms per fold\n", n, total, total / n }'
 awk -v hz="$(getconf CLK_TCK)" -v rows=$((ITER * PER)) '
     NR == 1 { before = $1 } NR == 2 { after = $1 }
     END { printf "Postgres CPU: %.1f us per pending row (appending included)\n", (after - before) / hz / rows * 1e6 }
-' "$script.ticks"
+' "$ticks"
 psql -X -A -t -d "$DB" -c "SELECT format('messages_per_minute: %s with indexes, %s updates (%s HOT)',
                                   pg_size_pretty(pg_total_relation_size(relid)), n_tup_upd, n_tup_hot_upd)
                              FROM pg_stat_user_tables WHERE relname = 'messages_per_minute'"

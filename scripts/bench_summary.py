@@ -105,8 +105,8 @@ HYPERVISOR_COLUMNS = {"hypervisor_steal": "hypervisor_steal_pct"}
 def steady_resources(path):
     """RSS (MB, every sample), and at the steady rate the service's CPU (% of one core per
     second) and each kind of process's (the ingest processes', the service's less the
-    worker's, PROCESS_COLUMNS and HYPERVISOR_COLUMNS; a column the file lacks gives an empty list) from
-    resources.csv. The steady phase is the rows marked `steady` without
+    worker's, PROCESS_COLUMNS and HYPERVISOR_COLUMNS; a column the file lacks gives an empty
+    list) from resources.csv. The steady phase is the rows marked `steady` without
     its first WARMUP_SECONDS; files without a phase column (older runs) count every row,
     as they used to."""
     columns = {**PROCESS_COLUMNS, **HYPERVISOR_COLUMNS}
