@@ -1,6 +1,7 @@
 //! The deployment files — `Dockerfile`, `docker-compose.yml`, `deploy/prometheus/`,
 //! `deploy/grafana/`, `deploy/k8s/` — are run only by people with Docker or Kubernetes,
-//! never by `make test`. These tests keep them true to the service: every
+//! never by `make test` (which only validates the Kubernetes manifests offline:
+//! scripts/validate-k8s.sh). These tests keep them true to the service: every
 //! `CHAT_ANALYTICS__SECTION__KEY` they set must be a setting the service accepts, ports,
 //! topic and credentials must agree with the settings, and every metric a dashboard or
 //! alert queries must be one of the fixed names of SPEC.md. Renaming a config key or a
@@ -567,38 +568,53 @@ fn image_environment_alone_lets_every_subcommand_load_its_settings() {
 }
 
 // ---------------------------------------------------------------------------------------
-// deploy/k8s/
+// deploy/k8s/: the base (deploy/k8s/base), the two worker autoscaling overlays, the
+// prometheus-adapter rules and the dead-letter replay Job. scripts/validate-k8s.sh checks
+// that Kubernetes and KEDA accept them; these tests check them against the service.
 
 #[test]
 fn k8s_manifests_parse_and_deploy_an_ingest_and_a_worker_role() {
-    let roles: BTreeSet<String> = k8s_pod_specs("Deployment")
-        .iter()
-        .flat_map(|(_, spec)| containers(spec))
-        .flat_map(|c| command_args(&c))
-        .filter(|arg| !arg.starts_with('-') && !arg.contains('/'))
-        .collect();
-    for role in ["ingest", "worker"] {
-        assert!(
-            roles.contains(role),
-            "no Deployment runs `{role}`: {roles:?}"
-        );
-    }
-    let kustomization = yaml("deploy/k8s/kustomization.yaml");
-    for resource in kustomization["resources"].as_sequence().expect("resources") {
-        let file = resource.as_str().expect("resource path");
-        assert!(
-            repo_path(&format!("deploy/k8s/{file}")).exists(),
-            "{file} is listed but missing"
-        );
+    let roles = |kind: &str| -> BTreeSet<String> {
+        k8s_pod_specs(kind)
+            .iter()
+            .flat_map(|(_, spec)| containers(spec))
+            .flat_map(|c| command_args(&c))
+            .filter(|arg| !arg.starts_with('-') && !arg.contains('/'))
+            .collect()
+    };
+    assert!(
+        roles("Deployment").contains("ingest"),
+        "no Deployment runs `ingest`"
+    );
+    assert!(
+        roles("StatefulSet").contains("worker"),
+        "no StatefulSet runs `worker`"
+    );
+    assert!(
+        !roles("Deployment").contains("worker"),
+        "the worker runs as a StatefulSet only (its dead letters are on its claim)"
+    );
+    for kustomization in k8s_kustomizations() {
+        let dir = kustomization.parent().expect("parent").to_owned();
+        let doc = yaml(&relative_to_repo(&kustomization));
+        for resource in doc["resources"].as_sequence().expect("resources") {
+            let path = dir.join(resource.as_str().expect("resource path"));
+            assert!(
+                path.exists(),
+                "{}: {} is listed but missing",
+                kustomization.display(),
+                path.display()
+            );
+        }
     }
 }
 
 #[test]
 fn k8s_probes_check_health_and_livez_on_the_admin_port() {
     let admin_port = default_settings().admin.listen.port();
-    let deployments = k8s_pod_specs("Deployment");
-    assert!(deployments.len() >= 2);
-    for (name, spec) in &deployments {
+    let workloads = k8s_workloads();
+    assert!(workloads.len() >= 2);
+    for (name, spec) in &workloads {
         for container in &containers(spec) {
             for (probe, path) in [("readinessProbe", "/health"), ("livenessProbe", "/livez")] {
                 let get = &container[probe]["httpGet"];
@@ -613,8 +629,25 @@ fn k8s_probes_check_health_and_livez_on_the_admin_port() {
 #[test]
 fn k8s_service_exposes_the_api_and_admin_ports_of_the_ingest_pods() {
     let defaults = default_settings();
+    let (name, ingest) = k8s_pod_specs("Deployment")
+        .into_iter()
+        .find(|(_, spec)| {
+            containers(spec)
+                .iter()
+                .any(|c| command_args(c).contains(&"ingest".to_owned()))
+        })
+        .expect("an ingest Deployment");
+    let labels = &ingest["__labels"];
     let services = k8s_documents("Service");
-    let (_, service) = services.first().expect("a Service");
+    let (_, service) = services
+        .iter()
+        .find(|(_, s)| selects(&s["spec"]["selector"], labels))
+        .expect("a Service selecting the ingest pods");
+    assert_ne!(
+        service["spec"]["clusterIP"].as_str(),
+        Some("None"),
+        "the ingest Service balances connections"
+    );
     let ports: BTreeMap<u64, String> = service["spec"]["ports"]
         .as_sequence()
         .expect("ports")
@@ -632,43 +665,22 @@ fn k8s_service_exposes_the_api_and_admin_ports_of_the_ingest_pods() {
             "Service lacks port {port}: {ports:?}"
         );
     }
-    let selector = &service["spec"]["selector"];
-    let (name, ingest) = k8s_pod_specs("Deployment")
-        .into_iter()
-        .find(|(_, spec)| {
-            containers(spec)
-                .iter()
-                .any(|c| command_args(c).contains(&"ingest".to_owned()))
-        })
-        .expect("an ingest Deployment");
-    let labels = &ingest["__labels"];
-    for (key, value) in selector.as_mapping().expect("selector") {
-        assert_eq!(
-            &labels[key.as_str().unwrap_or("")],
-            value,
-            "Service selector misses {name}"
-        );
-    }
     let container = &containers(&ingest)[0];
     for (port, target) in &ports {
         let resolved = resolve_port(container, &Value::String(target.clone()));
-        assert_eq!(u64::from(resolved), *port, "targetPort {target}");
+        assert_eq!(u64::from(resolved), *port, "{name}: targetPort {target}");
     }
 }
 
 #[test]
-fn k8s_pods_get_longer_to_stop_than_the_shutdown_grace() {
-    for (name, spec) in k8s_pod_specs("Deployment") {
+fn k8s_pods_get_longer_to_stop_than_the_pre_stop_hook_and_the_shutdown_grace() {
+    for (name, spec) in k8s_workloads() {
         let env = k8s_container_env(&containers(&spec)[0]);
         let settings = Settings::load_from(None, without_listen(env)).expect("settings");
         let grace_s = spec["terminationGracePeriodSeconds"]
             .as_u64()
             .unwrap_or_else(|| panic!("{name} sets no terminationGracePeriodSeconds"));
-        let pre_stop_ms: u64 = containers(&spec)
-            .iter()
-            .map(pre_stop_sleep_ms)
-            .max()
-            .unwrap_or(0);
+        let pre_stop_ms: u64 = containers(&spec).iter().map(pre_stop_ms).max().unwrap_or(0);
         assert!(
             Duration::from_secs(grace_s)
                 > settings.shutdown.grace + Duration::from_millis(pre_stop_ms),
@@ -680,7 +692,7 @@ fn k8s_pods_get_longer_to_stop_than_the_shutdown_grace() {
 
 #[test]
 fn k8s_dead_letter_dir_is_on_a_writable_volume() {
-    for (name, spec) in k8s_pod_specs("Deployment") {
+    for (name, spec) in k8s_workloads() {
         for container in &containers(&spec) {
             let env = without_listen(k8s_container_env(container));
             let dlq = Settings::load_from(None, env).expect("settings").dlq.dir;
@@ -689,19 +701,12 @@ fn k8s_dead_letter_dir_is_on_a_writable_volume() {
                 "{name}: dlq.dir {} is relative",
                 dlq.display()
             );
-            let writable = container["volumeMounts"]
-                .as_sequence()
-                .into_iter()
-                .flatten()
-                .any(|m| {
-                    let mount = m["mountPath"].as_str().unwrap_or("");
-                    !mount.is_empty()
-                        && dlq.starts_with(mount)
-                        && m["readOnly"].as_bool() != Some(true)
-                });
-            assert!(
-                writable,
-                "{name}: {} is not on a writable volume",
+            let mount = mount_holding(container, &dlq)
+                .unwrap_or_else(|| panic!("{name}: {} is on no volume", dlq.display()));
+            assert_ne!(
+                mount["readOnly"].as_bool(),
+                Some(true),
+                "{name}: {} is on a read-only volume",
                 dlq.display()
             );
         }
@@ -709,36 +714,471 @@ fn k8s_dead_letter_dir_is_on_a_writable_volume() {
 }
 
 #[test]
+fn the_worker_keeps_its_dead_letters_on_a_claim_of_its_own_that_outlives_it() {
+    let (name, set) = k8s_worker_statefulset();
+    let spec = &set["spec"];
+    assert_eq!(spec["podManagementPolicy"].as_str(), Some("Parallel"));
+    let retention = &spec["persistentVolumeClaimRetentionPolicy"];
+    for when in ["whenScaled", "whenDeleted"] {
+        assert_eq!(
+            retention[when].as_str(),
+            Some("Retain"),
+            "{name}: a claim deleted {when} would delete dead letters answered 202"
+        );
+    }
+
+    // dlq.dir is on a claim from the volumeClaimTemplates, not on a pod volume.
+    let pod = &spec["template"]["spec"];
+    let container = &containers(pod)[0];
+    let env = without_listen(k8s_container_env(container));
+    let dlq = Settings::load_from(None, env).expect("settings").dlq.dir;
+    let mount = mount_holding(container, &dlq).expect("dlq.dir is mounted");
+    let volume = mount["name"].as_str().expect("mount name");
+    let is_pod_volume = pod["volumes"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .any(|v| v["name"].as_str() == Some(volume));
+    assert!(
+        !is_pod_volume,
+        "{name}: {} is on pod volume {volume}, lost with the pod",
+        dlq.display()
+    );
+    let template = spec["volumeClaimTemplates"]
+        .as_sequence()
+        .expect("volumeClaimTemplates")
+        .iter()
+        .find(|t| t["metadata"]["name"].as_str() == Some(volume))
+        .unwrap_or_else(|| panic!("{name}: no volumeClaimTemplate named {volume}"));
+    let modes: Vec<String> = template["spec"]["accessModes"]
+        .as_sequence()
+        .expect("accessModes")
+        .iter()
+        .map(scalar)
+        .collect();
+    assert_eq!(modes, ["ReadWriteOnce"], "{name}: one claim per pod");
+    assert!(
+        template["spec"]["resources"]["requests"]["storage"]
+            .as_str()
+            .is_some(),
+        "{name}: the claim requests no storage"
+    );
+
+    // The StatefulSet's serviceName is a headless Service of its pods, and a PDB covers them.
+    let labels = &pod_labels(&set);
+    let service_name = spec["serviceName"].as_str().expect("serviceName");
+    let services = k8s_documents("Service");
+    let (_, service) = services
+        .iter()
+        .find(|(n, _)| n == service_name)
+        .unwrap_or_else(|| panic!("no Service {service_name} for the StatefulSet"));
+    assert_eq!(service["spec"]["clusterIP"].as_str(), Some("None"));
+    assert!(selects(&service["spec"]["selector"], labels));
+    assert!(
+        k8s_documents("PodDisruptionBudget")
+            .iter()
+            .any(|(_, pdb)| selects(&pdb["spec"]["selector"]["matchLabels"], labels)),
+        "no PodDisruptionBudget covers the workers"
+    );
+}
+
+#[test]
+fn the_worker_waits_for_its_dead_letters_to_be_replayed_before_it_stops() {
+    let (name, set) = k8s_worker_statefulset();
+    let admin_port = default_settings().admin.listen.port();
+    let container = &containers(&set["spec"]["template"]["spec"])[0];
+    let get = &container["lifecycle"]["preStop"]["httpGet"];
+    let path = get["path"]
+        .as_str()
+        .expect("the worker's preStop is an httpGet");
+    let (route, query) = path.split_once('?').unwrap_or((path, ""));
+    assert_eq!(route, "/dead-letters/drained", "{name}");
+    let wait: u64 = query
+        .strip_prefix("wait_secs=")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{name}: {path} sets no wait_secs"));
+    assert!(
+        (1..=DRAIN_WAIT_MAX_SECS).contains(&wait),
+        "{name}: wait_secs={wait} is not a wait the endpoint honours"
+    );
+    assert_eq!(resolve_port(container, &get["port"]), admin_port, "{name}");
+    // That the grace period covers it: k8s_pods_get_longer_to_stop_than_the_pre_stop_hook….
+}
+
+#[test]
+fn the_replay_job_is_run_by_hand_and_never_rereads_its_own_output() {
+    // Not reachable from the base: applying the base must not run it.
+    for kustomization in k8s_kustomizations() {
+        let doc = yaml(&relative_to_repo(&kustomization));
+        let dir = kustomization.parent().expect("parent");
+        if dir.ends_with("jobs") {
+            continue;
+        }
+        for resource in doc["resources"].as_sequence().expect("resources") {
+            let path = normalize(&dir.join(resource.as_str().expect("path")));
+            assert!(
+                !path.starts_with(repo_path(K8S_JOBS)),
+                "{} applies the replay Job",
+                kustomization.display()
+            );
+        }
+    }
+
+    let job = yaml_documents(K8S_REPLAY_JOB)
+        .into_iter()
+        .find(|d| d["kind"].as_str() == Some("Job"))
+        .expect("a Job");
+    assert_eq!(job["spec"]["backoffLimit"].as_u64(), Some(0));
+    let pod = &job["spec"]["template"]["spec"];
+    let all = all_containers(pod);
+    let dlq_command = |sub: &str| {
+        all.iter()
+            .find_map(|c| {
+                let args = command_args(c);
+                (args.len() == 3 && args[0] == "dlq" && args[1] == sub)
+                    .then(|| (c.clone(), PathBuf::from(&args[2])))
+            })
+            .unwrap_or_else(|| panic!("no container runs `dlq {sub} PATH`"))
+    };
+    let (stats, stats_path) = dlq_command("stats");
+    let (replay, replayed) = dlq_command("replay");
+    assert_eq!(stats_path, replayed, "stats and replay read the same place");
+    assert!(
+        pod["initContainers"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .any(|c| c["name"] == stats["name"]),
+        "`dlq stats` runs first, as an init container"
+    );
+
+    // The replayed directory is the claim a worker wrote, mounted where the worker has it.
+    let worker_dlq = {
+        let (_, set) = k8s_worker_statefulset();
+        let container = &containers(&set["spec"]["template"]["spec"])[0];
+        let env = without_listen(k8s_container_env(container));
+        Settings::load_from(None, env).expect("settings").dlq.dir
+    };
+    assert_eq!(replayed, worker_dlq);
+    let claim_volume = |container: &Value| {
+        let mount = mount_holding(container, &replayed).expect("the replayed dir is mounted");
+        let volume = mount["name"].as_str().expect("mount name").to_owned();
+        let source = pod["volumes"]
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"].as_str() == Some(volume.as_str()))
+            .expect("the mount's volume");
+        let claim = source["persistentVolumeClaim"]["claimName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{volume} is not a PersistentVolumeClaim"))
+            .to_owned();
+        (
+            mount["mountPath"].as_str().expect("mountPath").to_owned(),
+            claim,
+        )
+    };
+    let (mount_path, claim) = claim_volume(&replay);
+    assert_eq!(claim_volume(&stats).1, claim);
+    let (_, set) = k8s_worker_statefulset();
+    let template = set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+        .as_str()
+        .expect("claim template name");
+    let set_name = set["metadata"]["name"].as_str().expect("name");
+    assert!(
+        claim.starts_with(&format!("{template}-{set_name}-")),
+        "{claim} is not the name pattern of the worker's claims ({template}-{set_name}-N)"
+    );
+
+    // Messages that fail again go below the replayed directory, on the same claim.
+    let env = k8s_container_env(&replay);
+    assert_names_are_config_keys(&env, K8S_REPLAY_JOB);
+    let failures = Settings::load_from(None, without_listen(env))
+        .expect("the replay Job's settings")
+        .dlq
+        .dir;
+    assert!(
+        failures.starts_with(&replayed) && failures != replayed,
+        "`dlq replay` would write its failures ({}) where it reads ({})",
+        failures.display(),
+        replayed.display()
+    );
+    assert!(failures.starts_with(&mount_path), "failures off the claim");
+
+    // ...where neither the worker's automatic replay nor `dlq replay DIR` looks.
+    let dir = scratch_dir("replay-failures");
+    let below = dir.join(failures.strip_prefix(&replayed).expect("below"));
+    std::fs::create_dir_all(&below).expect("mkdir");
+    std::fs::write(below.join("dead-letters-2026-01-01.jsonl"), "{}\n").expect("write");
+    std::fs::write(dir.join("dead-letters-2026-01-02.jsonl"), "{}\n").expect("write");
+    let found = chat_analytics::deadletter::dead_letter_files(&dir).expect("list");
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(
+        found,
+        [dir.join("dead-letters-2026-01-02.jsonl")],
+        "a file in a subdirectory would be replayed"
+    );
+}
+
+#[test]
+fn each_autoscaling_overlay_adds_one_worker_autoscaler_that_owns_the_worker_count() {
+    let (_, set) = k8s_worker_statefulset();
+    let set_name = set["metadata"]["name"].as_str().expect("name").to_owned();
+    assert!(
+        k8s_autoscalers(K8S_BASE)
+            .iter()
+            .all(|(_, doc)| scale_target(doc) != ("StatefulSet".to_owned(), set_name.clone())),
+        "the base scales the worker: it would fight the overlays' autoscalers"
+    );
+    for (overlay, kind) in [
+        (K8S_KEDA, "ScaledObject"),
+        (K8S_PROMETHEUS_ADAPTER, "HorizontalPodAutoscaler"),
+    ] {
+        let kustomization = yaml(&format!("{overlay}/kustomization.yaml"));
+        let resources: Vec<&str> = kustomization["resources"]
+            .as_sequence()
+            .expect("resources")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            resources.contains(&"../../base"),
+            "{overlay}: {resources:?}"
+        );
+        let scalers = k8s_autoscalers(overlay);
+        assert_eq!(
+            scalers.len(),
+            1,
+            "{overlay}: one autoscaler, for the worker"
+        );
+        let (name, scaler) = &scalers[0];
+        assert_eq!(scaler["kind"].as_str(), Some(kind), "{overlay}");
+        assert_eq!(
+            scale_target(scaler),
+            ("StatefulSet".to_owned(), set_name.clone()),
+            "{overlay}: {name} scales something else"
+        );
+        // The StatefulSet's own replica count goes: it would reset the autoscaler's at
+        // every apply.
+        let drops_replicas = kustomization["patches"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .any(|p| {
+                p["target"]["kind"].as_str() == Some("StatefulSet")
+                    && p["target"]["name"].as_str() == Some(set_name.as_str())
+                    && p["patch"].as_str().is_some_and(|text| {
+                        let ops: Value = serde_yaml::from_str(text).expect("JSON patch");
+                        ops.as_sequence().into_iter().flatten().any(|op| {
+                            op["op"].as_str() == Some("remove")
+                                && op["path"].as_str() == Some("/spec/replicas")
+                        })
+                    })
+            });
+        assert!(drops_replicas, "{overlay} keeps the StatefulSet's replicas");
+    }
+}
+
+#[test]
+fn autoscalers_stay_within_the_partitions_and_scale_down_slowly() {
+    let partitions = topic_partitions();
+    let (_, set) = k8s_worker_statefulset();
+    let set_name = set["metadata"]["name"].as_str().expect("name").to_owned();
+    let mut worker_scalers = 0;
+    for dir in [K8S_BASE, K8S_KEDA, K8S_PROMETHEUS_ADAPTER] {
+        for (name, doc) in k8s_autoscalers(dir) {
+            let spec = &doc["spec"];
+            let (min, max, behavior) = if doc["kind"].as_str() == Some("ScaledObject") {
+                (
+                    spec["minReplicaCount"].as_u64(),
+                    spec["maxReplicaCount"].as_u64(),
+                    &spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"],
+                )
+            } else {
+                (
+                    spec["minReplicas"].as_u64(),
+                    spec["maxReplicas"].as_u64(),
+                    &spec["behavior"],
+                )
+            };
+            let min = min.unwrap_or_else(|| panic!("{dir} {name}: no minimum"));
+            let max = max.unwrap_or_else(|| panic!("{dir} {name}: no maximum"));
+            assert!(
+                (2..=max).contains(&min),
+                "{dir} {name}: min {min}, max {max}"
+            );
+            let window = behavior["scaleDown"]["stabilizationWindowSeconds"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{dir} {name}: no scale-down stabilisation"));
+            if scale_target(&doc) == ("StatefulSet".to_owned(), set_name.clone()) {
+                worker_scalers += 1;
+                assert!(
+                    max <= u64::from(partitions),
+                    "{dir} {name}: {max} workers for {partitions} partitions: some would idle"
+                );
+                // Each step is a consumer-group rebalance.
+                assert!(
+                    window >= 600,
+                    "{dir} {name}: {window} s of scale-down stabilisation would thrash rebalances"
+                );
+            } else {
+                assert!(window >= 60, "{dir} {name}: {window} s");
+            }
+        }
+    }
+    assert_eq!(
+        worker_scalers, 2,
+        "the KEDA and the prometheus-adapter variant"
+    );
+}
+
+#[test]
+fn the_keda_trigger_reads_the_lag_of_the_workers_group_and_topic() {
+    let (_, set) = k8s_worker_statefulset();
+    let container = &containers(&set["spec"]["template"]["spec"])[0];
+    let settings = Settings::load_from(None, without_listen(k8s_container_env(container)))
+        .expect("the worker's settings");
+    let scalers = k8s_autoscalers(K8S_KEDA);
+    let (name, scaler) = scalers.first().expect("a ScaledObject");
+    let triggers = scaler["spec"]["triggers"].as_sequence().expect("triggers");
+    assert_eq!(triggers.len(), 1, "{name}: one trigger, the lag");
+    let trigger = &triggers[0];
+    assert_eq!(trigger["type"].as_str(), Some("kafka"));
+    let meta = |key: &str| {
+        trigger["metadata"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: kafka trigger without {key}"))
+    };
+    assert_eq!(meta("bootstrapServers"), settings.kafka.brokers);
+    assert_eq!(meta("consumerGroup"), settings.kafka.consumer_group);
+    assert_eq!(meta("topic"), settings.kafka.topic);
+    assert_eq!(
+        meta("allowIdleConsumers"),
+        "false",
+        "idle consumers are replicas beyond the partitions"
+    );
+    assert_eq!(
+        meta("offsetResetPolicy"),
+        worker_offset_reset(),
+        "a partition without a committed offset must count as the worker will read it"
+    );
+    let threshold: u64 = meta("lagThreshold").parse().expect("lagThreshold");
+    assert!(threshold > 0);
+    // The prometheus-adapter variant aims at the same lag per worker.
+    let hpas = k8s_autoscalers(K8S_PROMETHEUS_ADAPTER);
+    let (_, hpa) = hpas.first().expect("the worker HPA");
+    let target = &hpa["spec"]["metrics"][0]["external"]["target"];
+    assert_eq!(target["type"].as_str(), Some("AverageValue"));
+    assert_eq!(
+        scalar(&target["averageValue"]),
+        threshold.to_string(),
+        "the two variants aim at different lags"
+    );
+}
+
+#[test]
+fn every_metric_an_hpa_reads_is_served_by_the_adapter_rules_from_known_metrics() {
+    let config = adapter_config();
+    let served = |section: &str| -> BTreeMap<String, Value> {
+        config[section]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("adapter config without {section}"))
+            .iter()
+            .map(|rule| {
+                let name = rule["name"]["as"].as_str().expect("name.as").to_owned();
+                (name, rule.clone())
+            })
+            .collect()
+    };
+    let (pods, external) = (served("rules"), served("externalRules"));
+    for rules in [&pods, &external] {
+        for (name, rule) in rules {
+            let series_query = rule["seriesQuery"].as_str().expect("seriesQuery");
+            let series: String = series_query
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            assert_known_metrics(series_query, &format!("adapter rule {name}"));
+            let query = rule["metricsQuery"]
+                .as_str()
+                .expect("metricsQuery")
+                .replace("<<.Series>>", &series)
+                .replace("<<.LabelMatchers>>", r#"namespace="chat""#)
+                .replace("<<.GroupBy>>", "namespace");
+            assert_known_metrics(&query, &format!("adapter rule {name}"));
+        }
+    }
+
+    let mut read = 0;
+    for dir in [K8S_BASE, K8S_KEDA, K8S_PROMETHEUS_ADAPTER] {
+        for (name, doc) in k8s_autoscalers(dir) {
+            for metric in doc["spec"]["metrics"].as_sequence().into_iter().flatten() {
+                let (rules, key) = match metric["type"].as_str() {
+                    Some("Pods") => (&pods, "pods"),
+                    Some("External") => (&external, "external"),
+                    _ => continue,
+                };
+                let metric_name = metric[key]["metric"]["name"].as_str().expect("name");
+                assert!(
+                    rules.contains_key(metric_name),
+                    "{dir} {name} reads {metric_name}, which no adapter {key} rule serves"
+                );
+                read += 1;
+            }
+        }
+    }
+    assert_eq!(read, 2, "ingest's requests per second and the workers' lag");
+    assert!(
+        external.values().any(|rule| rule["seriesQuery"]
+            .as_str()
+            .is_some_and(|q| q.starts_with("queue_depth"))),
+        "the worker HPA's lag comes from queue_depth"
+    );
+}
+
+#[test]
 fn every_k8s_override_is_a_setting_the_service_accepts() {
     let secret = k8s_example_secret();
     let dir = scratch_dir("k8s");
     let mut checked = 0;
-    for kind in ["Deployment", "Job"] {
-        for (name, spec) in k8s_pod_specs(kind) {
-            for container in &containers(&spec) {
-                let env = k8s_container_env(container);
-                assert_names_are_config_keys(&env, &format!("deploy/k8s {kind} {name}"));
-                let args = command_args(container);
-                let file = flag_value(&args, "--config").map(|path| {
-                    let file_name = Path::new(path).file_name().expect("file name");
-                    let content = secret
-                        .get(file_name.to_str().expect("utf-8"))
-                        .unwrap_or_else(|| panic!("{name}: no example for --config {path}"));
-                    let local = dir.join(file_name);
-                    std::fs::write(&local, content).expect("write config");
-                    local
-                });
-                if let Err(err) = Settings::load_from(file.as_deref(), env.clone()) {
-                    panic!("deploy/k8s {kind} {name}: the service refuses {env:?}: {err}");
-                }
-                checked += 1;
+    let mut pods: Vec<(String, Value)> = Vec::new();
+    for kind in ["Deployment", "StatefulSet", "Job"] {
+        pods.extend(
+            k8s_pod_specs(kind)
+                .into_iter()
+                .map(|(name, spec)| (format!("{kind} {name}"), spec)),
+        );
+    }
+    for doc in yaml_documents(K8S_REPLAY_JOB) {
+        pods.push((
+            format!("{K8S_REPLAY_JOB} Job"),
+            doc["spec"]["template"]["spec"].clone(),
+        ));
+    }
+    for (name, spec) in pods {
+        for container in &all_containers(&spec) {
+            let env = k8s_container_env(container);
+            assert_names_are_config_keys(&env, &format!("deploy/k8s {name}"));
+            let args = command_args(container);
+            let file = flag_value(&args, "--config").map(|path| {
+                let file_name = Path::new(path).file_name().expect("file name");
+                let content = secret
+                    .get(file_name.to_str().expect("utf-8"))
+                    .unwrap_or_else(|| panic!("{name}: no example for --config {path}"));
+                let local = dir.join(file_name);
+                std::fs::write(&local, content).expect("write config");
+                local
+            });
+            if let Err(err) = Settings::load_from(file.as_deref(), env.clone()) {
+                panic!("deploy/k8s {name}: the service refuses {env:?}: {err}");
             }
+            checked += 1;
         }
     }
     std::fs::remove_dir_all(&dir).ok();
     assert!(
-        checked >= 3,
-        "expected the ingest, worker and migrate containers"
+        checked >= 5,
+        "expected the ingest, worker, migrate and both replay Job containers"
     );
 }
 
@@ -1229,21 +1669,39 @@ fn instruction(stage: &[(String, String)], op: &str) -> Option<String> {
 // ---------------------------------------------------------------------------------------
 // Helpers: Kubernetes.
 
-/// Every document of `kind` in deploy/k8s/*.yaml, with the file it came from.
+/// Everything that always applies.
+const K8S_BASE: &str = "deploy/k8s/base";
+/// The base plus the worker's KEDA ScaledObject.
+const K8S_KEDA: &str = "deploy/k8s/autoscaling/keda";
+/// The base plus the worker's HPA on prometheus-adapter's external metric.
+const K8S_PROMETHEUS_ADAPTER: &str = "deploy/k8s/autoscaling/prometheus-adapter";
+/// prometheus-adapter's rules, as a ConfigMap.
+const K8S_ADAPTER_CONFIG: &str =
+    "deploy/k8s/autoscaling/prometheus-adapter-rules/adapter-config.yaml";
+/// The dead-letter replay Job, outside the base.
+const K8S_JOBS: &str = "deploy/k8s/jobs";
+const K8S_REPLAY_JOB: &str = "deploy/k8s/jobs/dlq-replay-job.yaml";
+/// The longest wait `GET /dead-letters/drained?wait_secs=N` honours.
+const DRAIN_WAIT_MAX_SECS: u64 = 600;
+
+/// Every document of `kind` in the base's files (deploy/k8s/base/*.yaml, the example
+/// Secret included), with its name.
 fn k8s_documents(kind: &str) -> Vec<(String, Value)> {
-    let dir = repo_path("deploy/k8s");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("deploy/k8s")
+    k8s_documents_in(K8S_BASE, kind)
+}
+
+/// Every document of `kind` in `dir`/*.yaml (kustomization.yaml aside), with its name.
+fn k8s_documents_in(dir: &str, kind: &str) -> Vec<(String, Value)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_path(dir))
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
         .collect();
     files.sort();
     let mut found = Vec::new();
     for file in files {
-        let relative = format!(
-            "deploy/k8s/{}",
-            file.file_name().expect("name").to_string_lossy()
-        );
+        let relative = relative_to_repo(&file);
         for doc in yaml_documents(&relative) {
             assert!(
                 doc["kind"].as_str().is_some(),
@@ -1258,20 +1716,136 @@ fn k8s_documents(kind: &str) -> Vec<(String, Value)> {
     found
 }
 
-/// (name, pod spec) of each workload of `kind`; the pod template's labels are copied into
-/// the spec under `__labels` for selector checks.
+/// Every kustomization.yaml under deploy/k8s/.
+fn k8s_kustomizations() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
+                out.push(path);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&repo_path("deploy/k8s"), &mut found);
+    found.sort();
+    assert!(found.len() >= 4, "base, two overlays, rules: {found:?}");
+    found
+}
+
+fn relative_to_repo(path: &Path) -> String {
+    path.strip_prefix(repo_path(""))
+        .expect("inside the repository")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// (name, pod spec) of each workload of `kind` in the base; the pod template's labels are
+/// copied into the spec under `__labels` for selector checks.
 fn k8s_pod_specs(kind: &str) -> Vec<(String, Value)> {
     k8s_documents(kind)
         .into_iter()
         .map(|(name, doc)| {
-            let template = &doc["spec"]["template"];
-            let mut spec = template["spec"].clone();
+            let mut spec = doc["spec"]["template"]["spec"].clone();
             if let Value::Mapping(map) = &mut spec {
-                map.insert("__labels".into(), template["metadata"]["labels"].clone());
+                map.insert("__labels".into(), pod_labels(&doc));
             }
             (name, spec)
         })
         .collect()
+}
+
+/// The long-running roles: Deployments and StatefulSets.
+fn k8s_workloads() -> Vec<(String, Value)> {
+    let mut workloads = k8s_pod_specs("Deployment");
+    workloads.extend(k8s_pod_specs("StatefulSet"));
+    workloads
+}
+
+/// The StatefulSet that runs `worker`.
+fn k8s_worker_statefulset() -> (String, Value) {
+    k8s_documents("StatefulSet")
+        .into_iter()
+        .find(|(_, doc)| {
+            containers(&doc["spec"]["template"]["spec"])
+                .iter()
+                .any(|c| command_args(c).contains(&"worker".to_owned()))
+        })
+        .expect("a StatefulSet running `worker`")
+}
+
+fn pod_labels(workload: &Value) -> Value {
+    workload["spec"]["template"]["metadata"]["labels"].clone()
+}
+
+/// Every label of `selector` is on `labels` with the same value.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector.as_mapping().is_some_and(|selector| {
+        !selector.is_empty() && selector.iter().all(|(k, v)| &labels[k] == v)
+    })
+}
+
+/// HorizontalPodAutoscalers and KEDA ScaledObjects of `dir`'s own files.
+fn k8s_autoscalers(dir: &str) -> Vec<(String, Value)> {
+    let mut found = k8s_documents_in(dir, "HorizontalPodAutoscaler");
+    found.extend(k8s_documents_in(dir, "ScaledObject"));
+    found
+}
+
+/// (kind, name) an autoscaler scales.
+fn scale_target(autoscaler: &Value) -> (String, String) {
+    let target = &autoscaler["spec"]["scaleTargetRef"];
+    (scalar(&target["kind"]), scalar(&target["name"]))
+}
+
+/// The adapter's config.yaml, from its ConfigMap.
+fn adapter_config() -> Value {
+    let docs = yaml_documents(K8S_ADAPTER_CONFIG);
+    let text = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("ConfigMap"))
+        .and_then(|d| d["data"]["config.yaml"].as_str())
+        .expect("a ConfigMap with config.yaml");
+    serde_yaml::from_str(text).expect("config.yaml is YAML")
+}
+
+/// The partitions of the topic as the stacks create it: scripts/infra.sh for `make run`
+/// and the tests, docker-compose.yml's kafka-init; both must agree.
+fn topic_partitions() -> u32 {
+    let infra = read("scripts/infra.sh");
+    let line = infra
+        .lines()
+        .find(|l| l.starts_with("KAFKA_TOPIC_PARTITIONS="))
+        .expect("scripts/infra.sh sets KAFKA_TOPIC_PARTITIONS");
+    let digits: String = line
+        .chars()
+        .rev()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let infra_partitions: u32 = digits.parse().expect("a number of partitions");
+    let init = command_args(&compose()["services"]["kafka-init"]);
+    let compose_partitions: u32 = flag_value(&init, "--partitions")
+        .expect("--partitions")
+        .parse()
+        .expect("a number");
+    assert_eq!(infra_partitions, compose_partitions, "the stacks disagree");
+    infra_partitions
+}
+
+/// The worker consumer's auto.offset.reset, from its source.
+fn worker_offset_reset() -> String {
+    let source = read("crates/service/src/queue/consumer.rs");
+    let at = source
+        .find(r#".set("auto.offset.reset", ""#)
+        .expect("the consumer sets auto.offset.reset");
+    let rest = &source[at + r#".set("auto.offset.reset", ""#.len()..];
+    rest[..rest.find('"').expect("closing quote")].to_owned()
 }
 
 fn containers(spec: &Value) -> Vec<Value> {
@@ -1279,6 +1853,31 @@ fn containers(spec: &Value) -> Vec<Value> {
         .as_sequence()
         .cloned()
         .unwrap_or_default()
+}
+
+/// Init containers, then containers.
+fn all_containers(spec: &Value) -> Vec<Value> {
+    let mut all = spec["initContainers"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default();
+    all.extend(containers(spec));
+    all
+}
+
+/// The volume mount of `container` that holds `path`: the deepest mount above it.
+fn mount_holding(container: &Value, path: &Path) -> Option<Value> {
+    container["volumeMounts"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter(|m| {
+            m["mountPath"]
+                .as_str()
+                .is_some_and(|mount| !mount.is_empty() && path.starts_with(mount))
+        })
+        .max_by_key(|m| m["mountPath"].as_str().map_or(0, str::len))
+        .cloned()
 }
 
 /// A probe or Service port, numeric or named after one of the container's ports.
@@ -1331,7 +1930,9 @@ fn k8s_container_env(container: &Value) -> Vec<(String, String)> {
 /// The example Secret's `stringData`: the keys the manifests may reference.
 fn k8s_example_secret() -> BTreeMap<String, String> {
     let secrets = k8s_documents("Secret");
-    let (_, secret) = secrets.first().expect("deploy/k8s has an example Secret");
+    let (_, secret) = secrets
+        .first()
+        .expect("deploy/k8s/base has an example Secret");
     secret["stringData"]
         .as_mapping()
         .expect("stringData")
@@ -1348,8 +1949,23 @@ fn without_listen(env: Vec<(String, String)>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn pre_stop_sleep_ms(container: &Value) -> u64 {
-    let command = &container["lifecycle"]["preStop"]["exec"]["command"];
+/// The longest a container's preStop hook can take: a `sleep N`, or the dead-letter drain's
+/// `wait_secs=N` (capped as the endpoint caps it).
+fn pre_stop_ms(container: &Value) -> u64 {
+    let pre_stop = &container["lifecycle"]["preStop"];
+    if let Some(path) = pre_stop["httpGet"]["path"].as_str() {
+        let wait = path
+            .split_once('?')
+            .and_then(|(_, query)| {
+                query
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix("wait_secs="))
+            })
+            .unwrap_or_else(|| panic!("unrecognised preStop httpGet {path}: count its time here"));
+        let secs: u64 = wait.parse().expect("wait_secs is a number");
+        return secs.min(DRAIN_WAIT_MAX_SECS) * 1000;
+    }
+    let command = &pre_stop["exec"]["command"];
     let args: Vec<String> = command
         .as_sequence()
         .map_or_else(Vec::new, |c| c.iter().map(scalar).collect());
