@@ -157,10 +157,11 @@ impl App {
             None => None,
         };
         let admin_listener = Arc::new(bind("admin", settings.admin.listen, false)?);
+        let backlog = worker.as_ref().and_then(Worker::dead_letter_backlog);
         Ok(App {
             api,
             worker,
-            admin: AdminHandler::new(metrics, health),
+            admin: AdminHandler::new(metrics, health, backlog),
             admin_listener,
             restarts: components.restarts,
             admin_connections: components.connections.connections("admin_server"),

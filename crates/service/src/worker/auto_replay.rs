@@ -9,12 +9,18 @@
 //! keys), so a line replayed again after a crash adds nothing; the recorded position
 //! ([`ReplayCursor`]) moves only once a chunk's outcomes are durable, so a line is never
 //! skipped.
+//!
+//! A pre-stop hook can ask for a look at once and wait until nothing is pending
+//! ([`DeadLetterBacklog`], `GET /dead-letters/drained` on the admin listener).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +29,7 @@ use crate::config::DlqSettings;
 use crate::deadletter::{dead_letter_files, DeadLetter, ProgressError, ReplayCursor, Stage};
 use crate::domain::{FailureCode, SourcePosition};
 use crate::storage::accepts_writes;
-use crate::telemetry::{export_at_zero, register};
+use crate::telemetry::{export_at_zero, register, Backlog, DeadLetterBacklog};
 
 /// Messages replayed at once.
 const CONCURRENCY: usize = 64;
@@ -66,12 +72,24 @@ impl AutoReplayMetrics {
     }
 }
 
+/// What a finished look at the directory left pending.
+#[derive(Clone, Copy, Debug, Default)]
+struct Look {
+    /// The look's number, counted when it started.
+    number: u64,
+    pending: usize,
+}
+
 /// Replays outage dead letters in the background.
 pub struct DeadLetterReplayer {
     settings: DlqSettings,
     pipeline: Arc<Pipeline>,
     pool: Pool,
     metrics: AutoReplayMetrics,
+    /// Asks for a look before the next interval.
+    look_now: Notify,
+    looks_started: AtomicU64,
+    last_look: watch::Sender<Look>,
 }
 
 /// True for a dead letter written because the database was unavailable.
@@ -91,6 +109,9 @@ impl DeadLetterReplayer {
             pipeline,
             pool,
             metrics,
+            look_now: Notify::new(),
+            looks_started: AtomicU64::new(0),
+            last_look: watch::Sender::new(Look::default()),
         }
     }
 
@@ -106,20 +127,28 @@ impl DeadLetterReplayer {
     }
 
     /// Looks for outage dead letters at once (a previous run may have left some), then
-    /// every interval, until `stop`.
+    /// every interval or when asked, until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(self.settings.replay_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                () = self.look_now.notified() => {}
                 () = stop.cancelled() => return,
             }
             if !self.database_back().await {
                 continue;
             }
-            if let Err(err) = self.pass(&stop).await {
-                tracing::warn!(error = %err, "dead-letter replay pass failed; retrying later");
+            let number = self.looks_started.fetch_add(1, Ordering::SeqCst) + 1;
+            match self.pass(&stop).await {
+                Ok(()) => {
+                    let pending = usize::try_from(self.metrics.pending.get()).unwrap_or(0);
+                    self.last_look.send_replace(Look { number, pending });
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "dead-letter replay pass failed; retrying later");
+                }
             }
         }
     }
@@ -202,6 +231,34 @@ impl DeadLetterReplayer {
             replayed.with_label_values(&[outcome.label()]).inc();
         }
         outcomes.iter().all(|o| o.is_durable())
+    }
+}
+
+impl DeadLetterBacklog for DeadLetterReplayer {
+    /// Only a look that started after the call counts as drained: a dead letter written
+    /// since the last look must not be missed. With no time to wait, the last look answers.
+    fn wait_replayed(&self, within: Duration) -> BoxFuture<'_, Backlog> {
+        Box::pin(async move {
+            let mut looks = self.last_look.subscribe();
+            if within.is_zero() {
+                let last = *looks.borrow();
+                return Backlog {
+                    drained: last.number > 0 && last.pending == 0,
+                    pending: last.pending,
+                };
+            }
+            let before = self.looks_started.load(Ordering::SeqCst);
+            self.look_now.notify_one();
+            let waited = tokio::time::timeout(
+                within,
+                looks.wait_for(|look| look.number > before && look.pending == 0),
+            )
+            .await;
+            Backlog {
+                drained: matches!(waited, Ok(Ok(_))),
+                pending: usize::try_from(self.metrics.pending.get()).unwrap_or(0),
+            }
+        })
     }
 }
 

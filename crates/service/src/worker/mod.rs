@@ -216,6 +216,14 @@ impl Worker {
         Arc::new(ConsumerProbe(self.consumer.clone()))
     }
 
+    /// The outage dead letters this worker replays by itself, for `/dead-letters/drained`
+    /// (none when `dlq.auto_replay` is off).
+    pub fn dead_letter_backlog(&self) -> Option<Arc<dyn crate::telemetry::DeadLetterBacklog>> {
+        self.replayer
+            .clone()
+            .map(|r| r as Arc<dyn crate::telemetry::DeadLetterBacklog>)
+    }
+
     /// `/health` probe that fails while consumption is paused, saying why.
     pub fn intake_probe(&self) -> Arc<dyn crate::telemetry::Probe> {
         Arc::new(IntakeProbe(self.parts.pipeline.intake.clone()))
