@@ -61,14 +61,18 @@ endif
 # After cargo's tests: schemathesis against the running API, then a 20 s smoke of each fuzz
 # target (its first build on a machine, with nightly, compiles every dependency again, into
 # ~/.cache/chat-analytics/fuzz-target, which later runs and fresh clones reuse), then the
-# bench tools' own tests (medians, capacity rule, plot, competing process; a few seconds).
-test: infra-up test-tools ## Every test: unit, integration (real Kafka and Postgres), API schema, fuzz smoke, bench tools
+# bench tools' own tests (medians, capacity rule, plot, competing process; a few seconds),
+# then the deploy files: promtool's unit tests of every alert rule, and every kustomization
+# of deploy/k8s rendered and checked against the Kubernetes and KEDA schemas (offline).
+test: infra-up test-tools ## Every test: unit, integration (real Kafka, Postgres, Prometheus), API schema, fuzz smoke, bench tools, alert rules, k8s manifests
 	$(CARGO) test --workspace --release $(TEST_ARGS) -- --test-threads=$(TEST_THREADS)
 	scripts/check-api-schema.sh
 	FUZZ_SECONDS=20 scripts/fuzz.sh
 	python3 -m unittest scripts/test_bench_tools.py
+	scripts/test-alerts.sh
+	scripts/validate-k8s.sh
 
-test-tools: ## Install nightly Rust, cargo-fuzz and schemathesis (in .cache/) if missing
+test-tools: ## Install nightly Rust, cargo-fuzz, schemathesis, kustomize, kubernetes-validate and KEDA's CRD (in .cache/) if missing
 	scripts/install-test-tools.sh
 
 # Not part of `make test`: speed and memory targets are measured here, never asserted in tests.
