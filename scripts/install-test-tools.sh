@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what `make test` and `make fuzz` need beyond the stable Rust toolchain, each only
-# when missing: a nightly toolchain (rustup; cargo-fuzz needs it), cargo-fuzz (crates.io,
-# pinned), schemathesis (PyPI, pinned, in a venv under .cache/), and for
+# when missing: a nightly toolchain (rustup; cargo-fuzz needs it), cargo-fuzz (cargo
+# install, pinned), schemathesis (PyPI, pinned, in a venv under .cache/), and for
 # scripts/validate-k8s.sh: kustomize (built from its Go module with `go install`, pinned,
 # into .cache/bin/), kubernetes-validate (PyPI, pinned, in a venv under .cache/; it ships
 # the Kubernetes JSON schemas) and KEDA's ScaledObject CRD and Kafka scaler source (from
