@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chat_analytics::app::Role;
+use chat_analytics::config::Settings;
 use serde_json::{json, Value};
 use support::{create_topic, free_port, pipeline_settings, NlpSim, TestApp, TestDb};
 use uuid::Uuid;
@@ -50,16 +51,22 @@ async fn drained(app: &TestApp, wait_secs: u64) -> (u16, Value) {
     (status, response.json().await.expect("JSON body"))
 }
 
-#[tokio::test]
-async fn the_drain_replays_outage_dead_letters_at_once_and_says_when_none_is_left() {
+/// A worker's settings with its own topic, database and nlp-sim, whose automatic replay
+/// looks only at start and when asked: without the drain the next look is an hour away.
+async fn drain_settings() -> (Settings, TestDb, NlpSim) {
     let (topic, db, nlp) = (
         create_topic(1).await,
         TestDb::create().await,
         NlpSim::start(5).await,
     );
     let mut settings = pipeline_settings(&topic, &db, &nlp);
-    // Without the drain the next look would be an hour away.
     settings.dlq.replay_interval = Duration::from_secs(3600);
+    (settings, db, nlp)
+}
+
+#[tokio::test]
+async fn the_drain_replays_outage_dead_letters_at_once_and_says_when_none_is_left() {
+    let (settings, db, _nlp) = drain_settings().await;
     let dlq = settings.dlq.dir.clone();
     let app = TestApp::spawn(Role::Worker, settings).await;
 
@@ -98,13 +105,7 @@ async fn the_drain_replays_outage_dead_letters_at_once_and_says_when_none_is_lef
 
 #[tokio::test]
 async fn with_the_database_away_the_drain_answers_503_with_what_is_pending() {
-    let (topic, db, nlp) = (
-        create_topic(1).await,
-        TestDb::create().await,
-        NlpSim::start(5).await,
-    );
-    let mut settings = pipeline_settings(&topic, &db, &nlp);
-    settings.dlq.replay_interval = Duration::from_secs(3600);
+    let (mut settings, db, _nlp) = drain_settings().await;
     let dlq = settings.dlq.dir.clone();
     let held: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
     write_dead_letters(

@@ -7,6 +7,8 @@
 //! alert queries must be one of the fixed names of SPEC.md. Renaming a config key or a
 //! metric breaks a test here instead of a deployment.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,10 @@ use std::time::Duration;
 use chat_analytics::config::Settings;
 use serde::Deserialize;
 use serde_yaml::Value;
+use support::{read_repo_file as read, repo_path};
+
+/// The operations dashboard.
+const DASHBOARD: &str = "deploy/grafana/chat-analytics.json";
 
 /// The metric names fixed by SPEC.md ("Metrics"): dashboards and alerts rely on them.
 const FIXED_METRICS: &[&str] = &[
@@ -1203,15 +1209,6 @@ fn metric_name_extraction_ignores_functions_labels_ranges_and_variables() {
 // ---------------------------------------------------------------------------------------
 // Helpers: reading the files.
 
-fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-fn read(relative: &str) -> String {
-    let path = repo_path(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
 fn yaml(relative: &str) -> Value {
     let mut value: Value = serde_yaml::from_str(&read(relative))
         .unwrap_or_else(|e| panic!("{relative} is not valid YAML: {e}"));
@@ -1433,28 +1430,16 @@ fn alert_rules() -> Vec<Value> {
 }
 
 fn dashboard() -> serde_json::Value {
-    serde_json::from_str(&read("deploy/grafana/chat-analytics.json"))
+    serde_json::from_str(&read(DASHBOARD))
         .unwrap_or_else(|e| panic!("the Grafana dashboard is not valid JSON: {e}"))
 }
 
 /// (panel title, PromQL) for every query of every panel, rows' nested panels included.
 fn dashboard_exprs() -> Vec<(String, String)> {
-    fn walk(panels: &[serde_json::Value], out: &mut Vec<(String, String)>) {
-        for panel in panels {
-            let title = panel["title"].as_str().unwrap_or("?").to_owned();
-            for target in panel["targets"].as_array().into_iter().flatten() {
-                if let Some(expr) = target["expr"].as_str() {
-                    out.push((title.clone(), expr.to_owned()));
-                }
-            }
-            if let Some(nested) = panel["panels"].as_array() {
-                walk(nested, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dashboard()["panels"].as_array().expect("panels"), &mut out);
-    out
+    support::dashboard_queries(DASHBOARD)
+        .into_iter()
+        .map(|query| (query.panel, query.expr))
+        .collect()
 }
 
 /// A histogram series name back to its metric: `x_seconds_bucket` → `x_seconds`.

@@ -7,13 +7,12 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use chat_analytics::config::Settings;
 use chat_analytics::storage::fold_pending;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::Value;
-use support::TestDb;
+use support::{read_repo_file as read, TestDb};
 use tokio_postgres::types::Type;
 
 const DASHBOARD: &str = "deploy/grafana/chat-analytics-analytics.json";
@@ -349,11 +348,6 @@ fn relations(plan: &Value, out: &mut BTreeSet<String>) {
 
 // ---------------------------------------------------------------------------------------
 // Reading the dashboard.
-
-fn read(relative: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
 
 fn read_json(relative: &str) -> Value {
     serde_json::from_str(&read(relative))

@@ -9,14 +9,14 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_analytics::app::Role;
 use serde_json::{json, Value};
 use support::{
-    create_topic, free_port, metric_value, pipeline_settings, scrape, temp_dir, NlpSim, TestApp,
-    TestDb,
+    create_topic, free_port, metric_value, pipeline_settings, read_repo_file, scrape, temp_dir,
+    NlpSim, TestApp, TestDb,
 };
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -33,15 +33,6 @@ const BREAKER_ALERT: &str = "ChatAnalyticsCircuitBreakerOpen";
 /// interval and more, as Grafana's `$__rate_interval` is with its default 15 s.
 const RATE_WINDOW: &str = "1m";
 const GRAFANA_INTERVALS: [&str; 3] = ["$__rate_interval", "$__interval", "$__range"];
-
-fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-fn read(relative: &str) -> String {
-    std::fs::read_to_string(repo_path(relative))
-        .unwrap_or_else(|e| panic!("cannot read {relative}: {e}"))
-}
 
 // ---------------------------------------------------------------------------------------
 // Prometheus as a child process.
@@ -118,9 +109,10 @@ impl Prometheus {
         let binary = prometheus_binary();
         let dir = temp_dir("prometheus");
         let listen = format!("127.0.0.1:{}", free_port());
-        let config = test_config(&read(PROMETHEUS_CONFIG), service_target, &listen);
+        let config = test_config(&read_repo_file(PROMETHEUS_CONFIG), service_target, &listen);
         std::fs::write(dir.join("prometheus.yml"), config).expect("write prometheus.yml");
-        std::fs::copy(repo_path(ALERT_RULES), dir.join("alerts.yml")).expect("copy alerts.yml");
+        std::fs::copy(support::repo_path(ALERT_RULES), dir.join("alerts.yml"))
+            .expect("copy alerts.yml");
         let log = dir.join("prometheus.log");
         let log_file = std::fs::File::create(&log).expect("prometheus log file");
         let child = tokio::process::Command::new(&binary)
@@ -335,37 +327,21 @@ impl Traffic {
 /// (panel title, refId, PromQL) of every target of every panel, rows' panels included,
 /// with Grafana's interval variables replaced by [`RATE_WINDOW`].
 fn dashboard_queries() -> Vec<(String, String, String)> {
-    fn walk(panels: &[Value], out: &mut Vec<(String, String, String)>) {
-        for panel in panels {
-            let title = panel["title"].as_str().unwrap_or("(untitled)");
-            for target in panel["targets"].as_array().into_iter().flatten() {
-                if let Some(expr) = target["expr"].as_str() {
-                    let mut expr = expr.to_owned();
-                    for variable in GRAFANA_INTERVALS {
-                        expr = expr.replace(variable, RATE_WINDOW);
-                    }
-                    assert!(
-                        !expr.contains('$'),
-                        "panel {title:?}: a Grafana variable this test does not render: {expr}"
-                    );
-                    let ref_id = target["refId"].as_str().unwrap_or("?").to_owned();
-                    out.push((title.to_owned(), ref_id, expr));
-                }
+    let out: Vec<_> = support::dashboard_queries(DASHBOARD)
+        .into_iter()
+        .map(|query| {
+            let mut expr = query.expr;
+            for variable in GRAFANA_INTERVALS {
+                expr = expr.replace(variable, RATE_WINDOW);
             }
-            if let Some(nested) = panel["panels"].as_array() {
-                walk(nested, out);
-            }
-        }
-    }
-    let dashboard: Value = serde_json::from_str(&read(DASHBOARD))
-        .unwrap_or_else(|e| panic!("{DASHBOARD} is not valid JSON: {e}"));
-    let mut out = Vec::new();
-    walk(
-        dashboard["panels"]
-            .as_array()
-            .expect("dashboard has panels"),
-        &mut out,
-    );
+            assert!(
+                !expr.contains('$'),
+                "panel {:?}: a Grafana variable this test does not render: {expr}",
+                query.panel
+            );
+            (query.panel, query.ref_id, expr)
+        })
+        .collect();
     assert!(!out.is_empty(), "{DASHBOARD} has no PromQL queries");
     out
 }
@@ -422,7 +398,7 @@ async fn wait_for_dashboard_data(prometheus: &Prometheus, within: Duration) {
 /// The labels alerts.yml gives the rule.
 fn rule_labels(name: &str) -> BTreeMap<String, String> {
     let rules: serde_yaml::Value =
-        serde_yaml::from_str(&read(ALERT_RULES)).expect("alerts.yml is valid YAML");
+        serde_yaml::from_str(&read_repo_file(ALERT_RULES)).expect("alerts.yml is valid YAML");
     let rule = rules["groups"]
         .as_sequence()
         .expect("alerts.yml has groups")

@@ -522,3 +522,53 @@ pub fn temp_dir(label: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+/// A file of this repository by its path from the root.
+pub fn repo_path(relative: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// The text of a file of this repository.
+pub fn read_repo_file(relative: &str) -> String {
+    let path = repo_path(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// One query of a Grafana dashboard's panel.
+pub struct DashboardQuery {
+    pub panel: String,
+    pub ref_id: String,
+    pub expr: String,
+}
+
+/// Every query of every panel of the dashboard at `relative`, rows' nested panels
+/// included, as written (Grafana's variables not rendered).
+pub fn dashboard_queries(relative: &str) -> Vec<DashboardQuery> {
+    fn walk(panels: &[serde_json::Value], out: &mut Vec<DashboardQuery>) {
+        for panel in panels {
+            let title = panel["title"].as_str().unwrap_or("(untitled)");
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                if let Some(expr) = target["expr"].as_str() {
+                    out.push(DashboardQuery {
+                        panel: title.to_owned(),
+                        ref_id: target["refId"].as_str().unwrap_or("?").to_owned(),
+                        expr: expr.to_owned(),
+                    });
+                }
+            }
+            if let Some(nested) = panel["panels"].as_array() {
+                walk(nested, out);
+            }
+        }
+    }
+    let dashboard: serde_json::Value = serde_json::from_str(&read_repo_file(relative))
+        .unwrap_or_else(|e| panic!("{relative} is not valid JSON: {e}"));
+    let mut out = Vec::new();
+    walk(
+        dashboard["panels"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{relative} has no panels")),
+        &mut out,
+    );
+    out
+}

@@ -103,14 +103,20 @@ mod tests {
     use crate::http_server::{listen, serve, Connections};
     use crate::telemetry::Backlog;
 
-    #[tokio::test]
-    async fn another_method_on_an_admin_route_is_405_naming_get() {
+    /// An admin listener on a free port, serving until the token is cancelled.
+    fn serve_admin(
+        backlog: Option<Arc<dyn DeadLetterBacklog>>,
+    ) -> (
+        std::net::SocketAddr,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
         let listener = listen("127.0.0.1:0".parse().expect("address"), false).expect("listens");
         let addr = listener.local_addr().expect("bound");
         let handler = AdminHandler::new(
             Metrics::new().expect("metrics"),
             HealthChecks::default(),
-            None,
+            backlog,
         );
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(serve(
@@ -121,6 +127,12 @@ mod tests {
             shutdown.clone(),
             Duration::from_secs(1),
         ));
+        (addr, shutdown, server)
+    }
+
+    #[tokio::test]
+    async fn another_method_on_an_admin_route_is_405_naming_get() {
+        let (addr, shutdown, server) = serve_admin(None);
         let client = reqwest::Client::new();
         let trace = reqwest::Method::from_bytes(b"TRACE").expect("method");
         for path in ["/livez", "/health", "/metrics", "/dead-letters/drained"] {
@@ -175,22 +187,7 @@ mod tests {
             left,
             waits: std::sync::Mutex::default(),
         });
-        let listener = listen("127.0.0.1:0".parse().expect("address"), false).expect("listens");
-        let addr = listener.local_addr().expect("bound");
-        let handler = AdminHandler::new(
-            Metrics::new().expect("metrics"),
-            HealthChecks::default(),
-            Some(backlog.clone()),
-        );
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve(
-            "admin",
-            listener,
-            handler,
-            Connections::unmetered(),
-            shutdown.clone(),
-            Duration::from_secs(1),
-        ));
+        let (addr, shutdown, server) = serve_admin(Some(backlog.clone()));
         let response = reqwest::get(format!("http://{addr}/dead-letters/drained{query}"))
             .await
             .expect("answered");

@@ -49,6 +49,7 @@ use crate::queue::ConsumerError;
 use crate::storage::partitions::PartitionMaintainer;
 use crate::storage::{BatchWriter, DatabaseOutage, RollupFolder, RollupMetrics, StorageMetrics};
 use crate::supervisor::{spawn_supervised, supervise, Component, Restarts};
+use crate::telemetry::DeadLetterBacklog;
 
 /// Why a worker, or `dlq replay`, could not start or finish.
 #[derive(Debug, thiserror::Error)]
@@ -218,10 +219,10 @@ impl Worker {
 
     /// The outage dead letters this worker replays by itself, for `/dead-letters/drained`
     /// (none when `dlq.auto_replay` is off).
-    pub fn dead_letter_backlog(&self) -> Option<Arc<dyn crate::telemetry::DeadLetterBacklog>> {
+    pub fn dead_letter_backlog(&self) -> Option<Arc<dyn DeadLetterBacklog>> {
         self.replayer
             .clone()
-            .map(|r| r as Arc<dyn crate::telemetry::DeadLetterBacklog>)
+            .map(|r| r as Arc<dyn DeadLetterBacklog>)
     }
 
     /// `/health` probe that fails while consumption is paused, saying why.
