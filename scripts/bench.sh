@@ -23,7 +23,7 @@
 #
 # Other knobs (environment): RATE (10000), DURATION (60 s), CONNECTIONS (2000, steady
 # scenario), MANY_CONNECTIONS (50000), MANY_RATE (2000), MANY_DURATION (30 s), SOURCE_IPS (4),
-# NLP_LATENCY_MS (200), NLP_HTTP2 (true), INGEST_PROCESSES (computed from the open-file limit),
+# NLP_LATENCY_MS (200), NLP_HTTP2 (auto), INGEST_PROCESSES (computed from the open-file limit),
 # RUNTIME_THREADS (1: runtime threads of the ingest processes and the load generator,
 # `runtime.worker_threads`), WORKER_THREADS and NLP_THREADS (0: one per core). Each run is
 # bounded in time; only loopback addresses are used.

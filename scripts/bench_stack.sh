@@ -5,7 +5,7 @@
 # database chat_bench, nlp-sim, one `worker` and INGEST_PROCESSES `ingest` processes sharing
 # the API port (SO_REUSEPORT, `api.reuse_port`), and the competing CPU burner (STEAL).
 #
-# Knobs (environment): NLP_LATENCY_MS (200), NLP_HTTP2 (true), MANY_CONNECTIONS (50000: the
+# Knobs (environment): NLP_LATENCY_MS (200), NLP_HTTP2 (auto), MANY_CONNECTIONS (50000: the
 # ingest processes are as many as it takes to hold that many connections under the open-file
 # limit, so both benches run the same stack), INGEST_PROCESSES (computed from it),
 # RUNTIME_THREADS (1: runtime threads of the ingest processes and the load generator,
@@ -75,8 +75,9 @@ stack_prepare() {
     export CHAT_ANALYTICS__KAFKA__CONSUMER_GROUP="bench-$STAMP"
     export CHAT_ANALYTICS__POSTGRES__URL="$DB_URL"
     export CHAT_ANALYTICS__NLP__URL="http://127.0.0.1:$NLP_PORT/v1/analyze"
-    # nlp-sim speaks h2c: one multiplexed connection instead of ~2,000 (NLP_HTTP2=false compares).
-    export CHAT_ANALYTICS__NLP__HTTP2="${NLP_HTTP2:-true}"
+    # The shipped "auto": nlp-sim speaks h2c, so one multiplexed connection instead of ~2,000
+    # (NLP_HTTP2=false compares).
+    export CHAT_ANALYTICS__NLP__HTTP2="${NLP_HTTP2:-auto}"
     export CHAT_ANALYTICS__API__LISTEN="127.0.0.1:$API_PORT"
     export CHAT_ANALYTICS__ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT"
     export CHAT_ANALYTICS__DLQ__DIR="$OUT/dlq"

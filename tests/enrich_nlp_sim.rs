@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_analytics::config::{NlpSettings, Settings};
+use chat_analytics::config::{Http2Mode, NlpSettings, Settings};
 use chat_analytics::domain::NlpStatus;
 use chat_analytics::enrich::{EnrichMetrics, Enricher};
 use nlp_sim::{FaultSettings, Faults};
@@ -81,11 +81,10 @@ impl RelayedSim {
 }
 
 #[tokio::test]
-async fn http2_multiplexes_every_call_over_one_connection_to_nlp_sim() {
+async fn by_default_every_call_goes_over_one_http2_connection_to_nlp_sim() {
     let sim = RelayedSim::start(20).await;
     let (enricher, metrics) = enricher(NlpSettings {
         url: uri(&sim.url),
-        http2: true,
         // 500 analyses on this test's one thread, unoptimised, take about as long as
         // the default 300 ms: what is tested here is the connection count, not speed.
         attempt_timeout: Duration::from_secs(10),
@@ -112,7 +111,7 @@ async fn http2_timeouts_leave_the_shared_connection_usable() {
     let sim = RelayedSim::start(400).await;
     let (enricher, metrics) = enricher(NlpSettings {
         url: uri(&sim.url),
-        http2: true,
+        http2: Http2Mode::On,
         max_attempts: nonzero(1),
         breaker_min_calls: nonzero(1_000_000),
         ..defaults()

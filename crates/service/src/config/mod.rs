@@ -44,7 +44,7 @@ pub use dlq::DlqSettings;
 pub use error::ConfigError;
 pub use kafka::{Compression, KafkaSettings};
 pub use log::{LogFormat, LogSettings};
-pub use nlp::NlpSettings;
+pub use nlp::{Http2Mode, NlpSettings};
 pub use partitions::PartitionSettings;
 pub use postgres::{PostgresSettings, Secret, SecretUrl};
 pub use rollups::RollupSettings;

@@ -33,7 +33,44 @@ pub(super) struct Raw {
     retry_budget_min_per_sec: u32,
     retry_budget_window_ms: u64,
     max_connections: usize,
-    http2: bool,
+    http2: RawHttp2,
+}
+
+/// `http2`: `true`, `false` or `"auto"` (environment values arrive parsed, so
+/// `CHAT_ANALYTICS__NLP__HTTP2=true` is the boolean).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawHttp2 {
+    Flag(bool),
+    Word(String),
+}
+
+/// Which HTTP version the NLP client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http2Mode {
+    /// HTTP/1.1 only, over a pool of keep-alive connections (`false`).
+    Off,
+    /// HTTP/2 without negotiation (h2c "prior knowledge"), to an API known to speak
+    /// it (`true`).
+    On,
+    /// HTTP/2 first; when the API answers in HTTP/1.x instead, HTTP/1.1 from then on
+    /// (`"auto"`, the default).
+    Auto,
+}
+
+impl RawHttp2 {
+    fn mode(self) -> Result<Http2Mode, ConfigError> {
+        match self {
+            RawHttp2::Flag(true) => Ok(Http2Mode::On),
+            RawHttp2::Flag(false) => Ok(Http2Mode::Off),
+            RawHttp2::Word(word) if word == "auto" => Ok(Http2Mode::Auto),
+            RawHttp2::Word(word) => Err(ConfigError::invalid(
+                "nlp.http2",
+                word,
+                "must be true, false or \"auto\"",
+            )),
+        }
+    }
 }
 
 /// Settings of the NLP client: endpoint, per-attempt timeout, retries, retry budget,
@@ -80,11 +117,10 @@ pub struct NlpSettings {
     /// Idle keep-alive connections kept to the API: sized to the worker's concurrency
     /// so a burst does not close and reopen sockets.
     pub max_connections: NonZeroUsize,
-    /// Speak HTTP/2 without negotiation (h2c "prior knowledge") to an API that supports
-    /// it, as nlp-sim does: every call shares one multiplexed connection instead of one
-    /// socket per call in flight, so there is no storm of new connections when the pool
-    /// is cold or the API restarts.
-    pub http2: bool,
+    /// Whether to speak HTTP/2 (h2c) to the API. Over HTTP/2 every call shares one
+    /// multiplexed connection instead of one socket per call in flight: less CPU per
+    /// call, and no storm of new connections when the pool is cold or the API restarts.
+    pub http2: Http2Mode,
 }
 
 /// A share from 0 (when `allow_zero`) or just above it, to 1.
@@ -182,7 +218,7 @@ impl TryFrom<Raw> for NlpSettings {
             retry_budget_min_per_sec: raw.retry_budget_min_per_sec,
             retry_budget_window: window("nlp.retry_budget_window_ms", raw.retry_budget_window_ms)?,
             max_connections: positive("nlp.max_connections", raw.max_connections)?,
-            http2: raw.http2,
+            http2: raw.http2.mode()?,
         })
     }
 }

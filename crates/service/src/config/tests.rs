@@ -64,6 +64,31 @@ fn nlp_defaults_are_the_spec_client_policy() {
 }
 
 #[test]
+fn nlp_http2_is_auto_by_default_and_takes_a_flag_or_auto() {
+    assert_eq!(
+        Settings::load_from(None, env(&[]))
+            .expect("defaults load")
+            .nlp
+            .http2,
+        Http2Mode::Auto
+    );
+    for (value, mode) in [
+        ("true", Http2Mode::On),
+        ("false", Http2Mode::Off),
+        ("auto", Http2Mode::Auto),
+    ] {
+        let nlp = with("CHAT_ANALYTICS__NLP__HTTP2", value)
+            .expect("a valid value loads")
+            .nlp;
+        assert_eq!(nlp.http2, mode, "{value}");
+    }
+    assert_eq!(
+        refused_key("CHAT_ANALYTICS__NLP__HTTP2", "maybe"),
+        "nlp.http2"
+    );
+}
+
+#[test]
 fn durations_keep_their_keys_units() {
     let s = Settings::load_from(None, env(&[])).expect("defaults load");
     assert_eq!(s.kafka.publish_timeout, Duration::from_millis(2_000));

@@ -38,6 +38,7 @@
 
 mod breaker;
 mod client;
+mod h2_session;
 mod metrics;
 mod outcome;
 mod retry;

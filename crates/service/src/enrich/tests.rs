@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use super::*;
-use crate::config::{NlpSettings, Settings};
+use crate::config::{Http2Mode, NlpSettings, Settings};
 
 /// How the fake NLP API answers.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -169,9 +169,12 @@ fn defaults() -> NlpSettings {
         .nlp
 }
 
+/// The fake speaks HTTP/1.1 only, so the client is told to (the default
+/// "auto" is tested on its own below).
 fn settings_for(api: &FakeApi) -> NlpSettings {
     NlpSettings {
         url: uri(&api.url()),
+        http2: Http2Mode::Off,
         ..defaults()
     }
 }
@@ -341,6 +344,53 @@ async fn connections_are_reused() {
     }
     assert_eq!(api.requests(), 20);
     assert_eq!(api.seen.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn auto_falls_back_to_http1_when_the_api_answers_in_it() {
+    let api = FakeApi::start(Mode::Ok).await;
+    let settings = NlpSettings {
+        http2: Http2Mode::Auto,
+        ..settings_for(&api)
+    };
+    assert_eq!(defaults().http2, Http2Mode::Auto, "auto is the default");
+    let (enricher, metrics) = enricher(settings);
+    for i in 0..5 {
+        let result = enricher.enrich(&format!("hello {i}")).await;
+        assert_eq!(result.status, NlpStatus::Ok, "call {i}");
+        let analysis = result.analysis.expect("analysis");
+        assert_eq!(analysis.keywords, vec![format!("hello {i}")]);
+    }
+    // The HTTP/2 preface got an HTTP/1.1 answer once; that call went on over
+    // HTTP/1.1 and was neither an error nor a retry.
+    assert_eq!(errors(&metrics, "connect"), 0);
+    assert_eq!(metrics.duration.get_sample_count(), 5);
+    assert!(enricher.inner.client.fell_back_to_http1());
+    assert_eq!(
+        api.seen.connections.load(Ordering::SeqCst),
+        2,
+        "the probe and one keep-alive connection"
+    );
+}
+
+#[tokio::test]
+async fn auto_does_not_fall_back_when_the_api_is_down() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/v1/analyze", listener.local_addr().expect("addr"));
+    drop(listener);
+    let (enricher, metrics) = enricher(NlpSettings {
+        url: uri(&url),
+        http2: Http2Mode::Auto,
+        max_attempts: nonzero(1),
+        ..defaults()
+    });
+    let result = enricher.enrich("hello").await;
+    assert_eq!(result.status, NlpStatus::Failed);
+    assert_eq!(errors(&metrics, "connect"), 1);
+    assert!(
+        !enricher.inner.client.fell_back_to_http1(),
+        "a refused connection says nothing of the protocol"
+    );
 }
 
 #[tokio::test]
