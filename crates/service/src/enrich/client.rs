@@ -145,7 +145,9 @@ impl NlpClient {
                 );
             }
         }
-        post_http1(pool, self.request(Full::new(body))).await
+        // Boxed: hyper's client future is large, and with an API that speaks
+        // HTTP/2 this path never runs.
+        Box::pin(post_http1(pool, self.request(Full::new(body)))).await
     }
 
     /// Whether an `auto` client has settled on HTTP/1.1.

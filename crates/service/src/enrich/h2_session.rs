@@ -126,9 +126,15 @@ impl H2Session {
 
     /// The open connection, connecting first when there is none.
     async fn open(&self) -> Result<Open, AttemptError> {
-        if let Some(open) = self.current() {
-            return Ok(open);
+        match self.current() {
+            Some(open) => Ok(open),
+            // Boxed: connecting is rare, and its future would otherwise make
+            // every call's future (moved at each spawn) several times larger.
+            None => Box::pin(self.connect()).await,
         }
+    }
+
+    async fn connect(&self) -> Result<Open, AttemptError> {
         let _connecting = self.connecting.lock().await;
         // Another call may have connected while this one waited.
         if let Some(open) = self.current() {
