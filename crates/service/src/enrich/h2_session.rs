@@ -79,7 +79,8 @@ impl H2Session {
     pub(crate) fn new(url: &Uri, max_body_bytes: usize) -> H2Session {
         let authority = url.authority().map_or_else(String::new, |a| {
             let port = a.port_u16().unwrap_or(80);
-            format!("{}:{port}", a.host().trim_matches(['[', ']']))
+            // An IPv6 host keeps its brackets: "[::1]:8090".
+            format!("{}:{port}", a.host())
         });
         H2Session {
             authority,
@@ -167,7 +168,9 @@ impl H2Session {
             open
         };
         let pings = connection.ping_pong();
-        let session = self.clone();
+        // Weak: once every handle to the session is gone, so is the last
+        // `SendRequest`, and the connection ends by itself.
+        let slot = Arc::downgrade(&self.slot);
         let generation = open.generation;
         let keep_alive_every = self.keep_alive;
         tokio::spawn(async move {
@@ -182,7 +185,9 @@ impl H2Session {
                 }
                 None => log_end(connection.await),
             }
-            session.close(generation);
+            if let Some(slot) = slot.upgrade() {
+                forget(&slot, generation);
+            }
         });
         Ok(open)
     }
@@ -192,16 +197,13 @@ impl H2Session {
         slot.open.clone()
     }
 
-    /// Forgets connection `generation`, if it is still the open one.
-    fn close(&self, generation: u64) {
-        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot
-            .open
-            .as_ref()
-            .is_some_and(|o| o.generation == generation)
-        {
-            slot.open = None;
-        }
+}
+
+/// Forgets connection `generation`, if it is still the open one.
+fn forget(slot: &Mutex<Slot>, generation: u64) {
+    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    if slot.open.as_ref().is_some_and(|o| o.generation == generation) {
+        slot.open = None;
     }
 }
 
