@@ -196,13 +196,16 @@ impl H2Session {
         let slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
         slot.open.clone()
     }
-
 }
 
 /// Forgets connection `generation`, if it is still the open one.
 fn forget(slot: &Mutex<Slot>, generation: u64) {
     let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-    if slot.open.as_ref().is_some_and(|o| o.generation == generation) {
+    if slot
+        .open
+        .as_ref()
+        .is_some_and(|o| o.generation == generation)
+    {
         slot.open = None;
     }
 }

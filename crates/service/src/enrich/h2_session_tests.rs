@@ -20,6 +20,8 @@ enum Peer {
 struct FakeServer {
     url: Uri,
     connections: Arc<AtomicUsize>,
+    /// Connections the server saw end.
+    ended: Arc<AtomicUsize>,
 }
 
 impl FakeServer {
@@ -29,14 +31,23 @@ impl FakeServer {
             .parse()
             .expect("url");
         let connections = Arc::new(AtomicUsize::new(0));
-        let counted = connections.clone();
+        let ended = Arc::new(AtomicUsize::new(0));
+        let (counted, counted_ended) = (connections.clone(), ended.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 counted.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(tcp, peer));
+                let ended = counted_ended.clone();
+                tokio::spawn(async move {
+                    serve(tcp, peer).await;
+                    ended.fetch_add(1, Ordering::SeqCst);
+                });
             }
         });
-        FakeServer { url, connections }
+        FakeServer {
+            url,
+            connections,
+            ended,
+        }
     }
 
     fn connections(&self) -> usize {
@@ -131,6 +142,22 @@ async fn a_connection_the_server_closed_is_opened_again() {
         "no call succeeded after the server closed the connection"
     );
     assert_eq!(server.connections(), 2);
+}
+
+#[tokio::test]
+async fn dropping_the_session_ends_its_connection() {
+    let server = FakeServer::start(Peer::AnswerThenClose { requests: 5 }).await;
+    let session = H2Session::new(&server.url, 1024);
+    call(&session, &server.url).await.expect("answer");
+    assert_eq!(server.ended.load(Ordering::SeqCst), 0);
+    drop(session);
+    for _ in 0..40 {
+        if server.ended.load(Ordering::SeqCst) == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the connection outlived its session");
 }
 
 #[tokio::test]
