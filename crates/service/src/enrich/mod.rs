@@ -24,7 +24,8 @@
 //!
 //! * `outcome.rs`: [`Enrichment`] (with its [`NlpStatus`]), [`NlpAnalysis`] (parsed
 //!   and range-checked answer), [`AttemptError`] (retry / breaker classification);
-//! * `client.rs`: one HTTP attempt with the shared pooled hyper client (HTTP/1.1 or h2c);
+//! * `client.rs`: one HTTP attempt, over HTTP/2 (h2c) or HTTP/1.1 (`nlp.http2`);
+//! * `h2_session.rs`: the one shared HTTP/2 connection, re-opened when it ends;
 //! * `retry.rs`: `RetryBudget` (the backoff is [`crate::backoff::Backoff`]);
 //! * `breaker.rs`: the circuit breaker and [`BreakerState`];
 //! * `window.rs`: the sliding bucketed counters both of those use;
