@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use h2::client::SendRequest;
 use h2::{Ping, PingPong, RecvStream};
 use hyper::{Request, StatusCode, Uri};
@@ -102,16 +102,7 @@ impl H2Session {
         // A connection that fails ends its driver task, which forgets it;
         // calls never close it themselves, so a reset stream costs one call.
         let open = self.open().await?;
-        self.exchange(open.send, request, body).await
-    }
-
-    async fn exchange(
-        &self,
-        send: SendRequest<Bytes>,
-        request: Request<()>,
-        body: Bytes,
-    ) -> Result<(StatusCode, Bytes), AttemptError> {
-        let mut send = send.ready().await.map_err(transport)?;
+        let mut send = open.send.ready().await.map_err(transport)?;
         let (response, mut stream) = send.send_request(request, false).map_err(transport)?;
         stream.send_data(body, true).map_err(transport)?;
         let response = response.await.map_err(transport)?;
@@ -275,28 +266,25 @@ impl AsyncWrite for FirstAnswer {
 /// to the connection's window as they are read. An answer in one frame (the
 /// usual case) is returned without a copy.
 async fn read_answer(mut answer: RecvStream, limit: usize) -> Result<Bytes, AttemptError> {
-    let mut only: Option<Bytes> = None;
-    let mut joined = BytesMut::new();
+    let mut whole = Bytes::new();
     while let Some(chunk) = answer.data().await {
         let chunk = chunk.map_err(transport)?;
         answer
             .flow_control()
             .release_capacity(chunk.len())
             .map_err(transport)?;
-        if only.as_ref().map_or(0, Bytes::len) + joined.len() + chunk.len() > limit {
+        if whole.len() + chunk.len() > limit {
             return Err(AttemptError::Invalid(format!(
                 "body larger than {limit} bytes"
             )));
         }
-        match only.take() {
-            None if joined.is_empty() => only = Some(chunk),
-            previous => {
-                joined.extend_from_slice(&previous.unwrap_or_default());
-                joined.extend_from_slice(&chunk);
-            }
-        }
+        whole = if whole.is_empty() {
+            chunk
+        } else {
+            [whole, chunk].concat().into()
+        };
     }
-    Ok(only.unwrap_or_else(|| joined.freeze()))
+    Ok(whole)
 }
 
 /// Pings every `every`; returns once a ping goes unanswered for as long.
