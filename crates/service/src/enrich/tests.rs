@@ -394,6 +394,30 @@ async fn auto_does_not_fall_back_when_the_api_is_down() {
 }
 
 #[tokio::test]
+async fn auto_does_not_fall_back_when_the_api_closes_without_answering() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/v1/analyze", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    });
+    let (enricher, metrics) = enricher(NlpSettings {
+        url: uri(&url),
+        http2: Http2Mode::Auto,
+        max_attempts: nonzero(1),
+        ..defaults()
+    });
+    let result = enricher.enrich("hello").await;
+    assert_eq!(result.status, NlpStatus::Failed);
+    assert_eq!(errors(&metrics, "connect"), 1);
+    assert!(
+        !enricher.inner.client.fell_back_to_http1(),
+        "a closed connection says nothing of the protocol"
+    );
+}
+
+#[tokio::test]
 async fn concurrent_calls_share_one_enricher() {
     let api = FakeApi::start(Mode::Ok).await;
     // About sharing, not speed: 200 calls at once on a busy machine must not time out.
