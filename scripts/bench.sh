@@ -91,7 +91,9 @@ sample_resources() {
     cpu_of() {
         local p used=0 now
         for p in "$@"; do
-            read -r -a stat <"/proc/$p/stat" 2>/dev/null || continue
+            # Braced: a process gone since it was listed fails the redirection itself, which
+            # a trailing 2>/dev/null on the command would not silence.
+            { read -r -a stat <"/proc/$p/stat"; } 2>/dev/null || continue
             now=$((stat[13] + stat[14]))
             used=$((used + now - ${prev[$p]:-0}))
             prev[$p]=$now

@@ -8,7 +8,8 @@
 # INDEX=plain replaces the minute rollup's covering (bot_id, bucket) index (sql/0009) with a
 # plain one, to compare the two. Prints folds, total and mean ms, the CPU of every Postgres
 # process per pending row (appending them included), and the minute rollup's size and
-# updates. Needs scripts/infra.sh up and a release build.
+# updates. FOLD_SQL (sql/queries/fold_rollups.sql) names the fold statement, to compare
+# another ($1 the row limit, $2 the present). Needs scripts/infra.sh up and a release build.
 #
 #   scripts/bench_fold.sh                 # INDEX=covering ITER=120 PER=8000 BOTS=1000
 #   INDEX=plain BOTS=50000 scripts/bench_fold.sh
@@ -19,6 +20,7 @@ INDEX="${INDEX:-covering}"
 ITER="${ITER:-120}"
 PER="${PER:-8000}"
 BOTS="${BOTS:-1000}"
+FOLD_SQL="${FOLD_SQL:-sql/queries/fold_rollups.sql}"
 DB="chat_bench_fold"
 export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=chat PGPASSWORD=chat
 case "$INDEX" in plain | covering) ;; *) echo "bench-fold: INDEX is plain or covering" >&2; exit 64 ;; esac
@@ -41,16 +43,20 @@ fi
 # does the work and exits with the session, is counted.
 postgres_ticks="\\! bash -c 'source scripts/bench_lib.sh && ticks_of -x postgres' >>$ticks"
 {
-    echo "PREPARE fold(bigint) AS $(grep -v '^--' sql/queries/fold_rollups.sql);"
+    # The fold's present is the pending rows' minute plus a second per fold, so the minute
+    # mark (sql/0011) closes each minute at the first fold of the next, as in the worker.
+    echo "SET chat_analytics.rollup_writer = 'minute_mark';"
+    echo "SELECT date_trunc('minute', now(), 'UTC') AS base \\gset"
+    echo "PREPARE fold(bigint, timestamptz) AS $(grep -v '^--' "$FOLD_SQL");"
     echo "$postgres_ticks"
     for ((i = 0; i < ITER; i++)); do
         cat <<SQL
 INSERT INTO rollup_pending
-SELECT date_trunc('minute', now()) + interval '1 minute' * ($i / 60), 'bot-' || ((g + $i * $PER) % $BOTS),
+SELECT :'base'::timestamptz + interval '1 minute' * ($i / 60), 'bot-' || ((g + $i * $PER) % $BOTS),
        2, 2, 2, 0.5, 1, 0, 1, 2, 0.7, 0.4, 0, 0
   FROM generate_series(1, $PER) g;
 \\timing on
-EXECUTE fold(1000000);
+EXECUTE fold(1000000, :'base'::timestamptz + interval '1 minute' * ($i / 60) + interval '1 second' * ($i % 60));
 \\timing off
 SQL
     done

@@ -210,7 +210,10 @@ async fn every_query_answers_rows_as_chat_analyst_from_the_rollups_only() {
         if phase == "folded" {
             // As the worker leaves them: everything moved into the minute, hour and day
             // rollups, so the queries read those rather than rollup_pending.
-            while let Some(folded) = fold_pending(&mut owner, 100_000).await.expect("fold") {
+            while let Some(folded) = fold_pending(&mut owner, 100_000, chrono::Utc::now())
+                .await
+                .expect("fold")
+            {
                 if folded.rollup_rows < 100_000 && folded.term_rows < 100_000 {
                     break;
                 }

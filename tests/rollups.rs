@@ -158,6 +158,26 @@ async fn figure_mismatches(
     .await
 }
 
+/// Where the analysts' views `messages_hourly` and `messages_daily` differ from the raw rows.
+async fn assert_views_exact(db: &TestDb, when: &str) {
+    for (view, unit) in [("messages_hourly", "hour"), ("messages_daily", "day")] {
+        let wrong = mismatches(
+            db,
+            &format!(
+                "SELECT bot_id, bucket, messages, flagged_messages, round(avg_toxicity::numeric, 9)
+                   FROM {view}"
+            ),
+            &format!(
+                "SELECT bot_id, date_trunc('{unit}', sent_at, 'UTC'), count(*),
+                        count(*) FILTER (WHERE flagged), round(avg(toxicity::float8)::numeric, 9)
+                   FROM messages GROUP BY 1, 2"
+            ),
+        )
+        .await;
+        assert!(wrong.is_empty(), "{when}: {view}: {wrong:#?}");
+    }
+}
+
 async fn assert_exact(db: &TestDb, when: &str) {
     // Every rollup (folded + pending) against the raw rows, column by column.
     let client = db.pool.get().await.expect("connection");
@@ -191,6 +211,7 @@ async fn assert_exact(db: &TestDb, when: &str) {
         figures.is_empty(),
         "{when}: messages_rollup differs: {figures:#?}"
     );
+    assert_views_exact(db, when).await;
 }
 
 #[tokio::test]
@@ -204,6 +225,16 @@ async fn rollups_equal_the_raw_rows_after_duplicates_failures_replays_reenrichme
         db.url
     ));
     let refusing = connect_pool(&settings.postgres).expect("pool");
+    // The minute mark (sql/0011) before all the data: each fold's present moves it through
+    // the two days, so folds find pending rows of closed minutes (late ones) and of open
+    // ones, and close minutes folded earlier.
+    db.pool
+        .get()
+        .await
+        .expect("connection")
+        .batch_execute("UPDATE rollup_minutes_folded SET through = '2026-11-20 22:00+00'")
+        .await
+        .expect("the mark set");
 
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let mut stored: Vec<ProcessedMessage> = Vec::new();
@@ -270,8 +301,9 @@ async fn rollups_equal_the_raw_rows_after_duplicates_failures_replays_reenrichme
         // Partial folds: a few rows at a time, so folded and pending rows mix.
         if rng.chance(50) {
             let mut client = db.pool.get().await.expect("connection");
+            let present = start() + Duration::minutes(50 * round);
             for _ in 0..rng.below(4) {
-                fold_pending(&mut client, 1 + rng.below(40) as i64)
+                fold_pending(&mut client, 1 + rng.below(40) as i64, present)
                     .await
                     .expect("fold")
                     .expect("no other folder holds the lock");
@@ -288,14 +320,44 @@ async fn rollups_equal_the_raw_rows_after_duplicates_failures_replays_reenrichme
     assert!(rows > 1_000, "the run stored a real volume ({rows} rows)");
     assert!(unenriched_fixed > 0, "re-enrichment changed rows");
 
-    // Everything folded: the pending tables empty, the rollups alone still exact.
+    // Everything folded and every minute closed: the pending tables empty, the rollups
+    // alone still exact.
     let mut client = db.pool.get().await.expect("connection");
-    while let Some(folded) = fold_pending(&mut client, 1_000).await.expect("fold") {
+    let after_the_data = start() + Duration::hours(60);
+    while let Some(folded) = fold_pending(&mut client, 1_000, after_the_data)
+        .await
+        .expect("fold")
+    {
         if folded.rollup_rows < 1_000 && folded.term_rows < 1_000 {
             break;
         }
     }
     assert_eq!(db.count("SELECT count(*) FROM rollup_pending").await, 0);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM messages_per_minute
+              WHERE bucket >= (SELECT through FROM rollup_minutes_folded)"
+        )
+        .await,
+        0,
+        "every minute closed"
+    );
+    for level in ["hour", "day"] {
+        let wrong = mismatches(
+            &db,
+            &format!(
+                "SELECT bucket, bot_id, messages, toxicity_max, sentiment_sum
+                   FROM messages_per_{level}"
+            ),
+            &format!(
+                "SELECT date_trunc('{level}', sent_at, 'UTC'), bot_id, count(*), max(toxicity),
+                        coalesce(sum(sentiment_score::float8::numeric), 0)
+                   FROM messages GROUP BY 1, 2"
+            ),
+        )
+        .await;
+        assert!(wrong.is_empty(), "messages_per_{level} alone: {wrong:#?}");
+    }
     assert_eq!(
         db.count("SELECT count(*) FROM flagged_terms_pending").await,
         0
@@ -358,6 +420,7 @@ async fn the_analyst_role_reads_messages_rollups_and_views_and_nothing_else() {
         "SELECT count(*) FROM messages_per_minute",
         "SELECT count(*) FROM messages_per_hour",
         "SELECT count(*) FROM messages_per_day",
+        "SELECT count(*) FROM rollup_minutes_folded",
         "SELECT count(*) FROM messages_hourly",
         "SELECT count(*) FROM messages_daily",
         "SELECT count(*) FROM flagged_terms_daily",
@@ -451,7 +514,7 @@ async fn messages_rollup_equals_the_raw_rows_in_every_unit_zone_and_range() {
     // with pending ones, and pending rows both with and without a folded row to join.
     let pending = db.count("SELECT count(*) FROM rollup_pending").await;
     assert!(pending > 1_000, "{pending} pending rows");
-    let folded = fold_pending(&mut client, pending / 2)
+    let folded = fold_pending(&mut client, pending / 2, Utc::now())
         .await
         .expect("fold")
         .expect("something to fold");
@@ -508,22 +571,7 @@ async fn messages_rollup_equals_the_raw_rows_in_every_unit_zone_and_range() {
     assert_eq!(checked, 96);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // And the views, which read the same merged rows.
-    for (view, unit) in [("messages_hourly", "hour"), ("messages_daily", "day")] {
-        let wrong = mismatches(
-            &db,
-            &format!(
-                "SELECT bot_id, bucket, messages, flagged_messages, round(avg_toxicity::numeric, 9)
-                   FROM {view}"
-            ),
-            &format!(
-                "SELECT bot_id, date_trunc('{unit}', sent_at, 'UTC'), count(*),
-                        count(*) FILTER (WHERE flagged), round(avg(toxicity::float8)::numeric, 9)
-                   FROM messages GROUP BY 1, 2"
-            ),
-        )
-        .await;
-        assert!(wrong.is_empty(), "{view}: {wrong:#?}");
-    }
+    assert_views_exact(&db, "after a partial fold").await;
     db.drop_db().await;
 }
 
@@ -559,12 +607,14 @@ async fn summed_hour_and_minute_rows(client: &tokio_postgres::Client, sql: &str)
 async fn a_range_reaching_past_the_newest_data_takes_todays_day_row_whole() {
     let db = TestDb::create().await;
     let mut client = db.pool.get().await.expect("connection");
-    // The seed's messages run until now; all folded, so every level has today's rows.
+    // The seed's messages run until now; all folded and every minute closed (the present
+    // of the fold is past the newest), so every level has today's rows and readers add
+    // nothing.
     client
         .batch_execute(include_str!("data/analytics_seed.sql"))
         .await
         .expect("the seed loads");
-    while fold_pending(&mut client, 100_000)
+    while fold_pending(&mut client, 100_000, Utc::now() + Duration::minutes(2))
         .await
         .expect("fold")
         .is_some_and(|folded| folded.rollup_rows > 0)
@@ -604,9 +654,10 @@ async fn pages_by_bot(
         .collect()
 }
 
-/// The folder updates an hour's and a day's row for every pending row: with room left on
-/// their pages (sql/0010), each new version stays on its row's page (a HOT update, no new
-/// index entry). On full pages, most would move.
+/// The folder updates an hour's and a day's row for every (bot, minute) it closes and every
+/// late pending row: with room left on their pages (sql/0010), each new version stays on
+/// its row's page (a HOT update, no new index entry). On full pages, most would move. The
+/// rows here are late (their minute long closed), so each fold updates all 400.
 #[tokio::test]
 async fn the_folders_updates_of_hour_and_day_rows_stay_on_their_pages() {
     let db = TestDb::create().await;
@@ -617,7 +668,7 @@ async fn the_folders_updates_of_hour_and_day_rows_stay_on_their_pages() {
                          0.25, 0.25, 0, 0
                     FROM generate_series(1, 400) AS g";
     client.batch_execute(append).await.expect("pending rows");
-    while fold_pending(&mut client, 100_000)
+    while fold_pending(&mut client, 100_000, Utc::now())
         .await
         .expect("fold")
         .is_some_and(|folded| folded.rollup_rows > 0)
@@ -627,7 +678,7 @@ async fn the_folders_updates_of_hour_and_day_rows_stay_on_their_pages() {
         before.push(pages_by_bot(&client, table).await);
     }
     client.batch_execute(append).await.expect("pending rows");
-    let folded = fold_pending(&mut client, 100_000)
+    let folded = fold_pending(&mut client, 100_000, Utc::now())
         .await
         .expect("fold")
         .expect("no other folder");
@@ -661,6 +712,129 @@ async fn the_folders_updates_of_hour_and_day_rows_stay_on_their_pages() {
             .get(0);
         assert_eq!(messages, 800, "{table}: both rounds counted");
     }
+    drop(client);
+    db.drop_db().await;
+}
+
+/// The hour and day rollups take a minute once it closes (sql/0011): until then readers add
+/// its minute rows; the mark never moves back; and a writer that does not know the mark (a
+/// worker older than the migration) is refused, so it cannot count open minutes twice.
+#[tokio::test]
+async fn hours_and_days_take_each_minute_once_it_closes() {
+    let db = TestDb::create().await;
+    let mut client = db.pool.get().await.expect("connection");
+    let minute = |m: i64| start() + Duration::minutes(m);
+    let mark = || async {
+        db.count("SELECT extract(epoch FROM through)::bigint FROM rollup_minutes_folded")
+            .await
+    };
+    client
+        .batch_execute("UPDATE rollup_minutes_folded SET through = '2026-11-20 22:00+00'")
+        .await
+        .expect("the mark set");
+    let append = |at: DateTime<Utc>, messages: i64| {
+        format!(
+            "INSERT INTO rollup_pending
+             SELECT '{}', 'bot-' || g, {messages}, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, {messages}
+               FROM generate_series(1, 3) AS g",
+            at.to_rfc3339()
+        )
+    };
+    let hour_and_day = || async {
+        (
+            db.count("SELECT coalesce(sum(messages), 0)::bigint FROM messages_per_hour")
+                .await,
+            db.count("SELECT coalesce(sum(messages), 0)::bigint FROM messages_per_day")
+                .await,
+        )
+    };
+    let views = || async {
+        (
+            db.count("SELECT coalesce(sum(messages), 0)::bigint FROM messages_hourly")
+                .await,
+            db.count("SELECT coalesce(sum(messages), 0)::bigint FROM messages_daily")
+                .await,
+        )
+    };
+
+    // Minute 0, folded during minute 0: in the minute rollup only.
+    client
+        .batch_execute(&append(minute(0), 2))
+        .await
+        .expect("pending");
+    let at = minute(0) + Duration::seconds(30);
+    fold_pending(&mut client, 1_000, at)
+        .await
+        .expect("fold")
+        .expect("no other folder");
+    assert_eq!(hour_and_day().await, (0, 0), "minute 0 is open");
+    assert_eq!(views().await, (6, 6), "readers add the open minute");
+    assert_eq!(mark().await, minute(0).timestamp());
+
+    // Minute 1 starts: minute 0 closes into the hours and days; minute 1's rows stay open.
+    client
+        .batch_execute(&append(minute(1), 5))
+        .await
+        .expect("pending");
+    fold_pending(&mut client, 1_000, minute(1) + Duration::seconds(1))
+        .await
+        .expect("fold")
+        .expect("no other folder");
+    assert_eq!(
+        hour_and_day().await,
+        (6, 6),
+        "minute 0 closed, minute 1 open"
+    );
+    assert_eq!(views().await, (21, 21));
+    assert_eq!(mark().await, minute(1).timestamp());
+
+    // A late row for minute 0 goes straight to all three; a fold with an earlier present
+    // (another replica's clock) leaves the mark where it is.
+    client
+        .batch_execute(&append(minute(0), 1))
+        .await
+        .expect("pending");
+    fold_pending(&mut client, 1_000, minute(0))
+        .await
+        .expect("fold")
+        .expect("no other folder");
+    assert_eq!(
+        mark().await,
+        minute(1).timestamp(),
+        "the mark never moves back"
+    );
+    assert_eq!(hour_and_day().await, (9, 9), "the late row counted once");
+    assert_eq!(views().await, (24, 24));
+    assert_eq!(
+        db.count("SELECT sum(messages)::bigint FROM messages_per_minute")
+            .await,
+        24
+    );
+
+    // The guard: no setting, no write; the folder's setting lets it through.
+    let refused = client
+        .batch_execute("UPDATE messages_per_hour SET messages = messages + 1")
+        .await
+        .expect_err("a writer that does not know the mark is refused");
+    assert!(
+        refused
+            .as_db_error()
+            .is_some_and(|e| e.message().contains("rollup_minutes_folded")),
+        "{refused}"
+    );
+    for table in ["messages_per_hour", "messages_per_day"] {
+        let insert = format!("INSERT INTO {table} SELECT * FROM messages_per_minute LIMIT 0");
+        assert!(client.batch_execute(&insert).await.is_err(), "{table}");
+    }
+    client
+        .batch_execute(
+            "BEGIN;
+             SET LOCAL chat_analytics.rollup_writer = 'minute_mark';
+             INSERT INTO messages_per_day SELECT * FROM messages_per_minute LIMIT 0;
+             COMMIT;",
+        )
+        .await
+        .expect("a writer that knows the mark");
     drop(client);
     db.drop_db().await;
 }

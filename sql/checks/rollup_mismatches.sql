@@ -1,5 +1,5 @@
 -- How many (bucket, bot) rows of each rollup differ from aggregating the raw rows, column by
--- column, counting what is still pending. All zero when the rollups are exact; run by
+-- column, counting what is still pending and the minutes not yet in the hours and days. All zero when the rollups are exact; run by
 -- `make chaos` after its faults (scripts/chaos_accounting.py) and by hand:
 --     psql -X -A -t -d chat_analytics -f sql/checks/rollup_mismatches.sql
 -- Only meaningful while raw rows and rollups cover the same days (raw retention has not
@@ -31,6 +31,15 @@ WITH raw AS (
                      p.toxicity_messages, p.toxicity_sum, p.toxicity_max, p.flagged_messages,
                      p.nlp_missing_messages
                 FROM rollup_pending p CROSS JOIN levels l
+    -- Minutes at or after the mark are not in the hours and days yet (sql/0011).
+    UNION ALL SELECT l.level, date_trunc(l.unit, m.bucket, 'UTC'), m.bot_id, m.messages,
+                     m.analyzed_messages, m.scored_messages, m.sentiment_sum,
+                     m.negative_messages, m.neutral_messages, m.positive_messages,
+                     m.toxicity_messages, m.toxicity_sum, m.toxicity_max, m.flagged_messages,
+                     m.nlp_missing_messages
+                FROM messages_per_minute m CROSS JOIN levels l
+               WHERE l.unit <> 'minute'
+                 AND m.bucket >= (SELECT through FROM rollup_minutes_folded)
 ), rollup AS (
     SELECT level, bucket, bot_id, sum(messages) AS messages,
            sum(analyzed_messages) AS analyzed_messages, sum(scored_messages) AS scored_messages,

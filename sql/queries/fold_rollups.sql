@@ -1,7 +1,15 @@
--- Moves up to $1 pending rollup rows into the per-minute, per-hour and per-day rollups, in
--- one transaction: the rows deleted here are exactly the ones added, so readers (which add
--- what is pending) see the same figures before and after. Returns the rows moved.
-WITH moved AS (
+-- Moves up to $1 pending rollup rows into the per-minute rollup, and closes the minutes
+-- before $2's UTC minute for the hour and day rollups (sql/0011_hour_day_from_closed_minutes.sql),
+-- in one transaction: the rows deleted here are exactly the ones added, so readers (which
+-- add what is pending, and the minutes not yet closed) see the same figures before and
+-- after. Returns the pending rows moved.
+--
+-- Every CTE reads the snapshot from before this statement: `closing` holds the closing
+-- minutes' rows without the pending rows moved now, which `to_hours` adds separately.
+WITH mark AS (
+    SELECT through AS since, greatest(through, date_trunc('minute', $2::timestamptz, 'UTC')) AS upto
+      FROM rollup_minutes_folded
+), moved AS (
     DELETE FROM rollup_pending
      WHERE ctid = ANY (ARRAY(SELECT ctid FROM rollup_pending LIMIT $1))
     RETURNING *
@@ -35,6 +43,12 @@ WITH moved AS (
         toxicity_max = greatest(r.toxicity_max, excluded.toxicity_max),
         flagged_messages = r.flagged_messages + excluded.flagged_messages,
         nlp_missing_messages = r.nlp_missing_messages + excluded.nlp_missing_messages
+), to_hours AS (
+    -- Pending rows of closed minutes (late ones, and those of the minutes closing now),
+    -- and the closing minutes' rows as folded before.
+    SELECT p.* FROM moved p, mark WHERE p.bucket < mark.upto
+    UNION ALL
+    SELECT m.* FROM messages_per_minute m, mark WHERE m.bucket >= mark.since AND m.bucket < mark.upto
 ), hour AS (
     INSERT INTO messages_per_hour AS r
     SELECT date_trunc('hour', bucket, 'UTC'), bot_id,
@@ -50,7 +64,7 @@ WITH moved AS (
            max(toxicity_max),
            sum(flagged_messages),
            sum(nlp_missing_messages)
-      FROM moved
+      FROM to_hours
      GROUP BY 1, 2
     ON CONFLICT (bucket, bot_id) DO UPDATE SET
         messages = r.messages + excluded.messages,
@@ -80,7 +94,7 @@ WITH moved AS (
            max(toxicity_max),
            sum(flagged_messages),
            sum(nlp_missing_messages)
-      FROM moved
+      FROM to_hours
      GROUP BY 1, 2
     ON CONFLICT (bucket, bot_id) DO UPDATE SET
         messages = r.messages + excluded.messages,
@@ -95,5 +109,7 @@ WITH moved AS (
         toxicity_max = greatest(r.toxicity_max, excluded.toxicity_max),
         flagged_messages = r.flagged_messages + excluded.flagged_messages,
         nlp_missing_messages = r.nlp_missing_messages + excluded.nlp_missing_messages
+), closed AS (
+    UPDATE rollup_minutes_folded SET through = mark.upto FROM mark WHERE mark.upto > mark.since
 )
 SELECT count(*) FROM moved

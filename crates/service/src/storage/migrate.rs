@@ -45,6 +45,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0010_hour_day_fillfactor",
         include_str!("../../../../sql/0010_hour_day_fillfactor.sql"),
     ),
+    (
+        "0011_hour_day_from_closed_minutes",
+        include_str!("../../../../sql/0011_hour_day_from_closed_minutes.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming "chat-analytics migrations" for pg_advisory_lock.

@@ -19,14 +19,19 @@ const FOLD_ROLLUPS: &str = include_str!("../../../../sql/queries/fold_rollups.sq
 const FOLD_FLAGGED_TERMS: &str = include_str!("../../../../sql/queries/fold_flagged_terms.sql");
 
 /// Advisory lock key ("rollfold"): one folder at a time across replicas, so two folds
-/// never upsert the same rollup rows in different orders.
+/// never upsert the same rollup rows in different orders. sql/0011 takes it too (as
+/// 8245928655569513572), to rebuild the hours and days while no fold runs.
 const FOLD_LOCK: i64 = 0x726f_6c6c_666f_6c64;
 
 /// Rows deleted per retention statement.
 const PRUNE_CHUNK: i64 = 10_000;
 
 /// Each rollup table and what makes one of its rows older than the cutoff `$1`.
-const MINUTE_TABLE: (&str, &str) = ("messages_per_minute", "bucket < $1");
+/// Minute rows not yet in the hour and day rollups (sql/0011) are kept whatever their age.
+const MINUTE_TABLE: (&str, &str) = (
+    "messages_per_minute",
+    "bucket < $1 AND bucket < (SELECT through FROM rollup_minutes_folded)",
+);
 const LONG_KEPT: [(&str, &str); 3] = [
     ("messages_per_hour", "bucket < $1"),
     ("messages_per_day", "bucket < $1"),
@@ -64,15 +69,22 @@ pub struct Folded {
     pub term_rows: i64,
 }
 
-/// Moves up to `batch` pending rows of each kind in one transaction; `None` when another
-/// process holds the fold lock (it is folding the same rows).
+/// Moves up to `batch` pending rows of each kind in one transaction, and closes the
+/// minutes before `now`'s for the hour and day rollups; `None` when another process holds
+/// the fold lock (it is folding the same rows).
 pub async fn fold_pending(
     client: &mut deadpool_postgres::Object,
     batch: i64,
+    now: DateTime<Utc>,
 ) -> Result<Option<Folded>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
+    // The setting tells sql/0011's guard that this writer knows the minute mark.
     let locked: bool = tx
-        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&FOLD_LOCK])
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock($1), \
+                    set_config('chat_analytics.rollup_writer', 'minute_mark', true)",
+            &[&FOLD_LOCK],
+        )
         .await?
         .try_get(0)?;
     if !locked {
@@ -80,7 +92,7 @@ pub async fn fold_pending(
     }
     let rollups = tx.prepare_cached(FOLD_ROLLUPS).await?;
     let terms = tx.prepare_cached(FOLD_FLAGGED_TERMS).await?;
-    let rollup_rows: i64 = tx.query_one(&rollups, &[&batch]).await?.try_get(0)?;
+    let rollup_rows: i64 = tx.query_one(&rollups, &[&batch, &now]).await?.try_get(0)?;
     let term_rows: i64 = tx.query_one(&terms, &[&batch]).await?.try_get(0)?;
     tx.commit().await?;
     Ok(Some(Folded {
@@ -188,7 +200,7 @@ impl RollupFolder {
         let mut moved = 0;
         loop {
             let started = std::time::Instant::now();
-            let Some(folded) = fold_pending(&mut client, batch).await? else {
+            let Some(folded) = fold_pending(&mut client, batch, Utc::now()).await? else {
                 break;
             };
             self.metrics
