@@ -39,7 +39,7 @@ WITH raw AS (
                      m.nlp_missing_messages
                 FROM messages_per_minute m CROSS JOIN levels l
                WHERE l.unit <> 'minute'
-                 AND m.bucket >= (SELECT through FROM rollup_minutes_folded)
+                 AND m.bucket >= rollup_minutes_mark()
 ), rollup AS (
     SELECT level, bucket, bot_id, sum(messages) AS messages,
            sum(analyzed_messages) AS analyzed_messages, sum(scored_messages) AS scored_messages,

@@ -48,7 +48,9 @@ WITH mark AS (
     -- and the closing minutes' rows as folded before.
     SELECT p.* FROM moved p, mark WHERE p.bucket < mark.upto
     UNION ALL
-    SELECT m.* FROM messages_per_minute m, mark WHERE m.bucket >= mark.since AND m.bucket < mark.upto
+    SELECT m.* FROM messages_per_minute m
+     WHERE m.bucket >= rollup_minutes_mark()
+       AND m.bucket < greatest(rollup_minutes_mark(), date_trunc('minute', $2::timestamptz, 'UTC'))
 ), hour AS (
     INSERT INTO messages_per_hour AS r
     SELECT date_trunc('hour', bucket, 'UTC'), bot_id,

@@ -30,7 +30,7 @@ const PRUNE_CHUNK: i64 = 10_000;
 /// Minute rows not yet in the hour and day rollups (sql/0011) are kept whatever their age.
 const MINUTE_TABLE: (&str, &str) = (
     "messages_per_minute",
-    "bucket < $1 AND bucket < (SELECT through FROM rollup_minutes_folded)",
+    "bucket < $1 AND bucket < rollup_minutes_mark()",
 );
 const LONG_KEPT: [(&str, &str); 3] = [
     ("messages_per_hour", "bucket < $1"),
