@@ -61,7 +61,8 @@ SELECT date_trunc('hour', m.bucket, 'UTC'), m.bot_id, sum(m.messages), sum(m.ana
        sum(m.toxicity_sum), max(m.toxicity_max), sum(m.flagged_messages),
        sum(m.nlp_missing_messages)
   FROM messages_per_minute m
- WHERE m.bucket >= date_trunc('hour', rollup_minutes_mark(), 'UTC') AND m.bucket < rollup_minutes_mark()
+ WHERE m.bucket >= date_trunc('hour', rollup_minutes_mark(), 'UTC')
+   AND m.bucket < rollup_minutes_mark()
  GROUP BY 1, 2;
 
 DELETE FROM messages_per_day
@@ -73,7 +74,8 @@ SELECT date_trunc('day', m.bucket, 'UTC'), m.bot_id, sum(m.messages), sum(m.anal
        sum(m.toxicity_sum), max(m.toxicity_max), sum(m.flagged_messages),
        sum(m.nlp_missing_messages)
   FROM messages_per_minute m
- WHERE m.bucket >= date_trunc('day', rollup_minutes_mark(), 'UTC') AND m.bucket < rollup_minutes_mark()
+ WHERE m.bucket >= date_trunc('day', rollup_minutes_mark(), 'UTC')
+   AND m.bucket < rollup_minutes_mark()
  GROUP BY 1, 2;
 
 CREATE OR REPLACE FUNCTION rollup_writer_knows_the_mark() RETURNS trigger

@@ -1,6 +1,7 @@
 -- How many (bucket, bot) rows of each rollup differ from aggregating the raw rows, column by
--- column, counting what is still pending and the minutes not yet in the hours and days. All zero when the rollups are exact; run by
--- `make chaos` after its faults (scripts/chaos_accounting.py) and by hand:
+-- column, counting what is still pending and the minutes not yet in the hours and days (sql/0011).
+-- All zero when the rollups are exact; run by `make chaos` after its faults
+-- (scripts/chaos_accounting.py) and by hand:
 --     psql -X -A -t -d chat_analytics -f sql/checks/rollup_mismatches.sql
 -- Only meaningful while raw rows and rollups cover the same days (raw retention has not
 -- dropped any partition yet).

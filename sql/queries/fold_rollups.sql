@@ -4,8 +4,8 @@
 -- add what is pending, and the minutes not yet closed) see the same figures before and
 -- after. Returns the pending rows moved.
 --
--- Every CTE reads the snapshot from before this statement: `closing` holds the closing
--- minutes' rows without the pending rows moved now, which `to_hours` adds separately.
+-- Every CTE reads the snapshot from before this statement: the minute rows `to_hours` reads
+-- for the closing minutes lack the pending rows moved now, which it adds on their own.
 WITH mark AS (
     SELECT through AS since, greatest(through, date_trunc('minute', $2::timestamptz, 'UTC')) AS upto
       FROM rollup_minutes_folded
