@@ -334,11 +334,8 @@ async fn rollups_equal_the_raw_rows_after_duplicates_failures_replays_reenrichme
     }
     assert_eq!(db.count("SELECT count(*) FROM rollup_pending").await, 0);
     assert_eq!(
-        db.count(
-            "SELECT count(*) FROM messages_per_minute
-              WHERE bucket >= (SELECT through FROM rollup_minutes_folded)"
-        )
-        .await,
+        db.count("SELECT count(*) FROM messages_per_minute WHERE bucket >= rollup_minutes_mark()")
+            .await,
         0,
         "every minute closed"
     );
@@ -575,22 +572,24 @@ async fn messages_rollup_equals_the_raw_rows_in_every_unit_zone_and_range() {
     db.drop_db().await;
 }
 
-/// Rows that `messages_rollup(sql)` read from the hour and minute rollups to sum into its
-/// buckets (the scans probing them for a set of buckets; not the probe for the newest
-/// minute), from the executed plan.
-async fn summed_hour_and_minute_rows(client: &tokio_postgres::Client, sql: &str) -> f64 {
-    fn walk(node: &serde_json::Value, total: &mut f64) {
-        let relation = node["Relation Name"].as_str().unwrap_or_default();
-        let probes_buckets = ["Index Cond", "Recheck Cond", "Filter"]
-            .iter()
-            .any(|key| node[key].as_str().is_some_and(|c| c.contains("ANY")));
-        if matches!(relation, "messages_per_hour" | "messages_per_minute") && probes_buckets {
+/// Rows the executed plan of `sql` read in the scans `counted` picks, summed over them.
+async fn rows_read(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    counted: impl Fn(&serde_json::Value) -> bool,
+) -> f64 {
+    fn walk(
+        node: &serde_json::Value,
+        counted: &dyn Fn(&serde_json::Value) -> bool,
+        total: &mut f64,
+    ) {
+        if counted(node) {
             let rows = node["Actual Rows"].as_f64().unwrap_or_default();
             let loops = node["Actual Loops"].as_f64().unwrap_or(1.0);
             *total += rows * loops;
         }
         for child in node["Plans"].as_array().into_iter().flatten() {
-            walk(child, total);
+            walk(child, counted, total);
         }
     }
     let explained: serde_json::Value = client
@@ -599,8 +598,22 @@ async fn summed_hour_and_minute_rows(client: &tokio_postgres::Client, sql: &str)
         .expect("explain")
         .get(0);
     let mut total = 0.0;
-    walk(&explained[0]["Plan"], &mut total);
+    walk(&explained[0]["Plan"], &counted, &mut total);
     total
+}
+
+/// Rows that `messages_rollup(sql)` read from the hour and minute rollups to sum into its
+/// buckets (the scans probing them for a set of buckets; not the probe for the newest
+/// minute), from the executed plan.
+async fn summed_hour_and_minute_rows(client: &tokio_postgres::Client, sql: &str) -> f64 {
+    rows_read(client, sql, |node| {
+        let relation = node["Relation Name"].as_str().unwrap_or_default();
+        let probes_buckets = ["Index Cond", "Recheck Cond", "Filter"]
+            .iter()
+            .any(|key| node[key].as_str().is_some_and(|c| c.contains("ANY")));
+        matches!(relation, "messages_per_hour" | "messages_per_minute") && probes_buckets
+    })
+    .await
 }
 
 #[tokio::test]
@@ -839,28 +852,6 @@ async fn hours_and_days_take_each_minute_once_it_closes() {
     db.drop_db().await;
 }
 
-/// Rows the executed plan of `sql` read from `relation`, summed over its scans.
-async fn rows_read_from(client: &tokio_postgres::Client, sql: &str, relation: &str) -> f64 {
-    fn walk(node: &serde_json::Value, relation: &str, total: &mut f64) {
-        if node["Relation Name"].as_str() == Some(relation) {
-            let rows = node["Actual Rows"].as_f64().unwrap_or_default();
-            let loops = node["Actual Loops"].as_f64().unwrap_or(1.0);
-            *total += rows * loops;
-        }
-        for child in node["Plans"].as_array().into_iter().flatten() {
-            walk(child, relation, total);
-        }
-    }
-    let explained: serde_json::Value = client
-        .query_one(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {sql}"), &[])
-        .await
-        .expect("explain")
-        .get(0);
-    let mut total = 0.0;
-    walk(&explained[0]["Plan"], relation, &mut total);
-    total
-}
-
 /// One bot's hourly and daily figures read that bot's open minutes, not every bot's: with
 /// 50,000 bots sending, the open minute holds a row per bot (sql/0011 reads them
 /// unmaterialized so that the filter reaches the minute rollup's index).
@@ -882,7 +873,10 @@ async fn one_bots_figures_read_only_its_open_minutes() {
         let sql = format!("SELECT * FROM {view} WHERE bot_id = 'bot-7'");
         let figures = client.query(&sql, &[]).await.expect("figures");
         assert_eq!(figures.len(), 1, "{view}: one bucket for bot-7");
-        let read = rows_read_from(&client, &sql, "messages_per_minute").await;
+        let read = rows_read(&client, &sql, |node| {
+            node["Relation Name"].as_str() == Some("messages_per_minute")
+        })
+        .await;
         // Its row, once for each of the two reads of what is pending.
         assert!(
             read <= 2.0,

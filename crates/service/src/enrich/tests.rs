@@ -373,13 +373,11 @@ async fn auto_falls_back_to_http1_when_the_api_answers_in_it() {
     );
 }
 
-#[tokio::test]
-async fn auto_does_not_fall_back_when_the_api_is_down() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/v1/analyze", listener.local_addr().expect("addr"));
-    drop(listener);
+/// One "auto" call to `url` with no retry: it fails as a connection error and leaves the
+/// client on HTTP/2, because `why` says nothing of the protocol.
+async fn assert_auto_stays_on_http2(url: &str, why: &str) {
     let (enricher, metrics) = enricher(NlpSettings {
-        url: uri(&url),
+        url: uri(url),
         http2: Http2Mode::Auto,
         max_attempts: nonzero(1),
         ..defaults()
@@ -387,10 +385,15 @@ async fn auto_does_not_fall_back_when_the_api_is_down() {
     let result = enricher.enrich("hello").await;
     assert_eq!(result.status, NlpStatus::Failed);
     assert_eq!(errors(&metrics, "connect"), 1);
-    assert!(
-        !enricher.inner.client.fell_back_to_http1(),
-        "a refused connection says nothing of the protocol"
-    );
+    assert!(!enricher.inner.client.fell_back_to_http1(), "{why}");
+}
+
+#[tokio::test]
+async fn auto_does_not_fall_back_when_the_api_is_down() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/v1/analyze", listener.local_addr().expect("addr"));
+    drop(listener);
+    assert_auto_stays_on_http2(&url, "a refused connection says nothing of the protocol").await;
 }
 
 #[tokio::test]
@@ -402,19 +405,7 @@ async fn auto_does_not_fall_back_when_the_api_closes_without_answering() {
             drop(stream);
         }
     });
-    let (enricher, metrics) = enricher(NlpSettings {
-        url: uri(&url),
-        http2: Http2Mode::Auto,
-        max_attempts: nonzero(1),
-        ..defaults()
-    });
-    let result = enricher.enrich("hello").await;
-    assert_eq!(result.status, NlpStatus::Failed);
-    assert_eq!(errors(&metrics, "connect"), 1);
-    assert!(
-        !enricher.inner.client.fell_back_to_http1(),
-        "a closed connection says nothing of the protocol"
-    );
+    assert_auto_stays_on_http2(&url, "a closed connection says nothing of the protocol").await;
 }
 
 #[tokio::test]
