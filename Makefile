@@ -64,7 +64,10 @@ endif
 # bench tools' own tests (medians, capacity rule, plot, competing process; a few seconds),
 # then the deploy files: promtool's unit tests of every alert rule, and every kustomization
 # of deploy/k8s rendered and checked against the Kubernetes and KEDA schemas (offline).
+# The logs of the processes the tests start, and their dead-letter directories, go to
+# target/tmp/chat-analytics-tests/ (a failing test names its log); each run empties it first.
 test: infra-up test-tools ## Every test: unit, integration (real Kafka, Postgres, Prometheus), API schema, fuzz smoke, bench tools, alert rules, k8s manifests
+	rm -rf target/tmp/chat-analytics-tests
 	$(CARGO) test --workspace --release $(TEST_ARGS) -- --test-threads=$(TEST_THREADS)
 	scripts/check-api-schema.sh
 	FUZZ_SECONDS=20 scripts/fuzz.sh

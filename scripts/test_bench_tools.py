@@ -155,7 +155,9 @@ def step_report(rate=10000.0, p99_ingest=10.0, p99_e2e=300.0, accepted_share=1.0
 
 class SteadyResources(unittest.TestCase):
     def write(self, rows, header="t_s,rss_kb,cpu_pct,worker_rss_kb,worker_cpu_pct,machine_cpu_pct,phase"):
-        path = os.path.join(tempfile.mkdtemp(), "resources.csv")
+        scratch = tempfile.TemporaryDirectory()
+        self.addCleanup(scratch.cleanup)
+        path = os.path.join(scratch.name, "resources.csv")
         with open(path, "w") as f:
             f.write(header + "\n" + "\n".join(rows) + "\n")
         return path

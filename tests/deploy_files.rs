@@ -41,7 +41,10 @@ const FIXED_METRICS: &[&str] = &[
 ];
 
 /// Metrics the service exports beyond the fixed set.
-const EXTRA_METRICS: &[&str] = &["consumer_paused", "http_connections"];
+const EXTRA_METRICS: &[&str] = &["consumer_paused", "http_connections", "rollup_pending_rows"];
+
+/// Histograms the service exports beyond the fixed ones.
+const EXTRA_HISTOGRAMS: &[&str] = &["rollup_fold_duration_seconds"];
 
 /// The fixed metrics that are histograms, queried through their `_bucket`, `_count` and
 /// `_sum` series.
@@ -1446,7 +1449,7 @@ fn dashboard_exprs() -> Vec<(String, String)> {
 fn base_metric(name: &str) -> &str {
     for suffix in ["_bucket", "_count", "_sum"] {
         if let Some(base) = name.strip_suffix(suffix) {
-            if FIXED_HISTOGRAMS.contains(&base) {
+            if FIXED_HISTOGRAMS.contains(&base) || EXTRA_HISTOGRAMS.contains(&base) {
                 return base;
             }
         }
@@ -1457,6 +1460,7 @@ fn base_metric(name: &str) -> &str {
 fn is_known_metric(name: &str) -> bool {
     FIXED_METRICS.contains(&base_metric(name))
         || EXTRA_METRICS.contains(&name)
+        || EXTRA_HISTOGRAMS.contains(&base_metric(name))
         || name == "up"
         || name.starts_with("process_")
 }

@@ -206,6 +206,19 @@ async fn a_message_id_sent_again_in_any_form_is_stored_once_and_the_first_conten
         metric_value(&page, "rollup_fold_duration_seconds_count") > 0.0,
         "each fold transaction is timed"
     );
+    // What the folder-behind alert reads: the pending count after a fold, 0 once caught up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !scrape(&restarted.admin)
+        .await
+        .lines()
+        .any(|line| line == "rollup_pending_rows 0")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rollup_pending_rows never read 0 after the folds caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let client = db.pool.get().await.expect("connection");
     for row in client
         .query(include_str!("../sql/checks/rollup_mismatches.sql"), &[])

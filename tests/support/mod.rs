@@ -343,15 +343,22 @@ pub fn free_port() -> u16 {
 pub struct ChildProcess {
     pub child: tokio::process::Child,
     pub name: &'static str,
+    log_path: std::path::PathBuf,
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        // A failing test names the log that says why.
+        if std::thread::panicking() {
+            eprintln!("{}'s log: {}", self.name, self.log_path.display());
+        }
+    }
 }
 
 impl ChildProcess {
     pub fn spawn(name: &'static str, args: &[&str], env: &[(String, String)]) -> ChildProcess {
-        let log = std::fs::File::create(std::env::temp_dir().join(format!(
-            "chat-analytics-test-{name}-{}.log",
-            Uuid::new_v4().simple()
-        )))
-        .expect("log file");
+        let log_path = scratch_dir().join(format!("{name}-{}.log", Uuid::new_v4().simple()));
+        let log = std::fs::File::create(&log_path).expect("log file");
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-analytics"))
             .args(args)
             .envs(env.iter().cloned())
@@ -361,7 +368,11 @@ impl ChildProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn chat-analytics");
-        ChildProcess { child, name }
+        ChildProcess {
+            child,
+            name,
+            log_path,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -513,12 +524,18 @@ pub async fn wait_for_metric(
     }
 }
 
-/// A fresh directory for dead letters.
+/// Where this test run's scratch files go: under cargo's `target/tmp`, which `make test`
+/// empties when it starts, so a failed run's logs stay to be read and nothing piles up in
+/// the machine's temporary directory run after run.
+fn scratch_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chat-analytics-tests");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A fresh scratch directory (dead letters, reports).
 pub fn temp_dir(label: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "chat-analytics-{label}-{}",
-        Uuid::new_v4().simple()
-    ));
+    let dir = scratch_dir().join(format!("{label}-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
