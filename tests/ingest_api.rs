@@ -9,7 +9,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use chat_analytics::app::{App, Role};
-use chat_analytics::config::ApiKeySettings;
+use chat_analytics::config::{ApiKeySettings, Compression};
 use chat_analytics::ingest::hash_key;
 use futures::future::join_all;
 use serde_json::json;
@@ -70,6 +70,27 @@ async fn accepted_message_is_in_the_topic_keyed_by_bot_with_the_envelope() {
     assert_eq!(message["sent_at"], "2026-11-23T10:00:00Z");
     assert_eq!(message["metadata"]["channel"], "web");
     app.stop().await;
+}
+
+/// Every codec `kafka.compression` accepts works: librdkafka refuses at start a codec it was
+/// built without, and the consumer must read back what the producer compressed.
+#[tokio::test]
+async fn every_compression_the_settings_accept_reaches_the_topic() {
+    for codec in Compression::ALL {
+        let topic = create_topic(1).await;
+        let mut settings = test_settings(&topic);
+        settings.kafka.compression = codec;
+        let app = TestApp::spawn(Role::Ingest, settings).await;
+        let text = format!("compressed with {}", codec.as_str());
+        let response = app
+            .post("/v1/messages", &json!({"bot_id": "codec", "text": text}))
+            .await;
+        assert_eq!(response.status(), 202, "{}", codec.as_str());
+        let records = read_topic(&topic, 1, Duration::from_secs(20)).await;
+        assert_eq!(records.len(), 1, "{}: {records:?}", codec.as_str());
+        assert_eq!(records[0].value["message"]["text"], text.as_str());
+        app.stop().await;
+    }
 }
 
 #[tokio::test]

@@ -64,7 +64,8 @@ pub enum Compression {
 }
 
 impl Compression {
-    const ALL: [Compression; 5] = [
+    /// Every codec, in the order the config error lists them.
+    pub const ALL: [Compression; 5] = [
         Compression::None,
         Compression::Gzip,
         Compression::Snappy,
