@@ -148,21 +148,50 @@ def us_per_message(processes, rate):
             if pct and kind not in HYPERVISOR_COLUMNS}
 
 
-def folds(out):
-    """The worker's rollup folds over the run, from its last scrape (metrics-0.txt)."""
+def worker_metrics(out):
+    """The worker's last scrape of the run (metrics-0.txt), series → value; {} without one."""
     values = {}
     try:
         with open(os.path.join(out, "metrics-0.txt")) as f:
             for line in f:
+                if line.startswith("#"):
+                    continue
                 name, _, value = line.rpartition(" ")
-                if name in ("rollup_fold_duration_seconds_sum", "rollup_fold_duration_seconds_count"):
+                try:
                     values[name] = float(value)
-    except (OSError, ValueError):
-        return None
-    count = values.get("rollup_fold_duration_seconds_count")
+                except ValueError:
+                    continue
+    except OSError:
+        return {}
+    return values
+
+
+def folds(metrics):
+    """The worker's rollup folds over the run."""
+    count = metrics.get("rollup_fold_duration_seconds_count")
     if not count:
         return None
-    return {"folds": int(count), "mean_ms": round(1000 * values["rollup_fold_duration_seconds_sum"] / count, 1)}
+    return {"folds": int(count), "mean_ms": round(1000 * metrics["rollup_fold_duration_seconds_sum"] / count, 1)}
+
+
+def nlp_calls(metrics):
+    """What enrichment did over the run: the calls made, their mean time and how many timed
+    out, and the calls the open breaker and the retry budget refused. Runs of the same code
+    differ most in how long the breaker stayed open."""
+    calls = metrics.get("nlp_api_duration_seconds_count")
+    if calls is None:
+        return None
+
+    def errors(kind):
+        return int(metrics.get(f'nlp_api_errors_total{{kind="{kind}"}}', 0))
+
+    return {
+        "calls": int(calls),
+        "mean_call_ms": round(1000 * metrics.get("nlp_api_duration_seconds_sum", 0) / calls, 1) if calls else None,
+        "timed_out": errors("timeout"),
+        "refused_by_breaker": errors("breaker_open"),
+        "retries_refused_by_budget": errors("budget_exhausted"),
+    }
 
 
 def main(out):
@@ -170,6 +199,7 @@ def main(out):
     many = load(os.path.join(out, "connections", "report.json"))
     ceilings = load(os.path.join(out, "ceilings", "ceilings.json"))
     rss, cpu, processes = steady_resources(os.path.join(out, "resources.csv"))
+    metrics = worker_metrics(out)
 
     s = steady.get("results", {})
     statuses = s.get("status_counts", {})
@@ -197,7 +227,8 @@ def main(out):
         "hypervisor_steal_pct_median": median(processes["hypervisor_steal"]),
         "us_per_message": us_per_message(processes, rate),
         "fractions_of_ceilings": fractions(s, ceilings, e2e),
-        "rollup_folds": folds(out),
+        "rollup_folds": folds(metrics),
+        "nlp": nlp_calls(metrics),
         "checks": [{"what": w, "value": v, "target": t, "pass": bool(p)} for w, v, t, p in checks],
         "errors": [d["_error"] for d in (steady, many) if "_error" in d],
     }
@@ -228,6 +259,12 @@ def main(out):
     if summary["rollup_folds"]:
         f = summary["rollup_folds"]
         print(f"\nRollup folds (worker, whole run): {f['folds']} transactions, {f['mean_ms']} ms on average.")
+    if summary["nlp"]:
+        n = summary["nlp"]
+        print(f"\nNLP calls (worker, whole run): {n['calls']} made, {n['mean_call_ms']} ms on average, "
+              f"{n['timed_out']} timed out; {n['refused_by_breaker']} refused by the open breaker (those "
+              f"messages stored without NLP data, to be enriched again), {n['retries_refused_by_budget']} "
+              f"retries refused by the retry budget.")
     for err in summary["errors"]:
         print(f"\nmissing report: {err}")
     return 0 if all(p for *_, p in checks) else 1

@@ -202,6 +202,43 @@ class SteadyResources(unittest.TestCase):
         self.assertIn("7% of one core", bench_summary.hypervisor_line(7))
 
 
+class WorkerMetrics(unittest.TestCase):
+    PAGE = """# HELP nlp_api_duration_seconds NLP API call time
+# TYPE nlp_api_duration_seconds histogram
+nlp_api_duration_seconds_bucket{le="0.3"} 900
+nlp_api_duration_seconds_sum 250.0
+nlp_api_duration_seconds_count 1000
+nlp_api_errors_total{kind="breaker_open"} 4000
+nlp_api_errors_total{kind="budget_exhausted"} 30
+nlp_api_errors_total{kind="timeout"} 120
+rollup_fold_duration_seconds_sum 12.5
+rollup_fold_duration_seconds_count 50
+"""
+
+    def metrics(self, page):
+        scratch = tempfile.TemporaryDirectory()
+        self.addCleanup(scratch.cleanup)
+        with open(os.path.join(scratch.name, "metrics-0.txt"), "w") as f:
+            f.write(page)
+        return bench_summary.worker_metrics(scratch.name)
+
+    def test_the_runs_nlp_calls_and_what_the_breaker_and_the_budget_refused(self):
+        self.assertEqual(bench_summary.nlp_calls(self.metrics(self.PAGE)), {
+            "calls": 1000, "mean_call_ms": 250.0, "timed_out": 120,
+            "refused_by_breaker": 4000, "retries_refused_by_budget": 30})
+
+    def test_the_runs_rollup_folds(self):
+        self.assertEqual(bench_summary.folds(self.metrics(self.PAGE)), {"folds": 50, "mean_ms": 250.0})
+
+    def test_no_scrape_no_figures(self):
+        scratch = tempfile.TemporaryDirectory()
+        self.addCleanup(scratch.cleanup)
+        metrics = bench_summary.worker_metrics(scratch.name)
+        self.assertEqual(metrics, {})
+        self.assertIsNone(bench_summary.nlp_calls(metrics))
+        self.assertIsNone(bench_summary.folds(metrics))
+
+
 class CapacityRule(unittest.TestCase):
     def test_pool_size_follows_littles_law_with_headroom_never_below_the_configured_pool(self):
         self.assertEqual(cap.pool_size(10000, 200, 1.25, 2500), 2500)
