@@ -9,8 +9,8 @@ use std::time::Duration;
 use chat_analytics::app::Role;
 use serde_json::{json, Value};
 use support::{
-    create_topic, metric_value, pipeline_settings, scrape, test_settings, wait_for_metric, NlpSim,
-    TestApp, TestDb,
+    create_topic, metric_value, pipeline_settings, scrape, test_settings, wait_for_metric,
+    wait_for_page, NlpSim, TestApp, TestDb,
 };
 use uuid::Uuid;
 
@@ -207,18 +207,13 @@ async fn a_message_id_sent_again_in_any_form_is_stored_once_and_the_first_conten
         "each fold transaction is timed"
     );
     // What the folder-behind alert reads: the pending count after a fold, 0 once caught up.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !scrape(&restarted.admin)
-        .await
-        .lines()
-        .any(|line| line == "rollup_pending_rows 0")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "rollup_pending_rows never read 0 after the folds caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_page(
+        &restarted.admin,
+        Duration::from_secs(10),
+        "rollup_pending_rows never read 0 after the folds caught up",
+        |page| page.lines().any(|line| line == "rollup_pending_rows 0"),
+    )
+    .await;
     let client = db.pool.get().await.expect("connection");
     for row in client
         .query(include_str!("../sql/checks/rollup_mismatches.sql"), &[])

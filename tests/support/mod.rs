@@ -513,10 +513,24 @@ pub async fn wait_for_metric(
     within: Duration,
     what: &str,
 ) -> String {
+    wait_for_page(admin_base, within, what, |page| {
+        metric_value(page, series) >= at_least
+    })
+    .await
+}
+
+/// Scrapes `/metrics` until `done` holds for the page, which it returns; panics with
+/// `what` after `within`.
+pub async fn wait_for_page(
+    admin_base: &str,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let page = scrape(admin_base).await;
-        if metric_value(&page, series) >= at_least {
+        if done(&page) {
             return page;
         }
         assert!(tokio::time::Instant::now() < deadline, "{what}");
