@@ -36,6 +36,8 @@
 #   CHAT_ANALYTICS_INFRA_DIR   state directory (default: <repo>/var/infra)
 #   CHAT_ANALYTICS_CACHE_DIR   cache directory (default: <repo>/.cache)
 #   KAFKA_HEAP_OPTS            broker heap (default: -Xms256m -Xmx768m)
+#   KAFKA_NETWORK_THREADS      broker network threads (default: Kafka's 3, at most one per core)
+#   KAFKA_IO_THREADS           broker request handler threads (default: Kafka's 8, at most one per core)
 #   INFRA_WAIT_SECS            how long to wait for a component to answer (default: 60)
 #   JAVA_HOME                  java to use (default: `java` on PATH)
 set -euo pipefail
@@ -57,6 +59,11 @@ KAFKA_LIBS_STAMP="$KAFKA_LIBS/.pom.sha256"
 KAFKA_DIR="$STATE_DIR/kafka"
 KAFKA_PID_FILE="$KAFKA_DIR/kafka.pid"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}"
+# Kafka's thread defaults suit a dedicated server; on a machine it shares, more threads than
+# cores only add hand-offs between them (docs/BENCHMARKS.md, "Kafka's threads").
+CORES="$(nproc 2>/dev/null || echo 2)"
+KAFKA_NETWORK_THREADS="${KAFKA_NETWORK_THREADS:-$((CORES < 3 ? CORES : 3))}"
+KAFKA_IO_THREADS="${KAFKA_IO_THREADS:-$((CORES < 8 ? CORES : 8))}"
 # The main classes of Kafka 4.x, as named by its bin/kafka-*.sh launchers.
 KAFKA_MAIN=kafka.Kafka
 KAFKA_STORAGE_TOOL=kafka.tools.StorageTool
@@ -325,6 +332,10 @@ broker.session.timeout.ms=4000
 log.retention.hours=24
 log.segment.bytes=134217728
 num.recovery.threads.per.data.dir=1
+
+# Threads: see KAFKA_NETWORK_THREADS and KAFKA_IO_THREADS in scripts/infra.sh.
+num.network.threads=$KAFKA_NETWORK_THREADS
+num.io.threads=$KAFKA_IO_THREADS
 EOF
 
     # Broker log: INFO for the lifecycle, WARN for the per-partition/per-request chatter that
