@@ -23,7 +23,7 @@ NLP_SIM ?= 1
 FUZZ_SECONDS ?= 300
 
 .PHONY: help infra-up infra-down infra-status clean-infra build run test test-tools lint \
-	bench bench-capacity bench-worker bench-analytics chaos fuzz k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
+	bench bench-capacity bench-worker bench-analytics bench-compare chaos fuzz k6-install k6-steady k6-ramp k6-spike k6-soak k6-smoke
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -91,6 +91,11 @@ bench-capacity: ## The bench stack at 10,000, 12,500, 15,000 ... msg/s until a s
 # e.g. `make bench-worker MODES=down` or `make bench-worker RECORDS=200000` (scripts/bench_worker.sh).
 bench-worker: ## One worker draining a 1,000,000-record backlog, NLP instant and NLP down; rows/s and CPU per record
 	scripts/bench_worker.sh
+
+# e.g. `make bench-compare A='INGEST_PROCESSES=3' B='INGEST_PROCESSES=1'`, or A='' (as shipped) and
+# B='CHAT_ANALYTICS__KAFKA__LINGER_MS=20'; RATE and PAIRS pass through (scripts/bench_compare.sh).
+bench-compare: ## Two configurations of the bench stack in turn at a steady rate (6,000/s): CPU per message of each process, medians and ratio
+	scripts/bench_compare.sh "$(A)" "$(B)"
 
 bench-analytics: build ## Analysts' queries on 100 million generated rows, rollups vs raw, cold and warm cache
 	scripts/bench_analytics.sh

@@ -28,8 +28,14 @@ wait_http() {
 
 # CPU ticks (user + system) of every live process `pgrep "$@"` finds.
 ticks_of() {
+    # shellcheck disable=SC2046 # one process id per word
+    pid_ticks $(pgrep "$@" || true)
+}
+
+# CPU ticks (user + system) of the processes "$@" that are still alive.
+pid_ticks() {
     local pid total=0 stat
-    for pid in $(pgrep "$@" || true); do
+    for pid in "$@"; do
         { read -r -a stat <"/proc/$pid/stat"; } 2>/dev/null || continue
         total=$((total + stat[13] + stat[14]))
     done

@@ -11,13 +11,14 @@
 # RUNTIME_THREADS (1: runtime threads of the ingest processes and the load generator,
 # `runtime.worker_threads`), WORKER_THREADS and NLP_THREADS (0: one per core), TOPIC_PARTITIONS
 # (12, as scripts/infra.sh creates chat.messages), STEAL (0: share of one core a competing
-# process keeps busy, from 0 to 1; 0 starts none).
+# process keeps busy, from 0 to 1; 0 starts none), BENCH_BIN (./target/release/chat-analytics:
+# another build to run instead, as scripts/bench_compare.sh compares builds).
 
 NLP_LATENCY_MS="${NLP_LATENCY_MS:-200}"
 TOPIC_PARTITIONS="${TOPIC_PARTITIONS:-12}"
 MANY_CONNECTIONS="${MANY_CONNECTIONS:-50000}"
 STEAL="${STEAL:-0}"
-BIN=./target/release/chat-analytics
+BIN="${BENCH_BIN:-./target/release/chat-analytics}"
 TOPIC="bench.messages.$STAMP"
 DB="chat_bench"
 DB_URL="postgres://chat:chat@127.0.0.1:5432/$DB"

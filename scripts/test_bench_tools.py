@@ -1,6 +1,7 @@
 """Tests of the bench tools' pure parts, without the stack: the medians and verdicts of
 scripts/bench_median.py, the capacity rule, pool size and SVG of
-scripts/bench_capacity_report.py, the competing process of scripts/cpu_burner.py.
+scripts/bench_capacity_report.py, the competing process of scripts/cpu_burner.py, the A/B report
+of scripts/bench_compare_report.py.
 
     python3 -m unittest scripts/test_bench_tools.py
 
@@ -25,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import bench_capacity_report as cap  # noqa: E402
+import bench_compare_report  # noqa: E402
 import bench_median  # noqa: E402
 import bench_summary  # noqa: E402
 import cpu_burner  # noqa: E402
@@ -387,6 +389,62 @@ class CompetingProcess(unittest.TestCase):
             self.assertIn("used 0.47 of a core", bench_summary.steal_line(s))
             with mock.patch.object(bench_summary, "STEAL", 0.0):
                 self.assertIsNone(bench_summary.steal(out)["cores_used"])
+
+
+class CompareReport(unittest.TestCase):
+    """scripts/bench_compare_report.py on a results directory as scripts/bench_compare.sh writes it."""
+
+    def write_results(self, d, rows):
+        """rows: (config, pair, worker ticks, breaker refusals, accepted msg/s)."""
+        with open(os.path.join(d, "configurations.txt"), "w") as f:
+            f.write("\nINGEST_PROCESSES=1\n")
+        with open(os.path.join(d, "runs.csv"), "w") as f:
+            f.write("config,pair,dir,seconds,ingest,worker,nlp_sim,postgres,kafka,load_generator,machine,breaker_refused\n")
+            for config, pair, worker, refused, accepted in rows:
+                run = os.path.join(d, f"run-{pair}-{config}")
+                os.makedirs(os.path.join(run, "steady"))
+                with open(os.path.join(run, "steady", "report.json"), "w") as r:
+                    json.dump({"results": {"accepted_msgs_per_s": accepted, "latency_ms": {"p99": 40.0}}}, r)
+                f.write(f"{config},{pair},{run},20.000,1200,{worker},800,1000,600,500,5000,{refused}\n")
+
+    def test_per_message_figures_medians_without_breaker_runs_and_ratios(self):
+        with tempfile.TemporaryDirectory() as d:
+            # 100 ticks a second; 20 s at 5,000 msg/s is 100,000 messages, so 1,000 ticks
+            # (10 s of CPU) is 100 µs a message.
+            self.write_results(d, [
+                (0, 1, 1000, 0, 5000), (1, 1, 800, 0, 5000),
+                (0, 2, 1100, 0, 5000), (1, 2, 100, 7, 5000),
+                (0, 3, 900, 0, 5000), (1, 3, 900, 0, 5000),
+            ])
+            runs = bench_compare_report.load_runs(d, 100)
+            self.assertAlmostEqual(runs[0]["us"]["worker"], 100.0)
+            self.assertAlmostEqual(runs[0]["us"]["machine"], 500.0)
+            base, n = bench_compare_report.medians(runs, 0)
+            self.assertEqual(n, 3)
+            self.assertAlmostEqual(base["worker"], 100.0)
+            other, n = bench_compare_report.medians(runs, 1)
+            # The run whose breaker refused calls is left out: the median of 80 and 90.
+            self.assertEqual(n, 2)
+            self.assertAlmostEqual(other["worker"], 85.0)
+            text = bench_compare_report.report(["", "INGEST_PROCESSES=1"], runs)
+            self.assertIn("1. as shipped", text)
+            self.assertIn("2. `INGEST_PROCESSES=1`", text)
+            self.assertIn("| 2 | 2 | 120.0 (1.00) | 85.0 (0.85) |", text)
+            self.assertIn("| 2 | 2 | 5000 | 40.0 | 7 |", text)
+
+    def test_the_accepted_rate_not_the_offered_one_divides(self):
+        with tempfile.TemporaryDirectory() as d:
+            self.write_results(d, [(0, 1, 1000, 0, 2500), (1, 1, 1000, 0, 5000)])
+            runs = bench_compare_report.load_runs(d, 100)
+            self.assertAlmostEqual(runs[0]["us"]["worker"], 200.0)
+            self.assertAlmostEqual(runs[1]["us"]["worker"], 100.0)
+
+    def test_a_configuration_whose_every_run_had_the_breaker_open_has_no_medians(self):
+        with tempfile.TemporaryDirectory() as d:
+            self.write_results(d, [(0, 1, 1000, 0, 5000), (1, 1, 1000, 3, 5000)])
+            runs = bench_compare_report.load_runs(d, 100)
+            self.assertEqual(bench_compare_report.medians(runs, 1), (None, 0))
+            self.assertIn("| 2 | 0 | — |", bench_compare_report.report(["", "X=1"], runs))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""The report of scripts/bench_compare.sh: CPU per message of each kind of process under each
+configuration, from the run rows of runs.csv and each run's load generator report.
+
+    python3 scripts/bench_compare_report.py RESULTS_DIR CLK_TCK > summary.md
+
+A run's µs per message is its ticks over the measured seconds, divided by the rate its load
+generator reports as accepted. Runs in which the NLP breaker refused calls are shown but left
+out of the medians: the worker and nlp-sim then skip their most expensive stage.
+"""
+import csv
+import json
+import os
+import statistics
+import sys
+
+GROUPS = ["ingest", "worker", "nlp_sim", "postgres", "kafka", "load_generator", "machine"]
+HEADINGS = ["ingest", "worker", "nlp-sim", "Postgres", "Kafka", "load generator", "machine"]
+
+
+def run_figures(row, clk_tck, accepted_per_s):
+    """µs per message of each group for one runs.csv row."""
+    seconds = float(row["seconds"])
+    per_message = {}
+    for group in GROUPS:
+        cpu_seconds = int(row[group]) / clk_tck
+        per_message[group] = cpu_seconds * 1e6 / (seconds * accepted_per_s)
+    return per_message
+
+
+def load_runs(results, clk_tck):
+    """Every run: its configuration index, round, figures, breaker refusals and P99 ingest."""
+    runs = []
+    with open(os.path.join(results, "runs.csv"), newline="") as f:
+        for row in csv.DictReader(f):
+            with open(os.path.join(row["dir"], "steady", "report.json")) as r:
+                report = json.load(r)["results"]
+            accepted = report["accepted_msgs_per_s"]
+            runs.append({
+                "config": int(row["config"]),
+                "pair": int(row["pair"]),
+                "accepted": accepted,
+                "p99_ms": report["latency_ms"]["p99"],
+                "refused": int(row["breaker_refused"]),
+                "us": run_figures(row, clk_tck, accepted),
+            })
+    return runs
+
+
+def medians(runs, config):
+    """Median µs per message of each group over the configuration's runs without refusals,
+    and how many runs that was."""
+    kept = [r for r in runs if r["config"] == config and r["refused"] == 0]
+    if not kept:
+        return None, 0
+    return {g: statistics.median(r["us"][g] for r in kept) for g in GROUPS}, len(kept)
+
+
+def report(configs, runs):
+    """summary.md as text."""
+    lines = ["# make bench-compare", "", "Configurations:", ""]
+    for i, config in enumerate(configs):
+        lines.append(f"{i + 1}. `{config}`" if config else f"{i + 1}. as shipped")
+    lines += ["", "CPU per accepted message (µs), medians of the runs in which the NLP breaker "
+              "refused no call; the ratio is to configuration 1:", ""]
+    lines.append("| configuration | runs | " + " | ".join(HEADINGS) + " |")
+    lines.append("|---|---:|" + "---:|" * len(GROUPS))
+    base, _ = medians(runs, 0)
+    for i in range(len(configs)):
+        med, n = medians(runs, i)
+        if med is None:
+            lines.append(f"| {i + 1} | 0 | " + " | ".join("—" for _ in GROUPS) + " |")
+            continue
+        cells = []
+        for g in GROUPS:
+            cell = f"{med[g]:.1f}"
+            if i > 0 and base is not None and base[g] > 0:
+                cell += f" ({med[g] / base[g]:.2f})"
+            cells.append(cell)
+        lines.append(f"| {i + 1} | {n} | " + " | ".join(cells) + " |")
+    lines += ["", "Every run, in the order run:", ""]
+    lines.append("| round | configuration | accepted msg/s | P99 ingest (ms) | breaker refused | "
+                 + " | ".join(HEADINGS) + " |")
+    lines.append("|---:|---:|---:|---:|---:|" + "---:|" * len(GROUPS))
+    for r in sorted(runs, key=lambda r: (r["pair"], r["config"])):
+        lines.append(f"| {r['pair']} | {r['config'] + 1} | {r['accepted']:.0f} | {r['p99_ms']:.1f} | "
+                     f"{r['refused']} | " + " | ".join(f"{r['us'][g]:.1f}" for g in GROUPS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    if len(argv) != 3:
+        sys.exit("usage: bench_compare_report.py RESULTS_DIR CLK_TCK")
+    results, clk_tck = argv[1], int(argv[2])
+    with open(os.path.join(results, "configurations.txt")) as f:
+        configs = f.read().split("\n")[:-1]
+    sys.stdout.write(report(configs, load_runs(results, clk_tck)))
+
+
+if __name__ == "__main__":
+    main(sys.argv)
