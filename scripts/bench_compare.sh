@@ -40,6 +40,7 @@ say() { printf 'bench-compare: %s\n' "$*" >&2; }
 
 [ "$#" -ge 2 ] || { say "give at least two configurations, e.g. 'INGEST_PROCESSES=3' 'INGEST_PROCESSES=1'"; exit 64; }
 for config in "$@"; do
+    [[ "$config" != *$'\n'* ]] || { say "configuration \"$config\": assignments on one line"; exit 64; }
     for word in $config; do
         [[ "$word" =~ ^[A-Za-z_][A-Za-z0-9_]*=[^[:space:]]*$ ]] \
             || { say "configuration \"$config\": \"$word\" is not NAME=value"; exit 64; }
