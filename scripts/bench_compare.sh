@@ -77,32 +77,33 @@ run_one() {
         "$BIN" loadgen --url "$API" --rate "$RATE" --connections "$CONNECTIONS" \
             --duration $((MEASURE + 10)) --warmup "$RAMP" --warmup-ramp --source-ips "$SOURCE_IPS" \
             --out "$OUT/steady" >"$OUT/steady.txt" 2>&1 &
-        local loadgen=$! before after started ended
+        local loadgen=$! before after started ended i row
         sleep $((RAMP + 5))
-        before="$(group_ticks)" started="$EPOCHREALTIME"
+        read -r -a before <<<"$(group_ticks)"
+        started="$EPOCHREALTIME"
         sleep "$MEASURE"
-        after="$(group_ticks)" ended="$EPOCHREALTIME"
+        read -r -a after <<<"$(group_ticks)"
+        ended="$EPOCHREALTIME"
         wait "$loadgen"
-        echo "$index,$pair,$OUT,$(awk -v a="$started" -v b="$ended" 'BEGIN { printf "%.3f", b - a }'),$(
-            paste -d' ' <(tr ',' '\n' <<<"$before") <(tr ',' '\n' <<<"$after") \
-                | awk '{ printf "%s%d", (NR > 1 ? "," : ""), $2 - $1 }'
-        )" >>"$RESULTS/runs.csv"
+        row="$index,$pair,$OUT,$(awk -v a="$started" -v b="$ended" 'BEGIN { printf "%.3f", b - a }')"
+        for i in "${!before[@]}"; do row+=",$((after[i] - before[i]))"; done
+        echo "$row" >>"$RESULTS/runs.csv"
     )
 }
 
-# CPU ticks, comma-separated: ingest, worker, nlp-sim, Postgres, Kafka, load generator, the
+# CPU ticks, space-separated: ingest, worker, nlp-sim, Postgres, Kafka, load generator, the
 # whole machine (busy ticks of /proc/stat), then the calls the NLP breaker refused so far (a
-# counter, not ticks). Reads the variables of scripts/bench_stack.sh; pid_ticks and ticks_of are
-# scripts/bench_lib.sh's.
+# counter, not ticks). Reads the variables of scripts/bench_stack.sh; pid_ticks, ticks_of and
+# machine_ticks are scripts/bench_lib.sh's.
 group_ticks() {
     local refused
     refused="$(curl -fsS "http://${admins[0]}/metrics" 2>/dev/null \
         | awk '/^nlp_api_errors_total\{kind="breaker_open"\}/ { printf "%d", $2 }')"
-    printf '%s,%s,%s,%s,%s,%s,%s,%s\n' \
+    echo \
         "$(pid_ticks "${service_pids[@]:1}")" "$(pid_ticks "${service_pids[0]}")" \
         "$(pid_ticks "$nlp_pid")" "$(ticks_of -x postgres)" "$(ticks_of -f kafka.Kafka)" \
         "$(ticks_of -f "^$BIN loadgen")" \
-        "$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat)" "${refused:-0}"
+        "$(machine_ticks)" "${refused:-0}"
 }
 
 for pair in $(seq 1 "$PAIRS"); do

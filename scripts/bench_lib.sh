@@ -32,6 +32,9 @@ ticks_of() {
     pid_ticks $(pgrep "$@" || true)
 }
 
+# Busy CPU ticks of the whole machine, every core (user, nice, system, irq, softirq).
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+
 # CPU ticks (user + system) of the processes "$@" that are still alive.
 pid_ticks() {
     local pid total=0 stat

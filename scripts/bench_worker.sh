@@ -68,7 +68,6 @@ accepted="$(jq -r '.results.accepted_messages' "$OUT/fill/report.json")"
 RECORDS="$accepted"
 stack_stop_service
 
-machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 processed() {
     curl -fsS "http://${admins[0]}/metrics" 2>/dev/null \
         | awk '/^messages_processed_total/ { n += $2 } END { printf "%d", n }'
