@@ -16,9 +16,10 @@
 # reads every process's CPU ticks from /proc over the MEASURE seconds that start 5 s after
 # the warm-up, and stops the stack. PAIRS rounds run every configuration once each, in the
 # order given. scripts/bench_compare_report.py then writes summary.md: per configuration the
-# median µs per message of each kind of process, its ratio to the first configuration, and
-# every run; runs in which the NLP breaker refused calls are listed but left out of the
-# medians, since the worker and nlp-sim then skip their most expensive stage.
+# median µs per message of each kind of process and the median P99 ingest, each with its ratio
+# to the first configuration, and every run; runs in which the NLP breaker refused calls are
+# listed but left out of the medians, since the worker and nlp-sim then skip their most
+# expensive stage.
 #
 # Knobs (environment): RATE (6000), CONNECTIONS (2000), RAMP (10), MEASURE (20), PAIRS (3),
 # SOURCE_IPS (4), and every knob of scripts/bench_stack.sh. Broker settings read when Kafka

@@ -395,16 +395,17 @@ class CompareReport(unittest.TestCase):
     """scripts/bench_compare_report.py on a results directory as scripts/bench_compare.sh writes it."""
 
     def write_results(self, d, rows):
-        """rows: (config, pair, worker ticks, breaker refusals, accepted msg/s)."""
+        """rows: (config, pair, worker ticks, breaker refusals, accepted msg/s[, P99 ingest ms])."""
         with open(os.path.join(d, "configurations.txt"), "w") as f:
             f.write("\nINGEST_PROCESSES=1\n")
         with open(os.path.join(d, "runs.csv"), "w") as f:
             f.write("config,pair,dir,seconds,ingest,worker,nlp_sim,postgres,kafka,load_generator,machine,breaker_refused\n")
-            for config, pair, worker, refused, accepted in rows:
+            for config, pair, worker, refused, accepted, *p99 in rows:
                 run = os.path.join(d, f"run-{pair}-{config}")
                 os.makedirs(os.path.join(run, "steady"))
+                latency = {"p99": p99[0] if p99 else 40.0}
                 with open(os.path.join(run, "steady", "report.json"), "w") as r:
-                    json.dump({"results": {"accepted_msgs_per_s": accepted, "latency_ms": {"p99": 40.0}}}, r)
+                    json.dump({"results": {"accepted_msgs_per_s": accepted, "latency_ms": latency}}, r)
                 f.write(f"{config},{pair},{run},20.000,1200,{worker},800,1000,600,500,5000,{refused}\n")
 
     def test_per_message_figures_medians_without_breaker_runs_and_ratios(self):
@@ -412,9 +413,9 @@ class CompareReport(unittest.TestCase):
             # 100 ticks a second; 20 s at 5,000 msg/s is 100,000 messages, so 1,000 ticks
             # (10 s of CPU) is 100 µs a message.
             self.write_results(d, [
-                (0, 1, 1000, 0, 5000), (1, 1, 800, 0, 5000),
-                (0, 2, 1100, 0, 5000), (1, 2, 100, 7, 5000),
-                (0, 3, 900, 0, 5000), (1, 3, 900, 0, 5000),
+                (0, 1, 1000, 0, 5000, 30.0), (1, 1, 800, 0, 5000, 45.0),
+                (0, 2, 1100, 0, 5000, 50.0), (1, 2, 100, 7, 5000, 900.0),
+                (0, 3, 900, 0, 5000, 40.0), (1, 3, 900, 0, 5000, 55.0),
             ])
             runs = bench_compare_report.load_runs(d, 100)
             self.assertAlmostEqual(runs[0]["us"]["worker"], 100.0)
@@ -426,11 +427,15 @@ class CompareReport(unittest.TestCase):
             # The run whose breaker refused calls is left out: the median of 80 and 90.
             self.assertEqual(n, 2)
             self.assertAlmostEqual(other["worker"], 85.0)
+            # P99 ingest: the median of 30, 50 and 40; of 45 and 55, without the breaker run's 900.
+            self.assertAlmostEqual(base["p99_ms"], 40.0)
+            self.assertAlmostEqual(other["p99_ms"], 50.0)
             text = bench_compare_report.report(["", "INGEST_PROCESSES=1"], runs)
             self.assertIn("1. as shipped", text)
             self.assertIn("2. `INGEST_PROCESSES=1`", text)
             self.assertIn("| 2 | 2 | 120.0 (1.00) | 85.0 (0.85) |", text)
-            self.assertIn("| 2 | 2 | 5000 | 40.0 | 7 |", text)
+            self.assertIn("| 500.0 (1.00) | 50.0 (1.25) |", text)
+            self.assertIn("| 2 | 2 | 5000 | 900.0 | 7 |", text)
 
     def test_the_accepted_rate_not_the_offered_one_divides(self):
         with tempfile.TemporaryDirectory() as d:
