@@ -155,6 +155,7 @@ echo steady >"$OUT/phase"
 "$BIN" loadgen --url "$API" --rate "$RATE" --connections "$CONNECTIONS" --duration "$DURATION" \
     --warmup 10 --warmup-ramp --source-ips "$SOURCE_IPS" --postgres-url "$DB_URL" --out "$OUT/steady" \
     | tee "$OUT/steady.txt" >&2
+kafka_gc_pauses "$OUT/kafka-gc.log"
 
 say "many connections: $MANY_CONNECTIONS connections, $MANY_RATE msg/s for $MANY_DURATION s"
 echo connections >"$OUT/phase"

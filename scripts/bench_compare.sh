@@ -16,10 +16,11 @@
 # reads every process's CPU ticks from /proc over the MEASURE seconds that start 5 s after
 # the warm-up, and stops the stack. PAIRS rounds run every configuration once each, in the
 # order given. scripts/bench_compare_report.py then writes summary.md: per configuration the
-# median µs per message of each kind of process and the median P99 ingest, each with its ratio
-# to the first configuration, and every run; runs in which the NLP breaker refused calls are
-# listed but left out of the medians, since the worker and nlp-sim then skip their most
-# expensive stage.
+# median µs per message of each kind of process, the median P99 ingest and the median time the
+# Kafka broker spent in stop-the-world GC pauses within the load generator's measured window,
+# each with its ratio to the first configuration, and every run; runs in which the NLP breaker
+# refused calls are listed but left out of the medians, since the worker and nlp-sim then skip
+# their most expensive stage.
 #
 # Knobs (environment): RATE (6000), CONNECTIONS (2000), RAMP (10), MEASURE (20), PAIRS (3),
 # SOURCE_IPS (4), and every knob of scripts/bench_stack.sh. Broker settings read when Kafka
@@ -86,6 +87,7 @@ run_one() {
         read -r -a after <<<"$(group_ticks)"
         ended="$EPOCHREALTIME"
         wait "$loadgen"
+        kafka_gc_pauses "$OUT/kafka-gc.log"
         row="$index,$pair,$OUT,$(awk -v a="$started" -v b="$ended" 'BEGIN { printf "%.3f", b - a }')"
         for i in "${!before[@]}"; do row+=",$((after[i] - before[i]))"; done
         echo "$row" >>"$RESULTS/runs.csv"

@@ -1,6 +1,6 @@
-"""The report of scripts/bench_compare.sh: CPU per message of each kind of process, and the P99
-of ingest, under each configuration, from the run rows of runs.csv and each run's load generator
-report.
+"""The report of scripts/bench_compare.sh: CPU per message of each kind of process, the P99 of
+ingest and the Kafka broker's GC pauses under each configuration, from the run rows of runs.csv,
+each run's load generator report and its kafka-gc.log.
 
     python3 scripts/bench_compare_report.py RESULTS_DIR CLK_TCK > summary.md
 
@@ -14,12 +14,15 @@ import os
 import statistics
 import sys
 
+from bench_summary import kafka_gc
+
 GROUPS = ["ingest", "worker", "nlp_sim", "postgres", "kafka", "load_generator", "machine"]
 HEADINGS = ["ingest", "worker", "nlp-sim", "Postgres", "Kafka", "load generator", "machine"]
 # The summary's columns: the groups' µs per message, then the P99 of request → 202 (ms), which
-# shows whether a change that saves CPU costs latency.
-COLUMNS = GROUPS + ["p99_ms"]
-COLUMN_HEADINGS = HEADINGS + ["P99 ingest (ms)"]
+# shows whether a change that saves CPU costs latency, and the broker's stop-the-world GC time
+# in the load generator's measured window (ms), which every produce request in flight waits out.
+COLUMNS = GROUPS + ["p99_ms", "gc_ms"]
+COLUMN_HEADINGS = HEADINGS + ["P99 ingest (ms)", "broker GC (ms)"]
 
 
 def run_figures(row, clk_tck, accepted_per_s):
@@ -38,13 +41,16 @@ def load_runs(results, clk_tck):
     with open(os.path.join(results, "runs.csv"), newline="") as f:
         for row in csv.DictReader(f):
             with open(os.path.join(row["dir"], "steady", "report.json")) as r:
-                report = json.load(r)["results"]
+                steady = json.load(r)
+            report = steady["results"]
             accepted = report["accepted_msgs_per_s"]
+            gc = kafka_gc(os.path.join(row["dir"], "kafka-gc.log"), steady)
             runs.append({
                 "config": int(row["config"]),
                 "pair": int(row["pair"]),
                 "accepted": accepted,
                 "p99_ms": report["latency_ms"]["p99"],
+                "gc_ms": gc["total_ms"] if gc else None,
                 "refused": int(row["breaker_refused"]),
                 "us": run_figures(row, clk_tck, accepted),
             })
@@ -59,6 +65,8 @@ def medians(runs, config):
         return None, 0
     figures = {g: statistics.median(r["us"][g] for r in kept) for g in GROUPS}
     figures["p99_ms"] = statistics.median(r["p99_ms"] for r in kept)
+    gc = [r["gc_ms"] for r in kept if r["gc_ms"] is not None]
+    figures["gc_ms"] = statistics.median(gc) if gc else None
     return figures, len(kept)
 
 
@@ -67,8 +75,9 @@ def report(configs, runs):
     lines = ["# make bench-compare", "", "Configurations:", ""]
     for i, config in enumerate(configs):
         lines.append(f"{i + 1}. `{config}`" if config else f"{i + 1}. as shipped")
-    lines += ["", "CPU per accepted message (µs) and P99 ingest (ms), medians of the runs in which "
-              "the NLP breaker refused no call; the ratio is to configuration 1:", ""]
+    lines += ["", "CPU per accepted message (µs), P99 ingest (ms) and the broker's GC pauses in the load "
+              "generator's measured window (ms, — when its GC log was not read), medians of the runs in "
+              "which the NLP breaker refused no call; the ratio is to configuration 1:", ""]
     lines.append("| configuration | runs | " + " | ".join(COLUMN_HEADINGS) + " |")
     lines.append("|---|---:|" + "---:|" * len(COLUMNS))
     base, _ = medians(runs, 0)
@@ -79,17 +88,21 @@ def report(configs, runs):
             continue
         cells = []
         for g in COLUMNS:
+            if med[g] is None:
+                cells.append("—")
+                continue
             cell = f"{med[g]:.1f}"
-            if i > 0 and base is not None and base[g] > 0:
+            if i > 0 and base is not None and base[g]:
                 cell += f" ({med[g] / base[g]:.2f})"
             cells.append(cell)
         lines.append(f"| {i + 1} | {n} | " + " | ".join(cells) + " |")
     lines += ["", "Every run, in the order run:", ""]
-    lines.append("| round | configuration | accepted msg/s | P99 ingest (ms) | breaker refused | "
+    lines.append("| round | configuration | accepted msg/s | P99 ingest (ms) | broker GC (ms) | breaker refused | "
                  + " | ".join(HEADINGS) + " |")
-    lines.append("|---:|---:|---:|---:|---:|" + "---:|" * len(GROUPS))
+    lines.append("|---:|---:|---:|---:|---:|---:|" + "---:|" * len(GROUPS))
     for r in sorted(runs, key=lambda r: (r["pair"], r["config"])):
-        lines.append(f"| {r['pair']} | {r['config'] + 1} | {r['accepted']:.0f} | {r['p99_ms']:.1f} | "
+        gc = "—" if r["gc_ms"] is None else f"{r['gc_ms']:.1f}"
+        lines.append(f"| {r['pair']} | {r['config'] + 1} | {r['accepted']:.0f} | {r['p99_ms']:.1f} | {gc} | "
                      f"{r['refused']} | " + " | ".join(f"{r['us'][g]:.1f}" for g in GROUPS) + " |")
     return "\n".join(lines) + "\n"
 

@@ -44,3 +44,13 @@ pid_ticks() {
     done
     echo "$total"
 }
+
+# Writes the Kafka broker's stop-the-world GC pauses, one line each as its GC log has them (the
+# rotated files too; scripts/infra.sh starts the broker with that log), to $1; bench_summary.py's
+# kafka_gc counts those of a run's measured window. Writes nothing without the log (a broker
+# started elsewhere), so that no count stands for one that was not taken.
+kafka_gc_pauses() {
+    local logs=("${CHAT_ANALYTICS_INFRA_DIR:-var/infra}"/kafka/logs/gc.log*)
+    [ -e "${logs[0]}" ] || return 0
+    grep -h -E ' Pause .*ms$' "${logs[@]}" >"$1" || true
+}

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """One-screen summary of a `make bench` run: figures and pass/fail against SPEC targets.
 
-Reads <dir>/steady/report.json, <dir>/connections/report.json, <dir>/resources.csv and, when
-STEAL asked for a competing process, <dir>/burner.json (written by scripts/bench.sh and
-scripts/cpu_burner.py); writes <dir>/summary.json and prints Markdown. Environment: RATE,
-MANY_CONNECTIONS (the targets), STEAL (the share of a core the competing process was asked for).
+Reads <dir>/steady/report.json, <dir>/connections/report.json, <dir>/resources.csv, the Kafka
+broker's GC pauses <dir>/kafka-gc.log and, when STEAL asked for a competing process,
+<dir>/burner.json (written by scripts/bench.sh and scripts/cpu_burner.py); writes
+<dir>/summary.json and prints Markdown. Environment: RATE, MANY_CONNECTIONS (the targets), STEAL (the share of a core the competing process was asked for).
 """
 import csv
+import datetime
 import json
 import os
 import platform
+import re
 import sys
 
 TARGET_RATE = float(os.environ.get("RATE", "10000"))
@@ -194,6 +196,59 @@ def nlp_calls(metrics):
     }
 
 
+# A stop-the-world pause as the broker's JVM logs it (-Xlog:gc, scripts/infra.sh):
+# "[2026-12-03T01:14:18.833+0000][352.298s][info][gc ] GC(37) Pause Young (Normal) (G1 Evacuation
+# Pause) 701M->186M(1024M) 57.633ms". The line that opens a pause has no duration and is skipped.
+GC_PAUSE = re.compile(r"^\[(\S+?)\].*\bGC\(\d+\) Pause .* ([0-9.]+)ms$")
+
+
+def utc_time(text):
+    """An RFC 3339 time as the load generator writes it (nanoseconds, "Z"), or None."""
+    m = re.match(r"^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:?\d\d)$", text or "")
+    if not m:
+        return None
+    fraction = (m.group(2) or "0")[:6].ljust(6, "0")
+    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    return datetime.datetime.fromisoformat(f"{m.group(1)}.{fraction}{zone}")
+
+
+def kafka_gc(path, steady):
+    """The broker's stop-the-world GC pauses within the steady scenario's measured window
+    (from the load generator's start, warm-up and duration): how many, their total and
+    longest (ms), and the share of the window they took. Every produce request in flight
+    waits out a pause, so its length reaches the 202's tail. None without the log or the
+    window."""
+    start = utc_time(steady.get("started_at"))
+    config = steady.get("config") or {}
+    window_s = config.get("duration_s")
+    if start is None or "warmup_s" not in config or not window_s:
+        return None
+    start += datetime.timedelta(seconds=config["warmup_s"])
+    end = start + datetime.timedelta(seconds=window_s)
+    pauses = []
+    try:
+        with open(path) as f:
+            for line in f:
+                m = GC_PAUSE.match(line.strip())
+                if not m:
+                    continue
+                try:
+                    at = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f%z")
+                except ValueError:
+                    continue
+                if start <= at <= end:
+                    pauses.append(float(m.group(2)))
+    except OSError:
+        return None
+    total = sum(pauses)
+    return {
+        "pauses": len(pauses),
+        "total_ms": round(total, 1),
+        "max_ms": round(max(pauses), 1) if pauses else 0.0,
+        "share_of_window": round(total / (1000 * window_s), 4),
+    }
+
+
 def main(out):
     steady = load(os.path.join(out, "steady", "report.json"))
     many = load(os.path.join(out, "connections", "report.json"))
@@ -229,6 +284,7 @@ def main(out):
         "fractions_of_ceilings": fractions(s, ceilings, e2e),
         "rollup_folds": folds(metrics),
         "nlp": nlp_calls(metrics),
+        "kafka_gc": kafka_gc(os.path.join(out, "kafka-gc.log"), steady),
         "checks": [{"what": w, "value": v, "target": t, "pass": bool(p)} for w, v, t, p in checks],
         "errors": [d["_error"] for d in (steady, many) if "_error" in d],
     }
@@ -265,6 +321,11 @@ def main(out):
               f"{n['timed_out']} timed out; {n['refused_by_breaker']} refused by the open breaker (those "
               f"messages stored without NLP data, to be enriched again), {n['retries_refused_by_budget']} "
               f"retries refused by the retry budget.")
+    if summary["kafka_gc"]:
+        g = summary["kafka_gc"]
+        print(f"\nKafka broker GC (steady scenario, measured window): {g['pauses']} stop-the-world pauses, "
+              f"{g['total_ms']} ms in all ({g['share_of_window']:.2%} of the window), the longest {g['max_ms']} ms; "
+              f"every produce request in flight waits out a pause.")
     for err in summary["errors"]:
         print(f"\nmissing report: {err}")
     return 0 if all(p for *_, p in checks) else 1

@@ -241,6 +241,45 @@ rollup_fold_duration_seconds_count 50
         self.assertIsNone(bench_summary.folds(metrics))
 
 
+class KafkaGcPauses(unittest.TestCase):
+    # The measured window: 10 s of warm-up after 12:00:00.5, then 60 s, 12:00:10.5-12:01:10.5.
+    STEADY = {"started_at": "2026-12-03T12:00:00.500000000Z", "config": {"warmup_s": 10.0, "duration_s": 60.0}}
+    LOG = """[2026-12-03T12:00:09.000+0000][1.0s][info][gc          ] GC(1) Pause Young (Normal) (G1 Evacuation Pause) 50M->10M(256M) 99.000ms
+[2026-12-03T12:00:11.000+0000][3.0s][info][gc,start    ] GC(2) Pause Young (Normal) (G1 Evacuation Pause)
+[2026-12-03T12:00:11.020+0000][3.0s][info][gc          ] GC(2) Pause Young (Normal) (G1 Evacuation Pause) 60M->12M(256M) 20.250ms
+[2026-12-03T12:00:40.000+0000][32.0s][info][gc          ] GC(3) Pause Remark 100M->100M(256M) 2.500ms
+[2026-12-03T12:00:50.000+0000][42.0s][info][gc,phases   ] GC(4)   Evacuate Collection Set: 30.0ms
+[2026-12-03T12:01:10.000+0000][62.0s][info][gc          ] GC(4) Pause Young (Normal) (G1 Evacuation Pause) 60M->12M(256M) 57.250ms
+[2026-12-03T12:01:11.000+0000][63.0s][info][gc          ] GC(5) Pause Young (Normal) (G1 Evacuation Pause) 60M->12M(256M) 88.000ms
+"""
+
+    def log(self, text):
+        scratch = tempfile.TemporaryDirectory()
+        self.addCleanup(scratch.cleanup)
+        path = os.path.join(scratch.name, "kafka-gc.log")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_only_the_pauses_of_the_measured_window_count_and_their_durations_add_up(self):
+        gc = bench_summary.kafka_gc(self.log(self.LOG), self.STEADY)
+        self.assertEqual(gc, {"pauses": 3, "total_ms": 80.0, "max_ms": 57.2, "share_of_window": 0.0013},
+                         "GC(1) is in the warm-up, GC(5) after the window; phases and pause starts are not pauses")
+
+    def test_a_window_without_pauses_says_so(self):
+        gc = bench_summary.kafka_gc(self.log(""), self.STEADY)
+        self.assertEqual(gc, {"pauses": 0, "total_ms": 0, "max_ms": 0.0, "share_of_window": 0.0})
+
+    def test_no_log_or_no_window_no_figure(self):
+        self.assertIsNone(bench_summary.kafka_gc("/nonexistent/kafka-gc.log", self.STEADY))
+        self.assertIsNone(bench_summary.kafka_gc(self.log(self.LOG), {"_error": "no steady report"}))
+
+    def test_the_load_generators_times_are_read_with_their_nanoseconds_and_zone(self):
+        t = bench_summary.utc_time("2026-12-03T01:13:57.134768026Z")
+        self.assertEqual((t.minute, t.second, t.microsecond, t.utcoffset().total_seconds()), (13, 57, 134768, 0))
+        self.assertIsNone(bench_summary.utc_time("yesterday"))
+
+
 class CapacityRule(unittest.TestCase):
     def test_pool_size_follows_littles_law_with_headroom_never_below_the_configured_pool(self):
         self.assertEqual(cap.pool_size(10000, 200, 1.25, 2500), 2500)
@@ -434,8 +473,35 @@ class CompareReport(unittest.TestCase):
             self.assertIn("1. as shipped", text)
             self.assertIn("2. `INGEST_PROCESSES=1`", text)
             self.assertIn("| 2 | 2 | 120.0 (1.00) | 85.0 (0.85) |", text)
-            self.assertIn("| 500.0 (1.00) | 50.0 (1.25) |", text)
-            self.assertIn("| 2 | 2 | 5000 | 900.0 | 7 |", text)
+            self.assertIn("| 500.0 (1.00) | 50.0 (1.25) | — |", text, "no GC log, no GC figure")
+            self.assertIn("| 2 | 2 | 5000 | 900.0 | — | 7 |", text)
+
+    def test_the_brokers_gc_pauses_of_each_runs_measured_window(self):
+        with tempfile.TemporaryDirectory() as d:
+            self.write_results(d, [(0, 1, 1000, 0, 5000), (1, 1, 1000, 0, 5000),
+                                   (0, 2, 1000, 0, 5000), (1, 2, 1000, 0, 5000)])
+            pauses = {(1, 0): [12.5, 20.0], (1, 1): [80.0], (2, 0): [10.0], (2, 1): [60.0, 40.0]}
+            for (pair, config), durations in pauses.items():
+                run = os.path.join(d, f"run-{pair}-{config}")
+                path = os.path.join(run, "steady", "report.json")
+                with open(path) as f:
+                    report = json.load(f)
+                report.update({"started_at": "2026-12-03T12:00:00Z", "config": {"warmup_s": 10.0, "duration_s": 30.0}})
+                with open(path, "w") as f:
+                    json.dump(report, f)
+                with open(os.path.join(run, "kafka-gc.log"), "w") as f:
+                    # One pause in the warm-up, which does not count, then the window's.
+                    f.write("[2026-12-03T12:00:05.000+0000][5.0s][info][gc] GC(1) Pause Young (Normal) 9M->1M(256M) 500.0ms\n")
+                    for i, ms in enumerate(durations):
+                        f.write(f"[2026-12-03T12:00:{15 + i}.000+0000][1.0s][info][gc] GC({i + 2}) Pause Young (Normal) "
+                                f"50M->10M(256M) {ms}ms\n")
+            runs = bench_compare_report.load_runs(d, 100)
+            self.assertEqual([r["gc_ms"] for r in runs], [32.5, 80.0, 10.0, 100.0])
+            self.assertAlmostEqual(bench_compare_report.medians(runs, 0)[0]["gc_ms"], 21.25)
+            self.assertAlmostEqual(bench_compare_report.medians(runs, 1)[0]["gc_ms"], 90.0)
+            text = bench_compare_report.report(["", "X=1"], runs)
+            self.assertIn("| 40.0 (1.00) | 90.0 (4.24) |", text)
+            self.assertIn("| 2 | 2 | 5000 | 40.0 | 100.0 | 0 |", text)
 
     def test_the_accepted_rate_not_the_offered_one_divides(self):
         with tempfile.TemporaryDirectory() as d:
