@@ -16,6 +16,7 @@
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_analytics::domain::{
@@ -255,7 +256,7 @@ fn processed(message: ChatMessage, moderator: &Moderator, offset: i64) -> Proces
             partition: 3,
             offset,
         }),
-        message,
+        message: Arc::new(message),
     }
 }
 

@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::sync::Arc;
+
 use chat_analytics::config::{SecretUrl, Settings};
 use chat_analytics::domain::{NlpDocument, NlpFields, NlpStatus, ProcessedMessage};
 use chat_analytics::ingest::parse_single;
@@ -80,7 +82,7 @@ fn message(rng: &mut Rng, id: Uuid, text: &str) -> ProcessedMessage {
         Vec::new()
     };
     ProcessedMessage {
-        message,
+        message: Arc::new(message),
         received_at: sent_at,
         nlp,
         flagged: !flagged_terms.is_empty(),

@@ -1,5 +1,7 @@
 //! A message after moderation and enrichment: exactly what one `messages` row holds.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
@@ -79,8 +81,9 @@ impl NlpFields {
 /// where it was read from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessedMessage {
-    /// The accepted message.
-    pub message: ChatMessage,
+    /// The accepted message; shared, so the worker keeps it (for a dead letter or a log
+    /// line) while the batch writer holds the row, without a copy of its text.
+    pub message: Arc<ChatMessage>,
     /// When ingest accepted it, in microseconds as stored.
     pub received_at: DateTime<Utc>,
     /// The NLP results, or why there are none.

@@ -212,7 +212,7 @@ impl DeadLetterReplayer {
     async fn replay(&self, letters: Vec<DeadLetter>) -> bool {
         let outcomes: Vec<Outcome> = stream::iter(letters)
             .filter_map(|letter| async move {
-                let message = letter.chat_message()?;
+                let message = Arc::new(letter.chat_message()?);
                 let received_at = letter.received_at.unwrap_or(letter.failed_at);
                 let source = letter.kafka.map(|k| SourcePosition {
                     partition: k.partition,

@@ -214,16 +214,17 @@ impl MessageConsumer {
         let offsets = self.kafka.offsets().clone();
         let processed = self.metrics.messages_processed.clone();
         let span = received.span();
-        tasks.spawn(
-            async move {
-                let outcome = pipeline.process_received(received, Some(slot)).await;
-                if outcome.is_durable() {
-                    offsets.complete(ticket);
-                }
-                processed.with_label_values(&[outcome.label()]).inc();
+        // Boxed, so that spawning the task and finishing it move a pointer rather than the
+        // whole message's future (tokio copies a task's future into its cell, and writes
+        // the finished stage over it).
+        let task = Box::pin(async move {
+            let outcome = pipeline.process_received(received, Some(slot)).await;
+            if outcome.is_durable() {
+                offsets.complete(ticket);
             }
-            .instrument(span),
-        );
+            processed.with_label_values(&[outcome.label()]).inc();
+        });
+        tasks.spawn(task.instrument(span));
     }
 
     /// Pauses every assigned partition for `reason`, or resumes them all for `None`.

@@ -240,19 +240,16 @@ impl Pipeline {
             Received::Undecodable(letter) => return self.dead_letter(letter).await,
         };
         turn.wait().await;
-        let outcome = self.process(
-            envelope.message.clone(),
-            envelope.received_at,
-            Some(source),
-            slot,
-        );
+        let message = Arc::new(envelope.message);
+        let received_at = envelope.received_at;
+        let outcome = self.process(message.clone(), received_at, Some(source), slot);
         let outcome = match catch_panic(outcome).await {
             Ok(outcome) => outcome,
             Err(panic) => {
-                tracing::error!(message_id = %envelope.message.message_id, %panic, "processing panicked");
+                tracing::error!(message_id = %message.message_id, %panic, "processing panicked");
                 let letter = DeadLetter::for_message(
-                    &envelope.message,
-                    envelope.received_at,
+                    &message,
+                    received_at,
                     Stage::Panic,
                     FailureCode::Panicked,
                     panic,
@@ -269,7 +266,7 @@ impl Pipeline {
     /// An accepted message: moderated, enriched (or not, with a reason), stored.
     pub async fn process(
         &self,
-        message: ChatMessage,
+        message: Arc<ChatMessage>,
         received_at: DateTime<Utc>,
         source: Option<SourcePosition>,
         mut slot: Option<PoolSlot>,
@@ -279,9 +276,12 @@ impl Pipeline {
             self.metrics.moderation_hits.inc();
         }
         let text = message.text.as_str();
+        // Boxed: the NLP call's future is kilobytes (hyper, h2, timeouts, retries), and
+        // unboxed it would be copied with every future around it, from this one up to the
+        // task's, on each message's spawn and completion.
         let enrichment = match slot.as_mut() {
-            Some(slot) => self.enricher.enrich_with(text, slot).await,
-            None => self.enricher.enrich(text).await,
+            Some(slot) => Box::pin(self.enricher.enrich_with(text, slot)).await,
+            None => Box::pin(self.enricher.enrich(text)).await,
         };
         let row = ProcessedMessage {
             message,

@@ -73,7 +73,7 @@ async fn replay_dead_letters(
         .letters
         .iter()
         .filter_map(|letter| {
-            let message = letter.chat_message()?;
+            let message = Arc::new(letter.chat_message()?);
             let received_at = letter.received_at.unwrap_or(letter.failed_at);
             let source = letter.kafka.map(|k| SourcePosition {
                 partition: k.partition,
