@@ -610,6 +610,108 @@ async fn a_second_worker_joining_mid_stream_shares_the_work_and_loses_nothing() 
     db.drop_db().await;
 }
 
+/// Members of `group` that the coordinator has given partitions to (0 while it has
+/// none, or while a rebalance is in progress).
+fn assigned_members(group: &str) -> usize {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .create()
+        .expect("client");
+    let Ok(groups) = client.fetch_group_list(Some(group), Duration::from_secs(5)) else {
+        return 0;
+    };
+    groups
+        .groups()
+        .iter()
+        .filter(|g| g.state() == "Stable")
+        .flat_map(|g| g.members())
+        .filter(|m| m.assignment().is_some_and(|a| !a.is_empty()))
+        .count()
+}
+
+/// A consumer whose assignment has arrived but was never served (the app stopped polling
+/// a moment before) hands it back when it leaves the group, and then closes: a close
+/// with an assignment pending can wait forever inside librdkafka (its issue 4884).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_leaving_with_an_unserved_assignment_hands_it_back_and_closes() {
+    let topic = create_topic(3).await;
+    let mut kafka = test_settings(&topic).kafka;
+    kafka.consumer_group = format!("test-group-{}", Uuid::new_v4().simple());
+    let gauge = prometheus::IntGauge::new("queue_depth", "lag").expect("gauge");
+    // Long enough that a member which did not leave would still hold its partitions
+    // when the check below gives up.
+    let session = Duration::from_secs(30);
+    let consumer =
+        chat_analytics::queue::KafkaConsumer::new(&kafka, session, gauge).expect("consumer");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while assigned_members(&kafka.consumer_group) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the group assigned its partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    consumer
+        .leave_group(Duration::from_secs(10))
+        .await
+        .expect("the consumer leaves its group");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while assigned_members(&kafka.consumer_group) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the coordinator saw the member go, well before its session timed out"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let closed = tokio::task::spawn_blocking(move || drop(consumer));
+    tokio::time::timeout(Duration::from_secs(30), closed)
+        .await
+        .expect("the consumer closes")
+        .expect("the close does not panic");
+}
+
+/// A worker stopped while its group is still assigning partitions must still stop: the
+/// close of a consumer in the middle of a rebalance can wait forever inside librdkafka
+/// (its issue 4884). Two threads, so a stop that blocks one of them fails on the
+/// harness's timeout instead of hanging the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_stopped_in_the_middle_of_a_rebalance_stop_and_lose_nothing() {
+    let (topic, db, nlp) = (
+        create_topic(6).await,
+        TestDb::create().await,
+        NlpSim::start(5).await,
+    );
+    let settings = pipeline_settings(&topic, &db, &nlp);
+    let ingest = TestApp::spawn(Role::Ingest, settings.clone()).await;
+    let steady = TestApp::spawn(Role::Worker, settings.clone()).await;
+    let mut accepted = post_many(&ingest, 500, "before").await;
+    db.wait_for_messages(100, Duration::from_secs(60)).await;
+
+    // Each newcomer joins and is stopped after a different delay: before its join
+    // request, while the group assigns, and just after it got its partitions. Each join
+    // and each leave makes the steady worker give up and take back partitions too.
+    for (round, delay_ms) in [0u64, 50, 150, 300, 600, 1_000, 2_000]
+        .into_iter()
+        .enumerate()
+    {
+        let newcomer = TestApp::spawn(Role::Worker, settings.clone()).await;
+        accepted.extend(post_many(&ingest, 100, &format!("round-{round}")).await);
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        newcomer.stop().await;
+    }
+    accepted.extend(post_many(&ingest, 200, "after").await);
+    let n = db
+        .wait_for_messages(accepted.len() as i64, Duration::from_secs(120))
+        .await;
+    assert_eq!(n, accepted.len() as i64, "every accepted message stored");
+    assert_exactly_once(&db, &accepted).await;
+    for app in [steady, ingest] {
+        app.stop().await;
+    }
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn rows_stored_without_nlp_are_enriched_by_the_worker_once_the_api_heals() {
     let (topic, db, nlp) = (

@@ -17,6 +17,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientConfig, ClientContext};
 
+use super::bounded_close::BoundedClose;
 use super::check_topic;
 use super::offsets::{OffsetTracker, Ticket};
 use crate::config::KafkaSettings;
@@ -160,9 +161,27 @@ impl ConsumerContext for ConsumerCallbacks {
     }
 }
 
+/// How long dropping the consumer waits for librdkafka's close. Once the group is left
+/// ([`KafkaConsumer::leave_group`]) a close takes milliseconds.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// How long [`KafkaConsumer::leave_group`] polls between looks at the assignment.
+const LEAVE_POLL: Duration = Duration::from_millis(100);
+
+/// The consumer still had partitions when [`KafkaConsumer::leave_group`] gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaveError {
+    /// The revoke was not served within the wait.
+    #[error("partitions still assigned after {0:?}")]
+    StillAssigned(Duration),
+    /// librdkafka could not say what is assigned.
+    #[error("cannot read the assignment: {0}")]
+    Assignment(KafkaError),
+}
+
 /// The subscribed consumer and its offset tracker.
 pub struct KafkaConsumer {
-    consumer: StreamConsumer<ConsumerCallbacks>,
+    consumer: BoundedClose<StreamConsumer<ConsumerCallbacks>>,
     offsets: SharedOffsets,
     topic: String,
 }
@@ -226,7 +245,7 @@ impl KafkaConsumer {
                 source,
             })?;
         Ok(KafkaConsumer {
-            consumer,
+            consumer: BoundedClose::new(consumer, CLOSE_WAIT),
             offsets,
             topic: kafka.topic.clone(),
         })
@@ -329,6 +348,29 @@ impl KafkaConsumer {
             Ok(()) => tracing::debug!(?positions, "offsets committed"),
             Err(err) => {
                 tracing::warn!(error = %err, ?positions, "offset commit failed; a later commit supersedes it")
+            }
+        }
+    }
+
+    /// Leaves the group ahead of the close: unsubscribes, then polls until the partitions
+    /// are handed back (the revoke commits what is done for them) or `within` is over.
+    /// A close that finds partitions assigned, or an assignment not yet served, can hang in
+    /// librdkafka; one after this has none to hand back. Records still buffered are dropped
+    /// unprocessed: uncommitted, the next owner reads them.
+    pub async fn leave_group(&self, within: Duration) -> Result<(), LeaveError> {
+        let deadline = tokio::time::Instant::now() + within;
+        self.consumer.unsubscribe();
+        loop {
+            // Polled at least once, so that an assignment already queued is served (and
+            // then revoked) rather than left for the close.
+            let poll_until = deadline.min(tokio::time::Instant::now() + LEAVE_POLL);
+            let _ = tokio::time::timeout_at(poll_until, self.consumer.recv()).await;
+            let assigned = self.consumer.assignment().map_err(LeaveError::Assignment)?;
+            if assigned.count() == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(LeaveError::StillAssigned(within));
             }
         }
     }

@@ -1,13 +1,14 @@
 //! Kafka: the envelope codec, the producer used by the ingest API, and the worker's
 //! consumer with its offset tracker.
 
+mod bounded_close;
 mod consumer;
 mod envelope;
 mod offsets;
 mod producer;
 mod topic_check;
 
-pub use consumer::{ConsumerError, KafkaConsumer, SharedOffsets};
+pub use consumer::{ConsumerError, KafkaConsumer, LeaveError, SharedOffsets};
 pub use envelope::{encode_message, Envelope, EnvelopeError, ENVELOPE_VERSION};
 pub use offsets::{OffsetTracker, Ticket};
 pub use producer::{

@@ -251,6 +251,15 @@ impl MessageConsumer {
         self.kafka.commit(mode);
     }
 
+    /// Hands the partitions back to the group before the client closes (see
+    /// [`KafkaConsumer::leave_group`]); a failure is logged, the close is bounded anyway.
+    pub async fn leave_group(&self, within: Duration) {
+        match self.kafka.leave_group(within).await {
+            Ok(()) => tracing::info!("left the consumer group"),
+            Err(err) => tracing::warn!(error = %err, "consumer group not left; its close may wait"),
+        }
+    }
+
     /// Health: the broker answers a metadata request for our topic.
     pub async fn check(self: Arc<Self>, within: Duration) -> Result<(), String> {
         self.kafka.clone().check(within).await

@@ -11,7 +11,7 @@
 //! - `partition_maintainer`: partitions ahead and retention.
 //!
 //! Shutdown: stop reading, let in-flight messages finish within the grace period,
-//! commit synchronously, then let the writers drain.
+//! commit synchronously, leave the consumer group, then let the writers drain.
 
 mod auto_reenrich;
 mod auto_replay;
@@ -148,6 +148,11 @@ pub fn build_pipeline(
         dead_letters: dlq,
     })
 }
+
+/// Leaving the group is tried for at least this long, even when the grace period is
+/// spent: a revoke takes a round trip or two, and a worker that leaves hands its
+/// partitions over at once instead of after the session timeout.
+const MIN_LEAVE_WAIT: Duration = Duration::from_secs(1);
 
 /// The worker role, built: the consumer, the pipeline and its writers, and the
 /// background tasks; [`Worker::run`] runs them.
@@ -305,6 +310,10 @@ impl Worker {
         }
         self.consumer.commit(CommitMode::Sync);
         drop(commit_task.await);
+        // Now, so that the partitions move to the other workers while the writers drain,
+        // and because a close with partitions still assigned can hang in librdkafka.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.consumer.leave_group(left.max(MIN_LEAVE_WAIT)).await;
         drop(maintenance_task.await);
         drop(rollup_task.await);
         for task in [replay_task, reenrich_task].into_iter().flatten() {
