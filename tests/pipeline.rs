@@ -458,7 +458,7 @@ struct ProcessFixture {
     topic: String,
     group: String,
     db: TestDb,
-    _nlp: NlpSim,
+    nlp: NlpSim,
     ingest: TestApp,
     env: Vec<(String, String)>,
     admin: String,
@@ -479,7 +479,7 @@ impl ProcessFixture {
             topic,
             group,
             db,
-            _nlp: nlp,
+            nlp,
             ingest,
             env,
             admin: format!("http://127.0.0.1:{admin_port}"),
@@ -534,6 +534,48 @@ async fn sigterm_drains_in_flight_work_commits_and_a_restart_reprocesses_nothing
     );
     assert_exactly_once(&fx.db, &accepted).await;
     fx.finish(restarted).await;
+}
+
+#[tokio::test]
+async fn a_worker_process_sigtermed_while_it_joins_the_group_exits_0_and_loses_nothing() {
+    let fx = ProcessFixture::start(6, 20).await;
+    let steady = fx.spawn_worker("worker").await;
+    let mut accepted = post_many(&fx.ingest, 500, "join").await;
+    fx.db.wait_for_messages(100, Duration::from_secs(60)).await;
+    // Each newcomer is live (its admin server answers) before its join completes; the
+    // signal lands at a different point of the rebalance each time.
+    for (round, delay_ms) in [0u64, 1_500, 4_000].into_iter().enumerate() {
+        let admin_port = free_port();
+        let env = worker_env(
+            &fx.topic,
+            &fx.group,
+            &fx.db,
+            &fx.nlp,
+            &temp_dir("dlq"),
+            admin_port,
+        );
+        let mut newcomer = ChildProcess::spawn("newcomer", &["worker"], &env);
+        wait_until_ready(
+            &format!("http://127.0.0.1:{admin_port}/livez"),
+            Duration::from_secs(20),
+        )
+        .await;
+        accepted.extend(post_many(&fx.ingest, 100, &format!("join-{round}")).await);
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        newcomer.signal("TERM").await;
+        let status = newcomer.wait(Duration::from_secs(30)).await;
+        assert!(
+            status.success(),
+            "round {round}: exits 0 on SIGTERM: {status:?}"
+        );
+    }
+    let n = fx
+        .db
+        .wait_for_messages(accepted.len() as i64, Duration::from_secs(120))
+        .await;
+    assert_eq!(n, accepted.len() as i64, "every accepted message stored");
+    assert_exactly_once(&fx.db, &accepted).await;
+    fx.finish(steady).await;
 }
 
 #[tokio::test]
