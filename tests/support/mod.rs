@@ -13,7 +13,7 @@ use chat_analytics::config::Settings;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -133,17 +133,29 @@ pub struct Record {
 /// Reads `topic` from the beginning until `expected` records arrived (or `within` ran
 /// out), then keeps reading briefly so duplicates or extras would show up too.
 pub async fn read_topic(topic: &str, expected: usize, within: Duration) -> Vec<Record> {
+    // Every partition assigned from its start, not subscribed: no group to join, and no
+    // rebalance for the close to meet (librdkafka can hang closing a consumer whose group
+    // is assigning partitions, its issue 4884). librdkafka's assign still wants a group id.
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", BROKERS)
         .set(
             "group.id",
             format!("test-reader-{}", Uuid::new_v4().simple()),
         )
-        .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("topic metadata");
+    let mut partitions = TopicPartitionList::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        partitions
+            .add_partition_offset(topic, partition.id(), Offset::Beginning)
+            .expect("partition listed");
+    }
+    assert!(partitions.count() > 0, "{topic} has partitions");
+    consumer.assign(&partitions).expect("assign");
     let mut records = Vec::new();
     let deadline = tokio::time::Instant::now() + within;
     let mut settle_until: Option<tokio::time::Instant> = None;
