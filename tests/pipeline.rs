@@ -730,10 +730,11 @@ async fn workers_stopped_in_the_middle_of_a_rebalance_stop_and_lose_nothing() {
     let mut accepted = post_many(&ingest, 500, "before").await;
     db.wait_for_messages(100, Duration::from_secs(60)).await;
 
-    // Each newcomer joins and is stopped after a different delay: before its join
-    // request, while the group assigns, and just after it got its partitions. Each join
-    // and each leave makes the steady worker give up and take back partitions too.
-    for (round, delay_ms) in [0u64, 50, 150, 300, 600, 1_000, 2_000]
+    // Each newcomer joins and is stopped after a different delay. The group assigns once
+    // the steady worker rejoins, at its next heartbeat (every 1.5 s here), so the stops
+    // land before, during and after the assignment. Each join and each leave makes the
+    // steady worker give up and take back partitions too.
+    for (round, delay_ms) in [0u64, 50, 150, 300, 600, 1_000, 2_000, 3_500]
         .into_iter()
         .enumerate()
     {
