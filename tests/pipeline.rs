@@ -51,6 +51,13 @@ async fn assert_exactly_once(db: &TestDb, accepted: &[String]) {
     assert_eq!(unique, expected, "stored ids are exactly the accepted ids");
 }
 
+/// Waits until every accepted id is stored, then checks that each is stored once.
+async fn assert_all_stored_once(db: &TestDb, accepted: &[String], within: Duration) {
+    let n = db.wait_for_messages(accepted.len() as i64, within).await;
+    assert_eq!(n, accepted.len() as i64, "every accepted message stored");
+    assert_exactly_once(db, accepted).await;
+}
+
 #[tokio::test]
 async fn a_posted_message_becomes_a_row_with_nlp_fields_and_moderation() {
     let (topic, db, nlp) = (
@@ -569,12 +576,7 @@ async fn a_worker_process_sigtermed_while_it_joins_the_group_exits_0_and_loses_n
             "round {round}: exits 0 on SIGTERM: {status:?}"
         );
     }
-    let n = fx
-        .db
-        .wait_for_messages(accepted.len() as i64, Duration::from_secs(120))
-        .await;
-    assert_eq!(n, accepted.len() as i64, "every accepted message stored");
-    assert_exactly_once(&fx.db, &accepted).await;
+    assert_all_stored_once(&fx.db, &accepted, Duration::from_secs(120)).await;
     fx.finish(steady).await;
 }
 
@@ -604,12 +606,7 @@ async fn a_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing() {
     );
 
     let restarted = fx.spawn_worker("worker-2").await;
-    let n = fx
-        .db
-        .wait_for_messages(accepted.len() as i64, Duration::from_secs(240))
-        .await;
-    assert_eq!(n, accepted.len() as i64, "every accepted message stored");
-    assert_exactly_once(&fx.db, &accepted).await;
+    assert_all_stored_once(&fx.db, &accepted, Duration::from_secs(240)).await;
     fx.finish(restarted).await;
 }
 
@@ -631,11 +628,7 @@ async fn a_second_worker_joining_mid_stream_shares_the_work_and_loses_nothing() 
         accepted.extend(post_many(&ingest, 250, "late").await);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let n = db
-        .wait_for_messages(accepted.len() as i64, Duration::from_secs(120))
-        .await;
-    assert_eq!(n, accepted.len() as i64);
-    assert_exactly_once(&db, &accepted).await;
+    assert_all_stored_once(&db, &accepted, Duration::from_secs(120)).await;
     let processed = |page: &str| {
         metric_value(page, r#"messages_processed_total{outcome="stored"}"#)
             + metric_value(page, r#"messages_processed_total{outcome="duplicate"}"#)
@@ -744,11 +737,7 @@ async fn workers_stopped_in_the_middle_of_a_rebalance_stop_and_lose_nothing() {
         newcomer.stop().await;
     }
     accepted.extend(post_many(&ingest, 200, "after").await);
-    let n = db
-        .wait_for_messages(accepted.len() as i64, Duration::from_secs(120))
-        .await;
-    assert_eq!(n, accepted.len() as i64, "every accepted message stored");
-    assert_exactly_once(&db, &accepted).await;
+    assert_all_stored_once(&db, &accepted, Duration::from_secs(120)).await;
     for app in [steady, ingest] {
         app.stop().await;
     }
