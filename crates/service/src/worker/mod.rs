@@ -149,9 +149,9 @@ pub fn build_pipeline(
     })
 }
 
-/// Leaving the group is tried for at least this long, even when the grace period is
-/// spent: a revoke takes a round trip or two, and a worker that leaves hands its
-/// partitions over at once instead of after the session timeout.
+/// The leave may take this long even when the grace period is spent: a revoke takes a
+/// round trip or two, and a worker that leaves hands its partitions over at once instead
+/// of after the session timeout.
 const MIN_LEAVE_WAIT: Duration = Duration::from_secs(1);
 
 /// The worker role, built: the consumer, the pipeline and its writers, and the
