@@ -499,6 +499,27 @@ impl ProcessFixture {
         worker
     }
 
+    /// A worker alongside the one `spawn_worker` starts: same topic, group and database,
+    /// its own admin port and dead-letter directory.
+    async fn spawn_another_worker(&self, name: &'static str) -> ChildProcess {
+        let admin_port = free_port();
+        let env = worker_env(
+            &self.topic,
+            &self.group,
+            &self.db,
+            &self.nlp,
+            &temp_dir("dlq"),
+            admin_port,
+        );
+        let worker = ChildProcess::spawn(name, &["worker"], &env);
+        wait_until_ready(
+            &format!("http://127.0.0.1:{admin_port}/livez"),
+            Duration::from_secs(20),
+        )
+        .await;
+        worker
+    }
+
     async fn finish(self, mut worker: ChildProcess) {
         worker.signal("TERM").await;
         assert!(worker.wait(Duration::from_secs(30)).await.success());
@@ -552,21 +573,7 @@ async fn a_worker_process_sigtermed_while_it_joins_the_group_exits_0_and_loses_n
     // Each newcomer is live (its admin server answers) before its join completes; the
     // signal lands at a different point of the rebalance each time.
     for (round, delay_ms) in [0u64, 1_500, 4_000].into_iter().enumerate() {
-        let admin_port = free_port();
-        let env = worker_env(
-            &fx.topic,
-            &fx.group,
-            &fx.db,
-            &fx.nlp,
-            &temp_dir("dlq"),
-            admin_port,
-        );
-        let mut newcomer = ChildProcess::spawn("newcomer", &["worker"], &env);
-        wait_until_ready(
-            &format!("http://127.0.0.1:{admin_port}/livez"),
-            Duration::from_secs(20),
-        )
-        .await;
+        let mut newcomer = fx.spawn_another_worker("newcomer").await;
         accepted.extend(post_many(&fx.ingest, 100, &format!("join-{round}")).await);
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         newcomer.signal("TERM").await;
@@ -645,23 +652,37 @@ async fn a_second_worker_joining_mid_stream_shares_the_work_and_loses_nothing() 
     db.drop_db().await;
 }
 
-/// Members of `group` that the coordinator has given partitions to (0 while it has
-/// none, or while a rebalance is in progress).
-fn assigned_members(group: &str) -> usize {
+/// Waits until `done` holds for the number of `group`'s members that the coordinator has
+/// given partitions to (0 while it has none, or while a rebalance is in progress); fails
+/// with `what` after `within`.
+async fn wait_for_assigned_members(
+    group: &str,
+    done: impl Fn(usize) -> bool,
+    within: Duration,
+    what: &str,
+) {
     let client: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", BROKERS)
         .create()
         .expect("client");
-    let Ok(groups) = client.fetch_group_list(Some(group), Duration::from_secs(5)) else {
-        return 0;
+    let assigned_members = || {
+        client
+            .fetch_group_list(Some(group), Duration::from_secs(5))
+            .map_or(0, |groups| {
+                groups
+                    .groups()
+                    .iter()
+                    .filter(|g| g.state() == "Stable")
+                    .flat_map(|g| g.members())
+                    .filter(|m| m.assignment().is_some_and(|a| !a.is_empty()))
+                    .count()
+            })
     };
-    groups
-        .groups()
-        .iter()
-        .filter(|g| g.state() == "Stable")
-        .flat_map(|g| g.members())
-        .filter(|m| m.assignment().is_some_and(|a| !a.is_empty()))
-        .count()
+    let deadline = tokio::time::Instant::now() + within;
+    while !done(assigned_members()) {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A consumer whose assignment has arrived but was never served (the app stopped polling
@@ -678,27 +699,25 @@ async fn a_consumer_leaving_with_an_unserved_assignment_hands_it_back_and_closes
     let session = Duration::from_secs(30);
     let consumer =
         chat_analytics::queue::KafkaConsumer::new(&kafka, session, gauge).expect("consumer");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while assigned_members(&kafka.consumer_group) == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the group assigned its partitions"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_assigned_members(
+        &kafka.consumer_group,
+        |members| members > 0,
+        Duration::from_secs(30),
+        "the group assigned its partitions",
+    )
+    .await;
 
     consumer
         .leave_group(Duration::from_secs(10))
         .await
         .expect("the consumer leaves its group");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while assigned_members(&kafka.consumer_group) > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the coordinator saw the member go, well before its session timed out"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_assigned_members(
+        &kafka.consumer_group,
+        |members| members == 0,
+        Duration::from_secs(5),
+        "the coordinator saw the member go, well before its session timed out",
+    )
+    .await;
     let closed = tokio::task::spawn_blocking(move || drop(consumer));
     tokio::time::timeout(Duration::from_secs(30), closed)
         .await
