@@ -9,9 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use chat_analytics::app::Role;
-use chat_analytics::config::Settings;
 use serde_json::{json, Value};
-use support::{create_topic, free_port, pipeline_settings, NlpSim, TestApp, TestDb};
+use support::{free_port, Pipeline, TestApp};
 use uuid::Uuid;
 
 /// Appends one dead-letter line per message id, as the worker writes them.
@@ -51,24 +50,19 @@ async fn drained(app: &TestApp, wait_secs: u64) -> (u16, Value) {
     (status, response.json().await.expect("JSON body"))
 }
 
-/// A worker's settings with its own topic, database and nlp-sim, whose automatic replay
-/// looks only at start and when asked: without the drain the next look is an hour away.
-async fn drain_settings() -> (Settings, TestDb, NlpSim) {
-    let (topic, db, nlp) = (
-        create_topic(1).await,
-        TestDb::create().await,
-        NlpSim::start(5).await,
-    );
-    let mut settings = pipeline_settings(&topic, &db, &nlp);
-    settings.dlq.replay_interval = Duration::from_secs(3600);
-    (settings, db, nlp)
+/// A worker's topic, database and nlp-sim of its own, whose automatic replay looks only at
+/// start and when asked: without the drain the next look is an hour away.
+async fn drain_pipeline() -> Pipeline {
+    let mut fx = Pipeline::start(1).await;
+    fx.settings.dlq.replay_interval = Duration::from_secs(3600);
+    fx
 }
 
 #[tokio::test]
 async fn the_drain_replays_outage_dead_letters_at_once_and_says_when_none_is_left() {
-    let (settings, db, _nlp) = drain_settings().await;
-    let dlq = settings.dlq.dir.clone();
-    let app = TestApp::spawn(Role::Worker, settings).await;
+    let fx = drain_pipeline().await;
+    let dlq = fx.settings.dlq.dir.clone();
+    let app = fx.spawn(Role::Worker).await;
 
     let (status, body) = drained(&app, 30).await;
     assert_eq!(
@@ -94,19 +88,19 @@ async fn the_drain_replays_outage_dead_letters_at_once_and_says_when_none_is_lef
         "the outage dead letters written after the last look are replayed before the answer"
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM messages WHERE bot_id = 'drain-bot'")
+        fx.db
+            .count("SELECT count(*) FROM messages WHERE bot_id = 'drain-bot'")
             .await,
         40,
         "every outage dead letter is stored by the time the drain answers, the refused row is not"
     );
-    app.stop().await;
-    db.drop_db().await;
+    fx.finish([app]).await;
 }
 
 #[tokio::test]
 async fn with_the_database_away_the_drain_answers_503_with_what_is_pending() {
-    let (mut settings, db, _nlp) = drain_settings().await;
-    let dlq = settings.dlq.dir.clone();
+    let mut fx = drain_pipeline().await;
+    let dlq = fx.settings.dlq.dir.clone();
     let held: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
     write_dead_letters(
         &dlq,
@@ -118,9 +112,9 @@ async fn with_the_database_away_the_drain_answers_503_with_what_is_pending() {
         "postgres://chat:chat@127.0.0.1:{}/chat_analytics",
         free_port()
     );
-    settings.postgres.url = chat_analytics::config::SecretUrl::new(away);
-    settings.storage.migrate_on_start = false;
-    let app = TestApp::spawn(Role::Worker, settings).await;
+    fx.settings.postgres.url = chat_analytics::config::SecretUrl::new(away);
+    fx.settings.storage.migrate_on_start = false;
+    let app = fx.spawn(Role::Worker).await;
 
     let (status, body) = drained(&app, 3).await;
     assert_eq!(
@@ -128,6 +122,5 @@ async fn with_the_database_away_the_drain_answers_503_with_what_is_pending() {
         (503, &json!({"drained": false, "pending": 3})),
         "not drained, and the count says what stays on the volume"
     );
-    app.stop().await;
-    db.drop_db().await;
+    fx.finish([app]).await;
 }

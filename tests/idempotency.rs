@@ -8,10 +8,7 @@ use std::time::Duration;
 
 use chat_analytics::app::Role;
 use serde_json::{json, Value};
-use support::{
-    create_topic, metric_value, pipeline_settings, scrape, test_settings, wait_for_metric,
-    wait_for_page, NlpSim, TestApp, TestDb,
-};
+use support::{metric_value, scrape, wait_for_metric, wait_for_page, Pipeline, TestApp};
 use uuid::Uuid;
 
 async fn post(app: &TestApp, path: &str, body: &Value) {
@@ -46,15 +43,10 @@ async fn wait_processed(admin: &str, n: f64) -> String {
 
 #[tokio::test]
 async fn a_message_id_sent_again_in_any_form_is_stored_once_and_the_first_content_wins() {
-    let (topic, db, nlp) = (
-        create_topic(3).await,
-        TestDb::create().await,
-        NlpSim::start(5).await,
-    );
-    let settings = pipeline_settings(&topic, &db, &nlp);
-    let ingest_a = TestApp::spawn(Role::Ingest, test_settings(&topic)).await;
-    let ingest_b = TestApp::spawn(Role::Ingest, test_settings(&topic)).await;
-    let worker = TestApp::spawn(Role::Worker, settings.clone()).await;
+    let mut fx = Pipeline::start(3).await;
+    let ingest_a = fx.spawn(Role::Ingest).await;
+    let ingest_b = fx.spawn(Role::Ingest).await;
+    let worker = fx.spawn(Role::Worker).await;
 
     // A retry without sent_at: to another ingest process, then inside a batch, each copy
     // received at its own time.
@@ -127,16 +119,17 @@ async fn a_message_id_sent_again_in_any_form_is_stored_once_and_the_first_conten
     );
     for id in [&retried, &twice, &moved] {
         assert_eq!(
-            db.count(&format!(
-                "SELECT count(*) FROM messages WHERE message_id = '{id}'"
-            ))
-            .await,
+            fx.db
+                .count(&format!(
+                    "SELECT count(*) FROM messages WHERE message_id = '{id}'"
+                ))
+                .await,
             1,
             "{id} stored once"
         );
     }
     assert_eq!(
-        db.count(&format!(
+        fx.db.count(&format!(
             "SELECT count(*) FROM messages WHERE message_id = '{moved}' AND sent_at = '2026-11-30T09:00:00Z'"
         ))
         .await,
@@ -149,10 +142,11 @@ async fn a_message_id_sent_again_in_any_form_is_stored_once_and_the_first_conten
         .collect::<Vec<_>>()
         .join(",");
     assert_eq!(
-        db.count(&format!(
-            "SELECT count(*) FROM messages WHERE message_id IN ({list}) AND text = 'first'"
-        ))
-        .await,
+        fx.db
+            .count(&format!(
+                "SELECT count(*) FROM messages WHERE message_id IN ({list}) AND text = 'first'"
+            ))
+            .await,
         40,
         "the first accepted content is the one stored, every time"
     );
@@ -160,9 +154,8 @@ async fn a_message_id_sent_again_in_any_form_is_stored_once_and_the_first_conten
 
     // Across a worker restart (a new consumer group reads the topic from the start: every
     // copy is re-delivered) and a later retry: nothing new.
-    let mut again = settings;
-    again.kafka.consumer_group = format!("test-group-{}", Uuid::new_v4().simple());
-    let restarted = TestApp::spawn(Role::Worker, again).await;
+    fx.settings.kafka.consumer_group = format!("test-group-{}", Uuid::new_v4().simple());
+    let restarted = fx.spawn(Role::Worker).await;
     post(&ingest_b, "/v1/messages", &retry).await;
     let page = wait_processed(&restarted.admin, 89.0).await;
     assert_eq!(
@@ -170,9 +163,9 @@ async fn a_message_id_sent_again_in_any_form_is_stored_once_and_the_first_conten
         0.0,
         "a restarted worker stores nothing twice"
     );
-    assert_eq!(db.count("SELECT count(*) FROM messages").await, 44);
+    assert_eq!(fx.db.count("SELECT count(*) FROM messages").await, 44);
     assert_eq!(
-        db.count("SELECT count(*) FROM message_keys").await,
+        fx.db.count("SELECT count(*) FROM message_keys").await,
         44,
         "one key per stored message"
     );
@@ -191,7 +184,8 @@ async fn a_message_id_sent_again_in_any_form_is_stored_once_and_the_first_conten
     );
     // The rollups count each stored message once, and the worker's folder moves what the
     // writes left pending into the rollup tables.
-    let folded = db
+    let folded = fx
+        .db
         .wait_for_count(
             "SELECT CASE WHEN (SELECT count(*) FROM rollup_pending) = 0
                           AND (SELECT sum(messages) FROM messages_per_minute) = 44
@@ -214,7 +208,7 @@ async fn a_message_id_sent_again_in_any_form_is_stored_once_and_the_first_conten
         |page| page.lines().any(|line| line == "rollup_pending_rows 0"),
     )
     .await;
-    let client = db.pool.get().await.expect("connection");
+    let client = fx.db.pool.get().await.expect("connection");
     for row in client
         .query(include_str!("../sql/checks/rollup_mismatches.sql"), &[])
         .await
@@ -223,8 +217,5 @@ async fn a_message_id_sent_again_in_any_form_is_stored_once_and_the_first_conten
         let (rollup, wrong): (String, i64) = (row.get(0), row.get(1));
         assert_eq!(wrong, 0, "{rollup} differs from the raw rows");
     }
-    restarted.stop().await;
-    ingest_a.stop().await;
-    ingest_b.stop().await;
-    db.drop_db().await;
+    fx.finish([restarted, ingest_a, ingest_b]).await;
 }

@@ -6,23 +6,12 @@ mod support;
 use std::time::Duration;
 
 use chat_analytics::app::Role;
-use chat_analytics::config::SecretUrl;
-use support::{create_topic, temp_dir, test_settings, ChildProcess, NlpSim, TestApp, TestDb};
-use uuid::Uuid;
+use support::{temp_dir, ChildProcess, Pipeline};
 
 #[tokio::test]
 async fn loadgen_reports_what_the_service_accepted_and_stored() {
-    let (topic, db, nlp) = (
-        create_topic(3).await,
-        TestDb::create().await,
-        NlpSim::start(5).await,
-    );
-    let mut settings = test_settings(&topic);
-    settings.postgres.url = SecretUrl::new(db.url.clone());
-    settings.kafka.consumer_group = format!("test-group-{}", Uuid::new_v4().simple());
-    settings.nlp.url = nlp.analyze_url().parse().expect("nlp-sim URL");
-    settings.dlq.dir = temp_dir("dlq");
-    let app = TestApp::spawn(Role::Serve, settings).await;
+    let fx = Pipeline::start(3).await;
+    let app = fx.spawn(Role::Serve).await;
     let out = temp_dir("loadgen");
     let out_arg = out.display().to_string();
     let mut loadgen = ChildProcess::spawn(
@@ -40,7 +29,7 @@ async fn loadgen_reports_what_the_service_accepted_and_stored() {
             "--warmup",
             "1",
             "--postgres-url",
-            &db.url,
+            &fx.db.url,
             "--out",
             &out_arg,
         ],
@@ -76,7 +65,8 @@ async fn loadgen_reports_what_the_service_accepted_and_stored() {
         "every accepted message was stored: {e2e}"
     );
     assert!(e2e["latency_ms"]["p50"].as_f64().is_some_and(|p| p > 0.0));
-    let stored = db
+    let stored = fx
+        .db
         .count("SELECT count(*) FROM messages WHERE bot_id LIKE 'loadgen-bot-%'")
         .await;
     assert!(
@@ -89,6 +79,5 @@ async fn loadgen_reports_what_the_service_accepted_and_stored() {
             .unwrap_or(0);
         assert!(len > 0, "{file} written");
     }
-    app.stop().await;
-    db.drop_db().await;
+    fx.finish([app]).await;
 }

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,8 +12,8 @@ use chat_analytics::config::Settings;
 use futures::future::join_all;
 use serde_json::json;
 use support::{
-    by_message_id, create_topic, metric_value, pipeline_settings, read_topic, scrape, temp_dir,
-    test_settings, wait_for_metric, ChildProcess, NlpSim, TestApp, TestDb,
+    by_message_id, create_topic, metric_value, read_topic, scrape, temp_dir, test_settings,
+    wait_for_metric, ChildProcess, NlpSim, Pipeline, TestApp, TestDb,
 };
 use uuid::Uuid;
 
@@ -120,45 +119,20 @@ struct OutageFixture {
 
 impl OutageFixture {
     async fn start(adjust: impl FnOnce(&mut Settings)) -> OutageFixture {
-        let (topic, db, nlp) = (
-            create_topic(3).await,
-            TestDb::create().await,
-            NlpSim::start(5).await,
-        );
-        let mut settings = pipeline_settings(&topic, &db, &nlp);
-        let dlq = settings.dlq.dir.clone();
-        settings.postgres.connect_timeout = Duration::from_millis(500);
-        settings.storage.outage_retry_max = Duration::from_millis(500);
-        adjust(&mut settings);
-        let app = TestApp::spawn(Role::Serve, settings).await;
-        OutageFixture { app, db, nlp, dlq }
-    }
-
-    /// Posts `n` messages in one batch; returns their ids.
-    async fn post_batch(&self, prefix: &str, n: usize) -> Vec<String> {
-        let batch: Vec<_> = (0..n)
-            .map(|i| json!({"bot_id": format!("{prefix}{i}"), "text": "hello"}))
-            .collect();
-        let r = self.app.post("/v1/messages/batch", &json!(batch)).await;
-        assert_eq!(r.status(), 202, "Kafka holds what the database cannot take");
-        let body: serde_json::Value = r.json().await.expect("json");
-        body["message_ids"]
-            .as_array()
-            .expect("ids")
-            .iter()
-            .map(|v| v.as_str().expect("id").to_owned())
-            .collect()
-    }
-
-    async fn assert_stored_exactly_once(&self, accepted: &[String]) {
-        let stored = self.db.message_ids().await;
-        let unique: HashSet<&String> = stored.iter().collect();
-        assert_eq!(unique.len(), stored.len(), "no duplicates");
-        assert_eq!(
-            unique,
-            accepted.iter().collect::<HashSet<_>>(),
-            "every accepted message present exactly once"
-        );
+        let mut pipeline = Pipeline::start(3).await;
+        pipeline.settings.postgres.connect_timeout = Duration::from_millis(500);
+        pipeline.settings.storage.outage_retry_max = Duration::from_millis(500);
+        adjust(&mut pipeline.settings);
+        let app = pipeline.spawn(Role::Serve).await;
+        let Pipeline {
+            db, nlp, settings, ..
+        } = pipeline;
+        OutageFixture {
+            app,
+            db,
+            nlp,
+            dlq: settings.dlq.dir,
+        }
     }
 
     async fn health(&self) -> serde_json::Value {
@@ -179,7 +153,7 @@ fn dead_letter_lines(dir: &std::path::Path) -> usize {
 async fn a_postgres_outage_is_held_in_kafka_and_heals_by_itself_without_dead_letters() {
     let _one_at_a_time = OUTAGE.lock().await;
     let fx = OutageFixture::start(|_| {}).await;
-    let mut accepted = fx.post_batch("before", 100).await;
+    let mut accepted = fx.app.post_messages(100, "before").await;
     assert_eq!(
         fx.db.wait_for_messages(100, Duration::from_secs(30)).await,
         100
@@ -188,7 +162,7 @@ async fn a_postgres_outage_is_held_in_kafka_and_heals_by_itself_without_dead_let
     let restart = Restart("postgres-start");
     infra(&["postgres-stop", "--immediate"]);
     let stopped = std::time::Instant::now();
-    accepted.extend(fx.post_batch("during", 200).await);
+    accepted.extend(fx.app.post_messages(200, "during").await);
     wait_for_metric(
         &fx.app.admin,
         r#"consumer_paused{reason="database_unavailable"}"#,
@@ -198,7 +172,7 @@ async fn a_postgres_outage_is_held_in_kafka_and_heals_by_itself_without_dead_let
     )
     .await;
     // Posted while paused: not fetched, so they are the lag, which keeps being counted.
-    accepted.extend(fx.post_batch("paused", 100).await);
+    accepted.extend(fx.app.post_messages(100, "paused").await);
     wait_for_metric(
         &fx.app.admin,
         "queue_depth",
@@ -223,7 +197,7 @@ async fn a_postgres_outage_is_held_in_kafka_and_heals_by_itself_without_dead_let
         400,
         "held messages are stored once the database is back"
     );
-    fx.assert_stored_exactly_once(&accepted).await;
+    fx.db.assert_stored_exactly_once(&accepted).await;
     let page = wait_for_metric(
         &fx.app.admin,
         r#"messages_processed_total{outcome="stored"}"#,
@@ -266,7 +240,7 @@ async fn an_outage_longer_than_max_outage_is_dead_lettered_then_replayed_by_itse
         s.dlq.replay_interval = Duration::from_secs(1);
     })
     .await;
-    let mut accepted = fx.post_batch("before", 100).await;
+    let mut accepted = fx.app.post_messages(100, "before").await;
     assert_eq!(
         fx.db.wait_for_messages(100, Duration::from_secs(30)).await,
         100
@@ -274,7 +248,7 @@ async fn an_outage_longer_than_max_outage_is_dead_lettered_then_replayed_by_itse
 
     let restart = Restart("postgres-start");
     infra(&["postgres-stop", "--immediate"]);
-    accepted.extend(fx.post_batch("during", 200).await);
+    accepted.extend(fx.app.post_messages(200, "during").await);
     wait_for_metric(
         &fx.app.admin,
         r#"dead_letters_total{stage="storage"}"#,
@@ -312,7 +286,7 @@ async fn an_outage_longer_than_max_outage_is_dead_lettered_then_replayed_by_itse
     )
     .await;
     assert_eq!(metric_value(&page, "dead_letters_pending"), 0.0);
-    fx.assert_stored_exactly_once(&accepted).await;
+    fx.db.assert_stored_exactly_once(&accepted).await;
     assert_eq!(
         dead_letter_lines(&fx.dlq),
         200,

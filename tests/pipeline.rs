@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
@@ -13,59 +12,15 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde_json::json;
 use support::{
-    create_topic, free_port, metric_value, pipeline_settings, scrape, temp_dir, test_settings,
-    wait_for_metric, wait_until_ready, worker_env, ChildProcess, NlpSim, TestApp, TestDb, BROKERS,
+    create_topic, free_port, metric_value, scrape, test_settings, wait_for_metric,
+    wait_until_ready, ChildProcess, Pipeline, TestApp, TestDb, BROKERS,
 };
 use uuid::Uuid;
 
-/// Posts `n` messages in batches of up to 500; returns the accepted ids.
-async fn post_many(app: &TestApp, n: usize, bot_prefix: &str) -> Vec<String> {
-    let mut ids = Vec::with_capacity(n);
-    let mut sent = 0;
-    while sent < n {
-        let size = (n - sent).min(500);
-        let batch: Vec<_> = (sent..sent + size)
-            .map(|i| json!({"bot_id": format!("{bot_prefix}-{}", i % 50), "text": format!("message number {i} is great")}))
-            .collect();
-        let response = app.post("/v1/messages/batch", &json!(batch)).await;
-        assert_eq!(response.status(), 202, "batch accepted");
-        let body: serde_json::Value = response.json().await.expect("json");
-        ids.extend(
-            body["message_ids"]
-                .as_array()
-                .expect("ids")
-                .iter()
-                .map(|v| v.as_str().expect("id").to_owned()),
-        );
-        sent += size;
-    }
-    ids
-}
-
-/// Every accepted id is stored, and nothing else is.
-async fn assert_exactly_once(db: &TestDb, accepted: &[String]) {
-    let stored = db.message_ids().await;
-    let unique: HashSet<&String> = stored.iter().collect();
-    assert_eq!(unique.len(), stored.len(), "no message stored twice");
-    let expected: HashSet<&String> = accepted.iter().collect();
-    assert_eq!(unique, expected, "stored ids are exactly the accepted ids");
-}
-
-/// Waits until every accepted id is stored, then checks that each is stored once.
-async fn assert_all_stored_once(db: &TestDb, accepted: &[String], within: Duration) {
-    let n = db.wait_for_messages(accepted.len() as i64, within).await;
-    assert_eq!(n, accepted.len() as i64, "every accepted message stored");
-    assert_exactly_once(db, accepted).await;
-}
-
 #[tokio::test]
 async fn a_posted_message_becomes_a_row_with_nlp_fields_and_moderation() {
-    let (topic, db, nlp) = (
-        create_topic(3).await,
-        TestDb::create().await,
-        NlpSim::start(5).await,
-    );
-    let app = TestApp::spawn(Role::Serve, pipeline_settings(&topic, &db, &nlp)).await;
+    let fx = Pipeline::start(3).await;
+    let app = fx.spawn(Role::Serve).await;
     let r = app
         .post(
             "/v1/messages",
@@ -81,9 +36,9 @@ async fn a_posted_message_becomes_a_row_with_nlp_fields_and_moderation() {
         .await;
     assert_eq!(abusive.status(), 202);
 
-    let n = db.wait_for_messages(2, Duration::from_secs(30)).await;
+    let n = fx.db.wait_for_messages(2, Duration::from_secs(30)).await;
     assert_eq!(n, 2);
-    let client = db.pool.get().await.expect("conn");
+    let client = fx.db.pool.get().await.expect("conn");
     let row = client
         .query_one(
             "SELECT sentiment_label, sentiment_score, toxicity, language, nlp_status, flagged, \
@@ -124,18 +79,13 @@ async fn a_posted_message_becomes_a_row_with_nlp_fields_and_moderation() {
     );
     assert!(metric_value(&page, "moderation_hits_total") >= 1.0);
     assert!(metric_value(&page, "end_to_end_latency_seconds_count") >= 2.0);
-    app.stop().await;
-    db.drop_db().await;
+    fx.finish([app]).await;
 }
 
 #[tokio::test]
 async fn the_same_message_id_posted_twice_is_stored_once() {
-    let (topic, db, nlp) = (
-        create_topic(3).await,
-        TestDb::create().await,
-        NlpSim::start(5).await,
-    );
-    let app = TestApp::spawn(Role::Serve, pipeline_settings(&topic, &db, &nlp)).await;
+    let fx = Pipeline::start(3).await;
+    let app = fx.spawn(Role::Serve).await;
     let id = Uuid::new_v4().to_string();
     let message = json!({"message_id": id, "bot_id": "b1", "text": "hello", "sent_at": "2026-11-23T08:00:00Z"});
     for _ in 0..2 {
@@ -145,41 +95,37 @@ async fn the_same_message_id_posted_twice_is_stored_once() {
         .post("/v1/messages", &json!({"bot_id": "b1", "text": "after"}))
         .await;
     assert_eq!(marker.status(), 202);
-    let n = db.wait_for_messages(2, Duration::from_secs(30)).await;
+    let n = fx.db.wait_for_messages(2, Duration::from_secs(30)).await;
     // Both copies were consumed before the marker's row could be counted with them.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(n, 2);
     assert_eq!(
-        db.count(&format!(
-            "SELECT count(*) FROM messages WHERE message_id = '{id}'"
-        ))
-        .await,
+        fx.db
+            .count(&format!(
+                "SELECT count(*) FROM messages WHERE message_id = '{id}'"
+            ))
+            .await,
         1
     );
-    app.stop().await;
-    db.drop_db().await;
+    fx.finish([app]).await;
 }
 
 #[tokio::test]
 async fn a_row_refused_for_its_content_is_the_only_one_dead_lettered_and_not_replayed() {
-    let (topic, db, nlp) = (
-        create_topic(3).await,
-        TestDb::create().await,
-        NlpSim::start(5).await,
-    );
+    let mut fx = Pipeline::start(3).await;
     // A rule only this test's database has: rows saying "poison" are refused (SQLSTATE
     // 23514), as a real constraint or a value out of range would be.
-    db.pool
+    fx.db
+        .pool
         .get()
         .await
         .expect("conn")
         .batch_execute("ALTER TABLE messages ADD CONSTRAINT refuse_poison CHECK (text <> 'poison')")
         .await
         .expect("constraint");
-    let mut settings = pipeline_settings(&topic, &db, &nlp);
-    settings.dlq.replay_interval = Duration::from_secs(1);
-    let dlq = settings.dlq.dir.clone();
-    let app = TestApp::spawn(Role::Serve, settings).await;
+    fx.settings.dlq.replay_interval = Duration::from_secs(1);
+    let dlq = fx.settings.dlq.dir.clone();
+    let app = fx.spawn(Role::Serve).await;
     let batch: Vec<_> = (0..50)
         .map(|i| {
             let text = if i == 17 {
@@ -203,7 +149,10 @@ async fn a_row_refused_for_its_content_is_the_only_one_dead_lettered_and_not_rep
         "the refused row is dead-lettered",
     )
     .await;
-    assert_eq!(db.wait_for_messages(49, Duration::from_secs(30)).await, 49);
+    assert_eq!(
+        fx.db.wait_for_messages(49, Duration::from_secs(30)).await,
+        49
+    );
     let file = chat_analytics::deadletter::read_dead_letters(&dlq).expect("dead letters");
     assert_eq!(file.letters.len(), 1, "only the refused row");
     let letter = &file.letters[0];
@@ -232,25 +181,20 @@ async fn a_row_refused_for_its_content_is_the_only_one_dead_lettered_and_not_rep
             0.0
         );
     }
-    assert_eq!(db.count("SELECT count(*) FROM messages").await, 49);
-    app.stop().await;
-    db.drop_db().await;
+    assert_eq!(fx.db.count("SELECT count(*) FROM messages").await, 49);
+    fx.finish([app]).await;
 }
 
 #[tokio::test]
 async fn nlp_failures_store_rows_without_nlp_and_the_breaker_opens_then_closes() {
-    let (topic, db, nlp) = (
-        create_topic(3).await,
-        TestDb::create().await,
-        NlpSim::start(5).await,
-    );
-    let mut settings = pipeline_settings(&topic, &db, &nlp);
-    settings.nlp.breaker_open = Duration::from_millis(1_500);
-    let app = TestApp::spawn(Role::Serve, settings).await;
-    nlp.set_faults(json!({"error_rate": 1.0})).await;
+    let mut fx = Pipeline::start(3).await;
+    fx.settings.nlp.breaker_open = Duration::from_millis(1_500);
+    let app = fx.spawn(Role::Serve).await;
+    fx.nlp.set_faults(json!({"error_rate": 1.0})).await;
 
-    let failing = post_many(&app, 60, "down").await;
-    let n = db
+    let failing = app.post_messages(60, "down").await;
+    let n = fx
+        .db
         .wait_for_messages(failing.len() as i64, Duration::from_secs(60))
         .await;
     assert_eq!(
@@ -258,7 +202,7 @@ async fn nlp_failures_store_rows_without_nlp_and_the_breaker_opens_then_closes()
         failing.len() as i64,
         "every message stored despite the NLP outage"
     );
-    let without_nlp = db
+    let without_nlp = fx.db
         .count("SELECT count(*) FROM messages WHERE nlp_status IN ('failed_after_retries', 'breaker_open') AND sentiment_label IS NULL")
         .await;
     assert_eq!(without_nlp, n, "each row says why it has no NLP data");
@@ -270,11 +214,11 @@ async fn nlp_failures_store_rows_without_nlp_and_the_breaker_opens_then_closes()
     );
     assert!(metric_value(&page, r#"nlp_api_errors_total{kind="status_5xx"}"#) > 0.0);
 
-    nlp.set_faults(json!({"error_rate": 0.0})).await;
+    fx.nlp.set_faults(json!({"error_rate": 0.0})).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut sent = failing.len();
     loop {
-        post_many(&app, 20, "recovering").await;
+        app.post_messages(20, "recovering").await;
         sent += 20;
         tokio::time::sleep(Duration::from_millis(200)).await;
         if metric_value(&scrape(&app.admin).await, "circuit_breaker_state") == 0.0 {
@@ -285,38 +229,34 @@ async fn nlp_failures_store_rows_without_nlp_and_the_breaker_opens_then_closes()
             "breaker closes once NLP is healthy"
         );
     }
-    post_many(&app, 10, "healthy").await;
+    app.post_messages(10, "healthy").await;
     sent += 10;
-    db.wait_for_messages(sent as i64, Duration::from_secs(60))
+    fx.db
+        .wait_for_messages(sent as i64, Duration::from_secs(60))
         .await;
     assert!(
-        db.count(
-            "SELECT count(*) FROM messages WHERE bot_id LIKE 'healthy-%' AND nlp_status = 'ok'"
-        )
-        .await
+        fx.db
+            .count(
+                "SELECT count(*) FROM messages WHERE bot_id LIKE 'healthy-%' AND nlp_status = 'ok'"
+            )
+            .await
             >= 9,
         "after closing, messages are enriched again"
     );
-    app.stop().await;
-    db.drop_db().await;
+    fx.finish([app]).await;
 }
 
 #[tokio::test]
 async fn a_quiet_bot_is_enriched_again_within_seconds_of_the_breaker_cooldown() {
-    let (topic, db, nlp) = (
-        create_topic(3).await,
-        TestDb::create().await,
-        NlpSim::start(5).await,
-    );
-    let mut settings = pipeline_settings(&topic, &db, &nlp);
-    settings.nlp.breaker_open = Duration::from_secs(2);
-    let app = TestApp::spawn(Role::Serve, settings).await;
-    nlp.set_faults(json!({"error_rate": 1.0})).await;
+    let mut fx = Pipeline::start(3).await;
+    fx.settings.nlp.breaker_open = Duration::from_secs(2);
+    let app = fx.spawn(Role::Serve).await;
+    fx.nlp.set_faults(json!({"error_rate": 1.0})).await;
 
     // The breaker cannot open before the outage's first message, so its cooldown
     // ends no earlier than this plus breaker_open_ms.
     let outage_start = Utc::now();
-    post_many(&app, 60, "busy").await;
+    app.post_messages(60, "busy").await;
     wait_for_metric(
         &app.admin,
         "circuit_breaker_state",
@@ -325,7 +265,7 @@ async fn a_quiet_bot_is_enriched_again_within_seconds_of_the_breaker_cooldown() 
         "the breaker opens during the outage",
     )
     .await;
-    nlp.set_faults(json!({"error_rate": 0.0})).await;
+    fx.nlp.set_faults(json!({"error_rate": 0.0})).await;
     let cooldown_over_at_the_earliest = outage_start + chrono::Duration::milliseconds(2_000);
 
     // One message a second, through the rest of the cooldown and after it, until the
@@ -355,7 +295,8 @@ async fn a_quiet_bot_is_enriched_again_within_seconds_of_the_breaker_cooldown() 
         "the breaker closes within 20 messages at one a second"
     );
 
-    let stored = db
+    let stored = fx
+        .db
         .wait_for_count(
             "SELECT count(*) FROM messages WHERE bot_id = 'quiet'",
             quiet,
@@ -363,7 +304,8 @@ async fn a_quiet_bot_is_enriched_again_within_seconds_of_the_breaker_cooldown() 
         )
         .await;
     assert_eq!(stored, quiet);
-    let first_enriched: Option<DateTime<Utc>> = db
+    let first_enriched: Option<DateTime<Utc>> = fx
+        .db
         .pool
         .get()
         .await
@@ -380,27 +322,21 @@ async fn a_quiet_bot_is_enriched_again_within_seconds_of_the_breaker_cooldown() 
         first_enriched <= cooldown_over_at_the_earliest + chrono::Duration::seconds(5),
         "first enriched at {first_enriched}: more than 5 s after the cooldown, which ended at {cooldown_over_at_the_earliest} or later"
     );
-    app.stop().await;
-    db.drop_db().await;
+    fx.finish([app]).await;
 }
 
 #[tokio::test]
 async fn a_message_waiting_out_an_nlp_backoff_lends_its_pool_slot_to_the_next() {
-    let (topic, db, nlp) = (
-        create_topic(1).await,
-        TestDb::create().await,
-        NlpSim::start(5).await,
-    );
-    let mut settings = pipeline_settings(&topic, &db, &nlp);
-    settings.worker.concurrency = NonZeroUsize::MIN;
-    settings.nlp.max_attempts = NonZeroU32::new(2).expect("not zero");
-    settings.nlp.backoff_base = Duration::from_secs(5);
-    settings.nlp.backoff_max = Duration::from_secs(5);
-    settings.nlp.backoff_jitter_ratio = 0.0;
-    let app = TestApp::spawn(Role::Serve, settings).await;
-    nlp.set_faults(json!({"error_rate": 1.0})).await;
+    let mut fx = Pipeline::start(1).await;
+    fx.settings.worker.concurrency = NonZeroUsize::MIN;
+    fx.settings.nlp.max_attempts = NonZeroU32::new(2).expect("not zero");
+    fx.settings.nlp.backoff_base = Duration::from_secs(5);
+    fx.settings.nlp.backoff_max = Duration::from_secs(5);
+    fx.settings.nlp.backoff_jitter_ratio = 0.0;
+    let app = fx.spawn(Role::Serve).await;
+    fx.nlp.set_faults(json!({"error_rate": 1.0})).await;
 
-    let accepted = post_many(&app, 4, "lent").await;
+    let accepted = app.post_messages(4, "lent").await;
     // With one slot held through each 5 s back-off, the fourth message's first attempt
     // would come after three messages had finished; lent out, all four first attempts
     // fail before any message is finished.
@@ -423,14 +359,14 @@ async fn a_message_waiting_out_an_nlp_backoff_lends_its_pool_slot_to_the_next() 
         "no slot held in back-off"
     );
 
-    db.wait_for_messages(4, Duration::from_secs(60)).await;
-    assert_exactly_once(&db, &accepted).await;
-    let retried = db
+    fx.db.wait_for_messages(4, Duration::from_secs(60)).await;
+    fx.db.assert_stored_exactly_once(&accepted).await;
+    let retried = fx
+        .db
         .count("SELECT count(*) FROM messages WHERE nlp_status = 'failed_after_retries'")
         .await;
     assert_eq!(retried, 4, "each message was retried after its back-off");
-    app.stop().await;
-    db.drop_db().await;
+    fx.finish([app]).await;
 }
 
 /// Sum over partitions of the group's committed offsets (= messages committed, on a
@@ -462,10 +398,7 @@ fn committed_total(topic: &str, group: &str, partitions: i32) -> i64 {
 /// A worker running as its own process (so it can be signalled), fed by an in-process
 /// ingest API, with this test's own topic, group, database and nlp-sim.
 struct ProcessFixture {
-    topic: String,
-    group: String,
-    db: TestDb,
-    nlp: NlpSim,
+    pipeline: Pipeline,
     ingest: TestApp,
     env: Vec<(String, String)>,
     admin: String,
@@ -473,24 +406,24 @@ struct ProcessFixture {
 
 impl ProcessFixture {
     async fn start(partitions: i32, nlp_latency_ms: u64) -> ProcessFixture {
-        let (topic, db, nlp) = (
-            create_topic(partitions).await,
-            TestDb::create().await,
-            NlpSim::start(nlp_latency_ms).await,
-        );
-        let ingest = TestApp::spawn(Role::Ingest, test_settings(&topic)).await;
-        let group = format!("test-group-{}", Uuid::new_v4().simple());
+        let pipeline = Pipeline::start(partitions).await;
+        pipeline
+            .nlp
+            .set_faults(json!({"latency_ms": nlp_latency_ms}))
+            .await;
+        let ingest = pipeline.spawn(Role::Ingest).await;
         let admin_port = free_port();
-        let env = worker_env(&topic, &group, &db, &nlp, &temp_dir("dlq"), admin_port);
+        let env = pipeline.worker_env(admin_port);
         ProcessFixture {
-            topic,
-            group,
-            db,
-            nlp,
+            pipeline,
             ingest,
             env,
             admin: format!("http://127.0.0.1:{admin_port}"),
         }
+    }
+
+    fn db(&self) -> &TestDb {
+        &self.pipeline.db
     }
 
     async fn spawn_worker(&self, name: &'static str) -> ChildProcess {
@@ -503,15 +436,7 @@ impl ProcessFixture {
     /// its own admin port and dead-letter directory.
     async fn spawn_another_worker(&self, name: &'static str) -> ChildProcess {
         let admin_port = free_port();
-        let env = worker_env(
-            &self.topic,
-            &self.group,
-            &self.db,
-            &self.nlp,
-            &temp_dir("dlq"),
-            admin_port,
-        );
-        let worker = ChildProcess::spawn(name, &["worker"], &env);
+        let worker = ChildProcess::spawn(name, &["worker"], &self.pipeline.worker_env(admin_port));
         wait_until_ready(
             &format!("http://127.0.0.1:{admin_port}/livez"),
             Duration::from_secs(20),
@@ -523,8 +448,7 @@ impl ProcessFixture {
     async fn finish(self, mut worker: ChildProcess) {
         worker.signal("TERM").await;
         assert!(worker.wait(Duration::from_secs(30)).await.success());
-        self.ingest.stop().await;
-        self.db.drop_db().await;
+        self.pipeline.finish([self.ingest]).await;
     }
 }
 
@@ -532,21 +456,27 @@ impl ProcessFixture {
 async fn sigterm_drains_in_flight_work_commits_and_a_restart_reprocesses_nothing() {
     let fx = ProcessFixture::start(3, 50).await;
     let mut worker = fx.spawn_worker("worker").await;
-    let accepted = post_many(&fx.ingest, 3_000, "term").await;
-    fx.db.wait_for_messages(300, Duration::from_secs(60)).await;
+    let accepted = fx.ingest.post_messages(3_000, "term").await;
+    fx.db()
+        .wait_for_messages(300, Duration::from_secs(60))
+        .await;
     worker.signal("TERM").await;
     let status = worker.wait(Duration::from_secs(30)).await;
     assert!(status.success(), "worker exits 0 on SIGTERM: {status:?}");
-    let stored_before_restart = fx.db.count("SELECT count(*) FROM messages").await;
+    let stored_before_restart = fx.db().count("SELECT count(*) FROM messages").await;
     assert_eq!(
-        committed_total(&fx.topic, &fx.group, 3),
+        committed_total(
+            &fx.pipeline.topic,
+            &fx.pipeline.settings.kafka.consumer_group,
+            3
+        ),
         stored_before_restart,
         "offsets committed for exactly the messages stored"
     );
 
     let restarted = fx.spawn_worker("worker-2").await;
     let n = fx
-        .db
+        .db()
         .wait_for_messages(accepted.len() as i64, Duration::from_secs(90))
         .await;
     assert_eq!(n, accepted.len() as i64);
@@ -560,7 +490,7 @@ async fn sigterm_drains_in_flight_work_commits_and_a_restart_reprocesses_nothing
         metric_value(&page, r#"messages_processed_total{outcome="stored"}"#) as i64,
         accepted.len() as i64 - stored_before_restart
     );
-    assert_exactly_once(&fx.db, &accepted).await;
+    fx.db().assert_stored_exactly_once(&accepted).await;
     fx.finish(restarted).await;
 }
 
@@ -568,13 +498,15 @@ async fn sigterm_drains_in_flight_work_commits_and_a_restart_reprocesses_nothing
 async fn a_worker_process_sigtermed_while_it_joins_the_group_exits_0_and_loses_nothing() {
     let fx = ProcessFixture::start(6, 20).await;
     let steady = fx.spawn_worker("worker").await;
-    let mut accepted = post_many(&fx.ingest, 500, "join").await;
-    fx.db.wait_for_messages(100, Duration::from_secs(60)).await;
+    let mut accepted = fx.ingest.post_messages(500, "join").await;
+    fx.db()
+        .wait_for_messages(100, Duration::from_secs(60))
+        .await;
     // Each newcomer is live (its admin server answers) before its join completes; the
     // signal lands at a different point of the rebalance each time.
     for (round, delay_ms) in [0u64, 1_500, 4_000].into_iter().enumerate() {
         let mut newcomer = fx.spawn_another_worker("newcomer").await;
-        accepted.extend(post_many(&fx.ingest, 100, &format!("join-{round}")).await);
+        accepted.extend(fx.ingest.post_messages(100, &format!("join-{round}")).await);
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         newcomer.signal("TERM").await;
         let status = newcomer.wait(Duration::from_secs(30)).await;
@@ -583,7 +515,9 @@ async fn a_worker_process_sigtermed_while_it_joins_the_group_exits_0_and_loses_n
             "round {round}: exits 0 on SIGTERM: {status:?}"
         );
     }
-    assert_all_stored_once(&fx.db, &accepted, Duration::from_secs(120)).await;
+    fx.db()
+        .assert_all_stored_once(&accepted, Duration::from_secs(120))
+        .await;
     fx.finish(steady).await;
 }
 
@@ -595,9 +529,9 @@ async fn a_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing() {
     fx.env
         .push(("CHAT_ANALYTICS__WORKER__CONCURRENCY".into(), "100".into()));
     let mut worker = fx.spawn_worker("worker").await;
-    let accepted = post_many(&fx.ingest, 20_000, "kill").await;
+    let accepted = fx.ingest.post_messages(20_000, "kill").await;
     let before_kill = fx
-        .db
+        .db()
         .wait_for_messages(4_000, Duration::from_secs(120))
         .await;
     worker.signal("KILL").await;
@@ -606,36 +540,35 @@ async fn a_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing() {
         before_kill < accepted.len() as i64,
         "killed in the middle of the stream"
     );
-    let after_kill = fx.db.count("SELECT count(*) FROM messages").await;
+    let after_kill = fx.db().count("SELECT count(*) FROM messages").await;
     assert!(
         after_kill < accepted.len() as i64,
         "work was left for the restarted worker"
     );
 
     let restarted = fx.spawn_worker("worker-2").await;
-    assert_all_stored_once(&fx.db, &accepted, Duration::from_secs(240)).await;
+    fx.db()
+        .assert_all_stored_once(&accepted, Duration::from_secs(240))
+        .await;
     fx.finish(restarted).await;
 }
 
 #[tokio::test]
 async fn a_second_worker_joining_mid_stream_shares_the_work_and_loses_nothing() {
-    let (topic, db, nlp) = (
-        create_topic(6).await,
-        TestDb::create().await,
-        NlpSim::start(5).await,
-    );
-    let settings = pipeline_settings(&topic, &db, &nlp);
-    let ingest = TestApp::spawn(Role::Ingest, settings.clone()).await;
-    let first = TestApp::spawn(Role::Worker, settings.clone()).await;
+    let fx = Pipeline::start(6).await;
+    let ingest = fx.spawn(Role::Ingest).await;
+    let first = fx.spawn(Role::Worker).await;
 
-    let mut accepted = post_many(&ingest, 2_000, "early").await;
-    db.wait_for_messages(500, Duration::from_secs(60)).await;
-    let second = TestApp::spawn(Role::Worker, settings.clone()).await;
+    let mut accepted = ingest.post_messages(2_000, "early").await;
+    fx.db.wait_for_messages(500, Duration::from_secs(60)).await;
+    let second = fx.spawn(Role::Worker).await;
     for _ in 0..8 {
-        accepted.extend(post_many(&ingest, 250, "late").await);
+        accepted.extend(ingest.post_messages(250, "late").await);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_all_stored_once(&db, &accepted, Duration::from_secs(120)).await;
+    fx.db
+        .assert_all_stored_once(&accepted, Duration::from_secs(120))
+        .await;
     let processed = |page: &str| {
         metric_value(page, r#"messages_processed_total{outcome="stored"}"#)
             + metric_value(page, r#"messages_processed_total{outcome="duplicate"}"#)
@@ -646,10 +579,7 @@ async fn a_second_worker_joining_mid_stream_shares_the_work_and_loses_nothing() 
         by_first > 0.0 && by_second > 0.0,
         "both workers took partitions: {by_first} / {by_second}"
     );
-    for app in [first, second, ingest] {
-        app.stop().await;
-    }
-    db.drop_db().await;
+    fx.finish([first, second, ingest]).await;
 }
 
 /// Waits until `done` holds for the number of `group`'s members that the coordinator has
@@ -731,16 +661,11 @@ async fn a_consumer_leaving_with_an_unserved_assignment_hands_it_back_and_closes
 /// harness's timeout instead of hanging the run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_stopped_in_the_middle_of_a_rebalance_stop_and_lose_nothing() {
-    let (topic, db, nlp) = (
-        create_topic(6).await,
-        TestDb::create().await,
-        NlpSim::start(5).await,
-    );
-    let settings = pipeline_settings(&topic, &db, &nlp);
-    let ingest = TestApp::spawn(Role::Ingest, settings.clone()).await;
-    let steady = TestApp::spawn(Role::Worker, settings.clone()).await;
-    let mut accepted = post_many(&ingest, 500, "before").await;
-    db.wait_for_messages(100, Duration::from_secs(60)).await;
+    let fx = Pipeline::start(6).await;
+    let ingest = fx.spawn(Role::Ingest).await;
+    let steady = fx.spawn(Role::Worker).await;
+    let mut accepted = ingest.post_messages(500, "before").await;
+    fx.db.wait_for_messages(100, Duration::from_secs(60)).await;
 
     // Each newcomer joins and is stopped after a different delay. The group assigns once
     // the steady worker rejoins, at its next heartbeat (every 1.5 s here), so the stops
@@ -750,35 +675,33 @@ async fn workers_stopped_in_the_middle_of_a_rebalance_stop_and_lose_nothing() {
         .into_iter()
         .enumerate()
     {
-        let newcomer = TestApp::spawn(Role::Worker, settings.clone()).await;
-        accepted.extend(post_many(&ingest, 100, &format!("round-{round}")).await);
+        let newcomer = fx.spawn(Role::Worker).await;
+        accepted.extend(ingest.post_messages(100, &format!("round-{round}")).await);
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         newcomer.stop().await;
     }
-    accepted.extend(post_many(&ingest, 200, "after").await);
-    assert_all_stored_once(&db, &accepted, Duration::from_secs(120)).await;
-    for app in [steady, ingest] {
-        app.stop().await;
-    }
-    db.drop_db().await;
+    accepted.extend(ingest.post_messages(200, "after").await);
+    fx.db
+        .assert_all_stored_once(&accepted, Duration::from_secs(120))
+        .await;
+    fx.finish([steady, ingest]).await;
 }
 
 #[tokio::test]
 async fn rows_stored_without_nlp_are_enriched_by_the_worker_once_the_api_heals() {
-    let (topic, db, nlp) = (
-        create_topic(3).await,
-        TestDb::create().await,
-        NlpSim::start(5).await,
-    );
-    let mut settings = pipeline_settings(&topic, &db, &nlp);
-    settings.nlp.breaker_open = Duration::from_secs(1);
-    settings.worker.reenrich_interval = Duration::from_secs(1);
-    let app = TestApp::spawn(Role::Serve, settings).await;
-    nlp.set_faults(json!({"error_rate": 1.0})).await;
-    let accepted = post_many(&app, 60, "outage").await;
-    assert_eq!(db.wait_for_messages(60, Duration::from_secs(60)).await, 60);
+    let mut fx = Pipeline::start(3).await;
+    fx.settings.nlp.breaker_open = Duration::from_secs(1);
+    fx.settings.worker.reenrich_interval = Duration::from_secs(1);
+    let app = fx.spawn(Role::Serve).await;
+    fx.nlp.set_faults(json!({"error_rate": 1.0})).await;
+    let accepted = app.post_messages(60, "outage").await;
     assert_eq!(
-        db.count("SELECT count(*) FROM messages WHERE nlp_status = 'ok'")
+        fx.db.wait_for_messages(60, Duration::from_secs(60)).await,
+        60
+    );
+    assert_eq!(
+        fx.db
+            .count("SELECT count(*) FROM messages WHERE nlp_status = 'ok'")
             .await,
         0
     );
@@ -793,9 +716,9 @@ async fn rows_stored_without_nlp_are_enriched_by_the_worker_once_the_api_heals()
 
     // No traffic after the API heals: the worker's own trials close the breaker, then it
     // re-enriches every row.
-    nlp.set_faults(json!({"error_rate": 0.0})).await;
+    fx.nlp.set_faults(json!({"error_rate": 0.0})).await;
     assert_eq!(
-        db.wait_for_count(
+        fx.db.wait_for_count(
             "SELECT count(*) FROM messages WHERE nlp_status = 'ok' AND sentiment_label IS NOT NULL",
             accepted.len() as i64,
             Duration::from_secs(60),
@@ -820,49 +743,44 @@ async fn rows_stored_without_nlp_are_enriched_by_the_worker_once_the_api_heals()
     assert_eq!(metric_value(&page, "circuit_breaker_state"), 0.0);
     let page = scrape(&app.admin).await;
     assert_eq!(metric_value(&page, "reenrich_backlog"), 0.0);
-    app.stop().await;
-    db.drop_db().await;
+    fx.finish([app]).await;
 }
 
 #[tokio::test]
 async fn reenrich_fills_in_nlp_data_for_rows_stored_without_it() {
-    let (topic, db, nlp) = (
-        create_topic(3).await,
-        TestDb::create().await,
-        NlpSim::start(5).await,
-    );
-    let settings = pipeline_settings(&topic, &db, &nlp);
-    let app = TestApp::spawn(Role::Serve, settings.clone()).await;
-    nlp.set_faults(json!({"error_rate": 1.0})).await;
-    let accepted = post_many(&app, 30, "later").await;
-    db.wait_for_messages(30, Duration::from_secs(60)).await;
+    let fx = Pipeline::start(3).await;
+    let app = fx.spawn(Role::Serve).await;
+    fx.nlp.set_faults(json!({"error_rate": 1.0})).await;
+    let accepted = app.post_messages(30, "later").await;
+    fx.db.wait_for_messages(30, Duration::from_secs(60)).await;
     app.stop().await;
     assert_eq!(
-        db.count("SELECT count(*) FROM messages WHERE nlp_status = 'ok'")
+        fx.db
+            .count("SELECT count(*) FROM messages WHERE nlp_status = 'ok'")
             .await,
         0
     );
 
-    nlp.set_faults(json!({"error_rate": 0.0})).await;
+    fx.nlp.set_faults(json!({"error_rate": 0.0})).await;
     let metrics = chat_analytics::enrich::EnrichMetrics::unregistered().expect("metrics");
-    let enricher = chat_analytics::enrich::Enricher::new(&settings.nlp, metrics);
-    let report = chat_analytics::worker::reenrich(&db.pool, &enricher, None)
+    let enricher = chat_analytics::enrich::Enricher::new(&fx.settings.nlp, metrics);
+    let report = chat_analytics::worker::reenrich(&fx.db.pool, &enricher, None)
         .await
         .expect("reenrich runs");
     assert_eq!(report.examined, 30);
     assert_eq!(report.enriched, 30);
     assert_eq!(
-        db.count(
+        fx.db.count(
             "SELECT count(*) FROM messages WHERE nlp_status = 'ok' AND sentiment_label IS NOT NULL"
         )
         .await,
         accepted.len() as i64
     );
-    let again = chat_analytics::worker::reenrich(&db.pool, &enricher, None)
+    let again = chat_analytics::worker::reenrich(&fx.db.pool, &enricher, None)
         .await
         .expect("second run");
     assert_eq!(again.examined, 0, "nothing left to enrich");
-    db.drop_db().await;
+    fx.db.drop_db().await;
 }
 
 /// Threads of the process named `tokio-rt-worker` (tokio's name for runtime threads).

@@ -14,10 +14,7 @@ use std::time::Duration;
 
 use chat_analytics::app::Role;
 use serde_json::{json, Value};
-use support::{
-    create_topic, free_port, metric_value, pipeline_settings, read_repo_file, scrape, temp_dir,
-    NlpSim, TestApp, TestDb,
-};
+use support::{free_port, metric_value, read_repo_file, scrape, temp_dir, Pipeline, TestApp};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -443,12 +440,8 @@ fn is_active(state: &Value) -> bool {
 async fn prometheus_with_the_shipped_config_sees_the_dashboard_data_and_the_breaker_alert() {
     let started = std::time::Instant::now();
     let progress = |what: &str| eprintln!("[{:>5.1}s] {what}", started.elapsed().as_secs_f64());
-    let (topic, db, nlp) = (
-        create_topic(3).await,
-        TestDb::create().await,
-        NlpSim::start(5).await,
-    );
-    let app = TestApp::spawn(Role::Serve, pipeline_settings(&topic, &db, &nlp)).await;
+    let fx = Pipeline::start(3).await;
+    let app = fx.spawn(Role::Serve).await;
     let target = app
         .admin
         .strip_prefix("http://")
@@ -519,7 +512,7 @@ async fn prometheus_with_the_shipped_config_sees_the_dashboard_data_and_the_brea
     );
     progress(&format!("before the outage: {}", describe(&before)));
 
-    nlp.set_faults(json!({"error_rate": 1.0})).await;
+    fx.nlp.set_faults(json!({"error_rate": 1.0})).await;
     progress("nlp-sim answers 500 to every call");
 
     let mut expected = rule_labels(BREAKER_ALERT);
@@ -577,6 +570,5 @@ async fn prometheus_with_the_shipped_config_sees_the_dashboard_data_and_the_brea
         "the NLP outage does not touch ingestion: every post is accepted, answers {answers:?}"
     );
     prometheus.stop().await;
-    app.stop().await;
-    db.drop_db().await;
+    fx.finish([app]).await;
 }

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset of the harness
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -30,15 +30,72 @@ pub fn test_settings(topic: &str) -> Settings {
     settings
 }
 
-/// Settings for an in-process app using this test's topic, database, group and nlp-sim.
-pub fn pipeline_settings(topic: &str, db: &TestDb, nlp: &NlpSim) -> Settings {
-    let mut s = test_settings(topic);
-    s.postgres.url = chat_analytics::config::SecretUrl::new(db.url.clone());
-    s.kafka.consumer_group = format!("test-group-{}", Uuid::new_v4().simple());
-    s.nlp.url = nlp.analyze_url().parse().expect("nlp-sim URL");
-    s.dlq.dir = temp_dir("dlq");
-    s.worker.session_timeout = Duration::from_secs(6);
-    s
+/// What an end-to-end test starts with: a topic, database and nlp-sim of its own, and the
+/// settings that point an in-process service at them. Change `settings` before spawning
+/// apps; [`Pipeline::finish`] stops the apps and drops the database.
+pub struct Pipeline {
+    pub topic: String,
+    pub db: TestDb,
+    pub nlp: NlpSim,
+    pub settings: Settings,
+}
+
+impl Pipeline {
+    /// A topic with `partitions` partitions and nlp-sim answering in about 5 ms.
+    pub async fn start(partitions: i32) -> Pipeline {
+        let (topic, db, nlp) = (
+            create_topic(partitions).await,
+            TestDb::create().await,
+            NlpSim::start(5).await,
+        );
+        let mut settings = test_settings(&topic);
+        settings.postgres.url = chat_analytics::config::SecretUrl::new(db.url.clone());
+        settings.kafka.consumer_group = format!("test-group-{}", Uuid::new_v4().simple());
+        settings.nlp.url = nlp.analyze_url().parse().expect("nlp-sim URL");
+        settings.dlq.dir = temp_dir("dlq");
+        settings.worker.session_timeout = Duration::from_secs(6);
+        Pipeline {
+            topic,
+            db,
+            nlp,
+            settings,
+        }
+    }
+
+    /// The service in `role`, in this process, with this pipeline's settings.
+    pub async fn spawn(&self, role: Role) -> TestApp {
+        TestApp::spawn(role, self.settings.clone()).await
+    }
+
+    /// Environment overrides that point a worker process at this pipeline's topic, group,
+    /// database and nlp-sim, with a dead-letter directory of its own and its admin
+    /// listener on `admin_port`.
+    pub fn worker_env(&self, admin_port: u16) -> Vec<(String, String)> {
+        let var = |key: &str, value: String| (format!("CHAT_ANALYTICS__{key}"), value);
+        vec![
+            var("KAFKA__TOPIC", self.topic.clone()),
+            var(
+                "KAFKA__CONSUMER_GROUP",
+                self.settings.kafka.consumer_group.clone(),
+            ),
+            var("POSTGRES__URL", self.db.url.clone()),
+            var("NLP__URL", self.nlp.analyze_url()),
+            var("DLQ__DIR", temp_dir("dlq").display().to_string()),
+            var("ADMIN__LISTEN", format!("127.0.0.1:{admin_port}")),
+            var(
+                "WORKER__SESSION_TIMEOUT_MS",
+                self.settings.worker.session_timeout.as_millis().to_string(),
+            ),
+        ]
+    }
+
+    /// Stops `apps` in order, then drops the database.
+    pub async fn finish(self, apps: impl IntoIterator<Item = TestApp>) {
+        for app in apps {
+            app.stop().await;
+        }
+        self.db.drop_db().await;
+    }
 }
 
 /// A unique topic name with `partitions` partitions, created on the real broker.
@@ -110,6 +167,38 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+
+    /// Posts `n` messages in batches of up to 500, from 50 bots named `{bot_prefix}-N`;
+    /// returns the accepted ids.
+    pub async fn post_messages(&self, n: usize, bot_prefix: &str) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        let mut sent = 0;
+        while sent < n {
+            let size = (n - sent).min(500);
+            let batch: Vec<_> = (sent..sent + size)
+                .map(|i| {
+                    serde_json::json!({
+                        "bot_id": format!("{bot_prefix}-{}", i % 50),
+                        "text": format!("message number {i} is great"),
+                    })
+                })
+                .collect();
+            let response = self
+                .post("/v1/messages/batch", &serde_json::json!(batch))
+                .await;
+            assert_eq!(response.status(), 202, "batch accepted");
+            let body: serde_json::Value = response.json().await.expect("json");
+            ids.extend(
+                body["message_ids"]
+                    .as_array()
+                    .expect("ids")
+                    .iter()
+                    .map(|v| v.as_str().expect("id").to_owned()),
+            );
+            sent += size;
+        }
+        ids
     }
 
     pub async fn stop(self) {
@@ -320,6 +409,22 @@ impl TestDb {
             .await
     }
 
+    /// Every accepted id is stored, each once, and nothing else is.
+    pub async fn assert_stored_exactly_once(&self, accepted: &[String]) {
+        let stored = self.message_ids().await;
+        let unique: HashSet<&String> = stored.iter().collect();
+        assert_eq!(unique.len(), stored.len(), "no message stored twice");
+        let expected: HashSet<&String> = accepted.iter().collect();
+        assert_eq!(unique, expected, "stored ids are exactly the accepted ids");
+    }
+
+    /// Waits until every accepted id is stored, then checks that each is stored once.
+    pub async fn assert_all_stored_once(&self, accepted: &[String], within: Duration) {
+        let n = self.wait_for_messages(accepted.len() as i64, within).await;
+        assert_eq!(n, accepted.len() as i64, "every accepted message stored");
+        self.assert_stored_exactly_once(accepted).await;
+    }
+
     pub async fn drop_db(self) {
         self.pool.close();
         drop_database(&admin_client().await, &self.name).await;
@@ -465,35 +570,6 @@ impl NlpSim {
             .expect("faults request");
         assert_eq!(r.status(), 200, "nlp-sim accepted {faults}");
     }
-}
-
-/// Environment overrides that point a worker process at this test's own resources.
-pub fn worker_env(
-    topic: &str,
-    group: &str,
-    db: &TestDb,
-    nlp: &NlpSim,
-    dlq_dir: &std::path::Path,
-    admin_port: u16,
-) -> Vec<(String, String)> {
-    vec![
-        ("CHAT_ANALYTICS__KAFKA__TOPIC".into(), topic.into()),
-        ("CHAT_ANALYTICS__KAFKA__CONSUMER_GROUP".into(), group.into()),
-        ("CHAT_ANALYTICS__POSTGRES__URL".into(), db.url.clone()),
-        ("CHAT_ANALYTICS__NLP__URL".into(), nlp.analyze_url()),
-        (
-            "CHAT_ANALYTICS__DLQ__DIR".into(),
-            dlq_dir.display().to_string(),
-        ),
-        (
-            "CHAT_ANALYTICS__ADMIN__LISTEN".into(),
-            format!("127.0.0.1:{admin_port}"),
-        ),
-        (
-            "CHAT_ANALYTICS__WORKER__SESSION_TIMEOUT_MS".into(),
-            "6000".into(),
-        ),
-    ]
 }
 
 /// Reads one sample from a /metrics page, named exactly as it appears there, labels and
