@@ -144,6 +144,7 @@ sample_resources >"$OUT/resources.csv" &
 pids+=($!)
 
 stack_wait_stored
+stack_warm_broker
 # The competing process runs through both scenarios and stops before the ceilings, which
 # stay those of each component alone.
 burner_start "$OUT/burner.json"

@@ -67,6 +67,7 @@ export CHAT_ANALYTICS__WORKER__CONCURRENCY
 CHAT_ANALYTICS__WORKER__CONCURRENCY="$(pool_for "$START_RATE")"
 stack_start
 stack_wait_stored
+stack_warm_broker
 burner_start "$OUT/burner.json"
 
 echo "rate,pool,dir" >"$OUT/steps.csv"

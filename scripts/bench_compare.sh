@@ -75,6 +75,7 @@ run_one() {
         stack_prepare --bin chat-analytics >/dev/null
         stack_start
         stack_wait_stored
+        stack_warm_broker
 
         "$BIN" loadgen --url "$API" --rate "$RATE" --connections "$CONNECTIONS" \
             --duration $((MEASURE + 10)) --warmup "$RAMP" --warmup-ramp --source-ips "$SOURCE_IPS" \

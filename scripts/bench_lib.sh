@@ -45,6 +45,23 @@ pid_ticks() {
     echo "$total"
 }
 
+# CPU ticks (user + system) of the JIT compiler threads of the JVM with process id $1.
+jit_compiler_ticks() {
+    local task name line fields total=0
+    for task in /proc/"$1"/task/*; do
+        { read -r name <"$task/comm" && read -r line <"$task/stat"; } 2>/dev/null || continue
+        case "$name" in
+            "C1 Compiler"* | "C2 Compiler"*)
+                # The fields after the thread's name, which is in parentheses and holds a
+                # space: the state first, so utime and stime are the 12th and 13th.
+                read -r -a fields <<<"${line##*) }"
+                total=$((total + fields[11] + fields[12]))
+                ;;
+        esac
+    done
+    echo "$total"
+}
+
 # Writes the Kafka broker's stop-the-world GC pauses, one line each as its GC log has them (the
 # rotated files too; scripts/infra.sh starts the broker with that log), to $1; bench_summary.py's
 # kafka_gc counts those of a run's measured window. Writes nothing without the log (a broker

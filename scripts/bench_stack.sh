@@ -12,7 +12,9 @@
 # `runtime.worker_threads`), WORKER_THREADS and NLP_THREADS (0: one per core), TOPIC_PARTITIONS
 # (12, as scripts/infra.sh creates chat.messages), STEAL (0: share of one core a competing
 # process keeps busy, from 0 to 1; 0 starts none), BENCH_BIN (./target/release/chat-analytics:
-# another build to run instead, as scripts/bench_compare.sh compares builds).
+# another build to run instead, as scripts/bench_compare.sh compares builds), WARM_RATE
+# (3000), WARM_ROUND (15) and WARM_MAX (120; 0 skips it) for the broker's warm-up
+# (stack_warm_broker).
 
 NLP_LATENCY_MS="${NLP_LATENCY_MS:-200}"
 TOPIC_PARTITIONS="${TOPIC_PARTITIONS:-12}"
@@ -159,6 +161,48 @@ stack_wait_stored() {
         [ "$SECONDS" -lt "$deadline" ] || { say "the probe message was not stored within 60 s"; exit 1; }
         sleep 0.5
     done
+}
+
+# A broker that has carried no load since it started compiles its hot paths (the JVM's JIT)
+# in the first tens of seconds of load: its compiler threads took 10 s of CPU in the first
+# 30 s at 5,000 msg/s on a 2-core machine (docs/BENCHMARKS.md, "A fresh broker"), and a
+# run measured then measures that. So the first stack after a broker start sends WARM_RATE
+# msg/s in rounds of WARM_ROUND seconds until a round in which the compilers used under 5% of
+# one core (at most WARM_MAX seconds), waits for the worker to catch up, and marks that
+# broker (its process id and start time) as warm. Reports under $OUT/broker-warm-up/.
+stack_warm_broker() {
+    local broker marker mark round=0 before after used=() limit drained
+    local rate="${WARM_RATE:-3000}" seconds="${WARM_ROUND:-15}" max="${WARM_MAX:-120}"
+    [ "$max" -gt 0 ] || return 0
+    broker="$(pgrep -f kafka.Kafka | head -1)"
+    [ -n "$broker" ] || { say "no Kafka broker process found: no warm-up"; return 0; }
+    marker="${CHAT_ANALYTICS_INFRA_DIR:-var/infra}/kafka/warm"
+    mark="$broker $(awk '{ print $22 }' "/proc/$broker/stat")"
+    [ "$(cat "$marker" 2>/dev/null)" != "$mark" ] || return 0
+    limit=$(($(getconf CLK_TCK) * seconds * 5 / 100))
+    say "broker warm-up: $rate msg/s in ${seconds}-second rounds until its JIT compilers settle"
+    while [ $((round * seconds)) -lt "$max" ]; do
+        round=$((round + 1))
+        before="$(jit_compiler_ticks "$broker")"
+        "$BIN" loadgen --url "$API" --rate "$rate" --connections 1000 --duration "$seconds" \
+            --out "$OUT/broker-warm-up/round-$round" >/dev/null 2>&1 \
+            || say "broker warm-up: the load generator failed in round $round"
+        after="$(jit_compiler_ticks "$broker")"
+        used+=("$((after - before))")
+        [ $((after - before)) -ge "$limit" ] || break
+    done
+    say "broker warm-up: $((round * seconds)) s; compiler ticks per round: ${used[*]} (settled under $limit)"
+    drained=false
+    for _ in $(seq 1 120); do
+        if [ "$(curl -fsS "http://${admins[0]}/metrics" 2>/dev/null \
+            | awk '$1 == "queue_depth" { print $2 }')" = 0 ]; then
+            drained=true
+            break
+        fi
+        sleep 0.5
+    done
+    $drained || say "broker warm-up: the worker still had a backlog 60 s after it"
+    echo "$mark" >"$marker"
 }
 
 # True when STEAL asks for a competing process.
