@@ -17,28 +17,10 @@ use std::time::Duration;
 use chat_analytics::config::Settings;
 use serde::Deserialize;
 use serde_yaml::Value;
-use support::{read_repo_file as read, repo_path};
+use support::{read_repo_file as read, repo_path, FIXED_METRICS};
 
 /// The operations dashboard.
 const DASHBOARD: &str = "deploy/grafana/chat-analytics.json";
-
-/// The metric names fixed by SPEC.md ("Metrics"): dashboards and alerts rely on them.
-const FIXED_METRICS: &[&str] = &[
-    "http_requests_total",
-    "http_request_duration_seconds",
-    "nlp_api_duration_seconds",
-    "nlp_api_errors_total",
-    "circuit_breaker_state",
-    "queue_depth",
-    "active_workers",
-    "db_write_duration_seconds",
-    "kafka_produce_duration_seconds",
-    "messages_processed_total",
-    "dead_letters_total",
-    "moderation_hits_total",
-    "component_restarts_total",
-    "end_to_end_latency_seconds",
-];
 
 /// Metrics the service exports beyond the fixed set.
 const EXTRA_METRICS: &[&str] = &["consumer_paused", "http_connections", "rollup_pending_rows"];

@@ -9,26 +9,8 @@ use std::collections::HashSet;
 use chat_analytics::app::Role;
 use chat_analytics::config::{SecretUrl, Settings};
 use serde_json::json;
-use support::{create_topic, scrape, temp_dir, test_settings, TestApp, TestDb};
+use support::{create_topic, scrape, temp_dir, test_settings, TestApp, TestDb, FIXED_METRICS};
 use uuid::Uuid;
-
-/// SPEC.md, "Metrics (fixed names)".
-const FIXED_METRICS: &[&str] = &[
-    "http_requests_total",
-    "http_request_duration_seconds",
-    "nlp_api_duration_seconds",
-    "nlp_api_errors_total",
-    "circuit_breaker_state",
-    "queue_depth",
-    "active_workers",
-    "db_write_duration_seconds",
-    "kafka_produce_duration_seconds",
-    "messages_processed_total",
-    "dead_letters_total",
-    "moderation_hits_total",
-    "component_restarts_total",
-    "end_to_end_latency_seconds",
-];
 
 /// Series the alert rules and dashboards read with `increase()` or `rate()`, which must
 /// be there at 0 before their first event.

@@ -135,6 +135,24 @@ impl OutageFixture {
         }
     }
 
+    /// Posts 100 messages and waits until they are stored, stops Postgres, then posts 200
+    /// more: returns the 300 accepted ids, the guard that starts Postgres again when
+    /// dropped, and when it stopped.
+    async fn stop_postgres_between_posts(&self) -> (Vec<String>, Restart, std::time::Instant) {
+        let mut accepted = self.app.post_messages(100, "before").await;
+        assert_eq!(
+            self.db
+                .wait_for_messages(100, Duration::from_secs(30))
+                .await,
+            100
+        );
+        let restart = Restart("postgres-start");
+        infra(&["postgres-stop", "--immediate"]);
+        let stopped = std::time::Instant::now();
+        accepted.extend(self.app.post_messages(200, "during").await);
+        (accepted, restart, stopped)
+    }
+
     async fn health(&self) -> serde_json::Value {
         let r = reqwest::get(format!("{}/health", self.app.admin))
             .await
@@ -153,16 +171,7 @@ fn dead_letter_lines(dir: &std::path::Path) -> usize {
 async fn a_postgres_outage_is_held_in_kafka_and_heals_by_itself_without_dead_letters() {
     let _one_at_a_time = OUTAGE.lock().await;
     let fx = OutageFixture::start(|_| {}).await;
-    let mut accepted = fx.app.post_messages(100, "before").await;
-    assert_eq!(
-        fx.db.wait_for_messages(100, Duration::from_secs(30)).await,
-        100
-    );
-
-    let restart = Restart("postgres-start");
-    infra(&["postgres-stop", "--immediate"]);
-    let stopped = std::time::Instant::now();
-    accepted.extend(fx.app.post_messages(200, "during").await);
+    let (mut accepted, restart, stopped) = fx.stop_postgres_between_posts().await;
     wait_for_metric(
         &fx.app.admin,
         r#"consumer_paused{reason="database_unavailable"}"#,
@@ -240,15 +249,7 @@ async fn an_outage_longer_than_max_outage_is_dead_lettered_then_replayed_by_itse
         s.dlq.replay_interval = Duration::from_secs(1);
     })
     .await;
-    let mut accepted = fx.app.post_messages(100, "before").await;
-    assert_eq!(
-        fx.db.wait_for_messages(100, Duration::from_secs(30)).await,
-        100
-    );
-
-    let restart = Restart("postgres-start");
-    infra(&["postgres-stop", "--immediate"]);
-    accepted.extend(fx.app.post_messages(200, "during").await);
+    let (accepted, restart, _) = fx.stop_postgres_between_posts().await;
     wait_for_metric(
         &fx.app.admin,
         r#"dead_letters_total{stage="storage"}"#,

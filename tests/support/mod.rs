@@ -20,6 +20,24 @@ use uuid::Uuid;
 
 pub const BROKERS: &str = "127.0.0.1:9092";
 
+/// The metric names fixed by SPEC.md ("Metrics"): dashboards and alerts rely on them.
+pub const FIXED_METRICS: &[&str] = &[
+    "http_requests_total",
+    "http_request_duration_seconds",
+    "nlp_api_duration_seconds",
+    "nlp_api_errors_total",
+    "circuit_breaker_state",
+    "queue_depth",
+    "active_workers",
+    "db_write_duration_seconds",
+    "kafka_produce_duration_seconds",
+    "messages_processed_total",
+    "dead_letters_total",
+    "moderation_hits_total",
+    "component_restarts_total",
+    "end_to_end_latency_seconds",
+];
+
 /// Settings as a deployment would have them, with ports and topic made unique.
 pub fn test_settings(topic: &str) -> Settings {
     let mut settings = Settings::load_from(None, Vec::new()).expect("default settings load");
