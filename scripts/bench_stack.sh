@@ -171,8 +171,10 @@ stack_wait_stored() {
 # one core (at most WARM_MAX seconds), waits for the worker to catch up, and marks that
 # broker (its process id and start time) as warm. Reports under $OUT/broker-warm-up/.
 stack_warm_broker() {
-    local broker marker mark round=0 before after used=() limit drained
+    local broker marker mark round=0 before after used=() limit settled drained
     local rate="${WARM_RATE:-3000}" seconds="${WARM_ROUND:-15}" max="${WARM_MAX:-120}"
+    [[ "$rate" =~ ^[1-9][0-9]*$ && "$seconds" =~ ^[1-9][0-9]*$ && "$max" =~ ^[0-9]+$ ]] \
+        || { say "WARM_RATE=$rate WARM_ROUND=$seconds WARM_MAX=$max: whole numbers, the first two above 0"; exit 64; }
     [ "$max" -gt 0 ] || return 0
     broker="$(pgrep -f kafka.Kafka | head -1)"
     [ -n "$broker" ] || { say "no Kafka broker process found: no warm-up"; return 0; }
@@ -181,7 +183,8 @@ stack_warm_broker() {
     [ "$(cat "$marker" 2>/dev/null)" != "$mark" ] || return 0
     limit=$(($(getconf CLK_TCK) * seconds * 5 / 100))
     say "broker warm-up: $rate msg/s in ${seconds}-second rounds until its JIT compilers settle"
-    while [ $((round * seconds)) -lt "$max" ]; do
+    settled=false
+    while ! $settled && [ $((round * seconds)) -lt "$max" ]; do
         round=$((round + 1))
         before="$(jit_compiler_ticks "$broker")"
         "$BIN" loadgen --url "$API" --rate "$rate" --connections 1000 --duration "$seconds" \
@@ -189,9 +192,10 @@ stack_warm_broker() {
             || say "broker warm-up: the load generator failed in round $round"
         after="$(jit_compiler_ticks "$broker")"
         used+=("$((after - before))")
-        [ $((after - before)) -ge "$limit" ] || break
+        [ $((after - before)) -ge "$limit" ] || settled=true
     done
-    say "broker warm-up: $((round * seconds)) s; compiler ticks per round: ${used[*]} (settled under $limit)"
+    $settled || say "broker warm-up: its compilers still took $limit ticks or more in the last round"
+    say "broker warm-up: $((round * seconds)) s; compiler ticks per round: ${used[*]} (a round under $limit ends it)"
     drained=false
     for _ in $(seq 1 120); do
         if [ "$(curl -fsS "http://${admins[0]}/metrics" 2>/dev/null \
