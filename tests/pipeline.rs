@@ -395,6 +395,17 @@ fn committed_total(topic: &str, group: &str, partitions: i32) -> i64 {
         .sum()
 }
 
+/// `chat-analytics worker` with `env`, once its admin listener at `admin` is live.
+async fn spawn_worker_process(
+    name: &'static str,
+    env: &[(String, String)],
+    admin: &str,
+) -> ChildProcess {
+    let worker = ChildProcess::spawn(name, &["worker"], env);
+    wait_until_ready(&format!("{admin}/livez"), Duration::from_secs(20)).await;
+    worker
+}
+
 /// A worker running as its own process (so it can be signalled), fed by an in-process
 /// ingest API, with this test's own topic, group, database and nlp-sim.
 struct ProcessFixture {
@@ -427,22 +438,19 @@ impl ProcessFixture {
     }
 
     async fn spawn_worker(&self, name: &'static str) -> ChildProcess {
-        let worker = ChildProcess::spawn(name, &["worker"], &self.env);
-        wait_until_ready(&format!("{}/livez", self.admin), Duration::from_secs(20)).await;
-        worker
+        spawn_worker_process(name, &self.env, &self.admin).await
     }
 
     /// A worker alongside the one `spawn_worker` starts: same topic, group and database,
     /// its own admin port and dead-letter directory.
     async fn spawn_another_worker(&self, name: &'static str) -> ChildProcess {
         let admin_port = free_port();
-        let worker = ChildProcess::spawn(name, &["worker"], &self.pipeline.worker_env(admin_port));
-        wait_until_ready(
-            &format!("http://127.0.0.1:{admin_port}/livez"),
-            Duration::from_secs(20),
+        spawn_worker_process(
+            name,
+            &self.pipeline.worker_env(admin_port),
+            &format!("http://127.0.0.1:{admin_port}"),
         )
-        .await;
-        worker
+        .await
     }
 
     async fn finish(self, mut worker: ChildProcess) {
@@ -466,7 +474,7 @@ async fn sigterm_drains_in_flight_work_commits_and_a_restart_reprocesses_nothing
     let stored_before_restart = fx.db().count("SELECT count(*) FROM messages").await;
     assert_eq!(
         committed_total(
-            &fx.pipeline.topic,
+            &fx.pipeline.settings.kafka.topic,
             &fx.pipeline.settings.kafka.consumer_group,
             3
         ),

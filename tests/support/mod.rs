@@ -49,10 +49,9 @@ pub fn test_settings(topic: &str) -> Settings {
 }
 
 /// What an end-to-end test starts with: a topic, database and nlp-sim of its own, and the
-/// settings that point an in-process service at them. Change `settings` before spawning
+/// settings that point an in-process service at them (the topic is `settings.kafka.topic`). Change `settings` before spawning
 /// apps; [`Pipeline::finish`] stops the apps and drops the database.
 pub struct Pipeline {
-    pub topic: String,
     pub db: TestDb,
     pub nlp: NlpSim,
     pub settings: Settings,
@@ -72,12 +71,7 @@ impl Pipeline {
         settings.nlp.url = nlp.analyze_url().parse().expect("nlp-sim URL");
         settings.dlq.dir = temp_dir("dlq");
         settings.worker.session_timeout = Duration::from_secs(6);
-        Pipeline {
-            topic,
-            db,
-            nlp,
-            settings,
-        }
+        Pipeline { db, nlp, settings }
     }
 
     /// The service in `role`, in this process, with this pipeline's settings.
@@ -91,7 +85,7 @@ impl Pipeline {
     pub fn worker_env(&self, admin_port: u16) -> Vec<(String, String)> {
         let var = |key: &str, value: String| (format!("CHAT_ANALYTICS__{key}"), value);
         vec![
-            var("KAFKA__TOPIC", self.topic.clone()),
+            var("KAFKA__TOPIC", self.settings.kafka.topic.clone()),
             var(
                 "KAFKA__CONSUMER_GROUP",
                 self.settings.kafka.consumer_group.clone(),
