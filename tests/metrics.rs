@@ -24,6 +24,7 @@ const ZERO_SERIES: &[&str] = &[
     r#"component_restarts_total{component="dead_letter_writer"}"#,
     r#"component_restarts_total{component="partition_maintainer"}"#,
     r#"component_restarts_total{component="api_server"}"#,
+    r#"component_restarts_total{component="delivery_reports"}"#,
     r#"component_restarts_total{component="admin_server"}"#,
     r#"messages_processed_total{outcome="stored"}"#,
     r#"messages_processed_total{outcome="duplicate"}"#,

@@ -245,6 +245,19 @@ async fn supervised_server<H: http_server::HttpHandler>(
 async fn serve_api(api: Api, restarts: Restarts, shutdown: CancellationToken, grace: Duration) {
     let deadline = tokio::time::Instant::now() + grace;
     let housekeeping = tokio::spawn(forget_idle_bots(api.handler.clone(), shutdown.clone()));
+    // Requests still draining after the shutdown signal await their acknowledgements, so
+    // the reports are served until the producer is flushed, on a stop signal of their own.
+    let reports_stop = CancellationToken::new();
+    let reports = api.publisher.delivery_reports();
+    let delivery_reports = tokio::spawn(supervise(
+        Component::DeliveryReports,
+        restarts.clone(),
+        reports_stop.clone(),
+        {
+            let stop = reports_stop.clone();
+            move || reports.clone().run(stop.clone())
+        },
+    ));
     supervised_server(
         Component::ApiServer,
         api.listener,
@@ -263,6 +276,10 @@ async fn serve_api(api: Api, restarts: Restarts, shutdown: CancellationToken, gr
     {
         Ok(()) => tracing::info!("producer flushed"),
         Err(err) => tracing::error!(error = %err, "producer flush incomplete"),
+    }
+    reports_stop.cancel();
+    if delivery_reports.await.is_err() {
+        tracing::warn!("delivery report task ended abnormally");
     }
     housekeeping.abort();
 }

@@ -38,13 +38,15 @@ pub enum Component {
     RollupFolder,
     /// The accept loop of the public ingest listener.
     ApiServer,
+    /// Serves the Kafka producer's acknowledgements to the requests awaiting them.
+    DeliveryReports,
     /// The accept loop of the admin listener.
     AdminServer,
 }
 
 impl Component {
     /// Every component, so each restart series can be exported at 0 from start.
-    pub const ALL: [Component; 10] = [
+    pub const ALL: [Component; 11] = [
         Component::Consumer,
         Component::OffsetCommitter,
         Component::BatchWriter,
@@ -54,6 +56,7 @@ impl Component {
         Component::Reenricher,
         Component::RollupFolder,
         Component::ApiServer,
+        Component::DeliveryReports,
         Component::AdminServer,
     ];
 
@@ -69,6 +72,7 @@ impl Component {
             Component::Reenricher => "reenricher",
             Component::RollupFolder => "rollup_folder",
             Component::ApiServer => "api_server",
+            Component::DeliveryReports => "delivery_reports",
             Component::AdminServer => "admin_server",
         }
     }
@@ -235,6 +239,7 @@ mod tests {
                 | Component::Reenricher
                 | Component::RollupFolder
                 | Component::ApiServer
+                | Component::DeliveryReports
                 | Component::AdminServer => {}
             }
         }

@@ -6,23 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::check_topic;
+use super::delivery_reports::{Delivery, DeliveryContext, DeliveryReports, IngestProducer};
 use crate::config::KafkaSettings;
 use crate::telemetry::{register, LATENCY_BUCKETS};
-
-/// Where the broker stored a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery {
-    /// Partition of `kafka.topic`.
-    pub partition: i32,
-    /// Offset of the record in its partition.
-    pub offset: i64,
-}
 
 /// Why a publish did not reach the broker. The ingest API maps `Overloaded` to 429 and
 /// the rest to 503: none of them means the record is in the topic.
@@ -89,10 +82,12 @@ impl ProducerMetrics {
     }
 }
 
-/// rdkafka-backed publisher to the configured topic.
+/// rdkafka-backed publisher to the configured topic. Its acknowledgements arrive only
+/// while [`KafkaPublisher::delivery_reports`] runs.
 #[derive(Clone)]
 pub struct KafkaPublisher {
-    producer: FutureProducer,
+    producer: Arc<IngestProducer>,
+    reports: DeliveryReports,
     topic: Arc<str>,
     publish_timeout: Duration,
     produce_duration: prometheus::Histogram,
@@ -103,7 +98,7 @@ impl KafkaPublisher {
         settings: &KafkaSettings,
         metrics: ProducerMetrics,
     ) -> Result<KafkaPublisher, ProducerError> {
-        let producer: FutureProducer = ClientConfig::new()
+        let producer: IngestProducer = ClientConfig::new()
             .set("bootstrap.servers", &settings.brokers)
             .set("client.id", "chat-analytics-ingest")
             .set("acks", "all")
@@ -121,12 +116,14 @@ impl KafkaPublisher {
             // Reconnect attempts back off to at most 1 s (librdkafka: 10 s), so ingest stops
             // answering 503 within a second of the broker's return, not up to ten.
             .set("reconnect.backoff.max.ms", "1000")
-            .create()
+            .create_with_context(DeliveryContext)
             .map_err(|source| ProducerError::Create {
                 brokers: settings.brokers.clone(),
                 source,
             })?;
+        let producer = Arc::new(producer);
         Ok(KafkaPublisher {
+            reports: DeliveryReports::new(producer.clone()),
             producer,
             topic: Arc::from(settings.topic.as_str()),
             publish_timeout: settings.publish_timeout,
@@ -134,7 +131,14 @@ impl KafkaPublisher {
         })
     }
 
-    /// Waits (off the async threads) for queued records to be acknowledged.
+    /// What serves the broker's acknowledgements; run it (supervised) for as long as
+    /// records are published, and stop it only after [`KafkaPublisher::flush`].
+    pub(crate) fn delivery_reports(&self) -> DeliveryReports {
+        self.reports.clone()
+    }
+
+    /// Waits (off the async threads) for queued records to be acknowledged, serving their
+    /// reports itself.
     pub async fn flush(&self, within: Duration) -> Result<(), PublishError> {
         let producer = self.producer.clone();
         tokio::task::spawn_blocking(move || producer.flush(Timeout::After(within)))
@@ -159,11 +163,14 @@ impl KafkaPublisher {
 impl Publisher for KafkaPublisher {
     async fn publish(&self, key: &str, payload: Vec<u8>) -> Result<Delivery, PublishError> {
         let started = Instant::now();
-        let record = FutureRecord::to(&self.topic).key(key).payload(&payload);
-        let delivery = self
-            .producer
-            .send_result(record)
+        let (sent, delivery) = oneshot::channel();
+        let record = BaseRecord::with_opaque_to(&self.topic, Box::new(sent))
+            .key(key)
+            .payload(&payload);
+        self.producer
+            .send(record)
             .map_err(|(err, _)| classify(err))?;
+        self.reports.record_sent();
         // librdkafka enforces the timeout; ours only guards against a lost callback.
         let guard = self.publish_timeout + Duration::from_millis(500);
         let outcome = match tokio::time::timeout(guard, delivery).await {
@@ -171,16 +178,13 @@ impl Publisher for KafkaPublisher {
             Ok(Err(_canceled)) => Err(PublishError::Unavailable(
                 "producer shut down before delivery".into(),
             )),
-            Ok(Ok(Err((err, _)))) => Err(match err {
+            Ok(Ok(Err(err))) => Err(match err {
                 KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => {
                     PublishError::Timeout(self.publish_timeout)
                 }
                 other => classify(other),
             }),
-            Ok(Ok(Ok(d))) => Ok(Delivery {
-                partition: d.partition,
-                offset: d.offset,
-            }),
+            Ok(Ok(Ok(delivery))) => Ok(delivery),
         };
         self.produce_duration
             .observe(started.elapsed().as_secs_f64());
