@@ -49,8 +49,9 @@ pub fn test_settings(topic: &str) -> Settings {
 }
 
 /// What an end-to-end test starts with: a topic, database and nlp-sim of its own, and the
-/// settings that point an in-process service at them (the topic is `settings.kafka.topic`). Change `settings` before spawning
-/// apps; [`Pipeline::finish`] stops the apps and drops the database.
+/// settings that point an in-process service at them (the topic is `settings.kafka.topic`).
+/// Change `settings` before spawning apps; [`Pipeline::finish`] stops the apps and drops the
+/// database.
 pub struct Pipeline {
     pub db: TestDb,
     pub nlp: NlpSim,

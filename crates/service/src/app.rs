@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ApiSettings, Settings};
 use crate::http_server::{self, ConnectionMetrics, ConnectionTimeouts, Connections};
 use crate::ingest::{Admission, ApiKeys, AuthConfigError, IngestApi, IngestMetrics};
-use crate::queue::{KafkaPublisher, ProducerError, ProducerMetrics};
+use crate::queue::{DeliveryReports, KafkaPublisher, ProducerError, ProducerMetrics};
 use crate::storage::{connect_pool, PostgresProbe, StorageError};
-use crate::supervisor::{supervise, Component, Restarts};
+use crate::supervisor::{spawn_supervised, supervise, Component, Restarts};
 use crate::telemetry::{AdminHandler, HealthChecks, Metrics, Probe};
 use crate::worker::{Worker, WorkerError, WorkerMetrics};
 
@@ -248,16 +248,13 @@ async fn serve_api(api: Api, restarts: Restarts, shutdown: CancellationToken, gr
     // Requests still draining after the shutdown signal await their acknowledgements, so
     // the reports are served until the producer is flushed, on a stop signal of their own.
     let reports_stop = CancellationToken::new();
-    let reports = api.publisher.delivery_reports();
-    let delivery_reports = tokio::spawn(supervise(
+    let delivery_reports = spawn_supervised(
         Component::DeliveryReports,
-        restarts.clone(),
-        reports_stop.clone(),
-        {
-            let stop = reports_stop.clone();
-            move || reports.clone().run(stop.clone())
-        },
-    ));
+        &restarts,
+        &reports_stop,
+        &api.publisher.delivery_reports(),
+        DeliveryReports::run,
+    );
     supervised_server(
         Component::ApiServer,
         api.listener,

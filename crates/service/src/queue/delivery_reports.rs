@@ -32,7 +32,7 @@ pub struct Delivery {
 }
 
 /// Where one record's outcome goes: the publish waiting for it.
-pub(crate) type DeliverySender = oneshot::Sender<Result<Delivery, KafkaError>>;
+type DeliverySender = oneshot::Sender<Result<Delivery, KafkaError>>;
 
 /// The producer's context: sends each record's outcome to its publish.
 pub(crate) struct DeliveryContext;
@@ -59,7 +59,6 @@ impl ProducerContext for DeliveryContext {
 pub(crate) type IngestProducer = BaseProducer<DeliveryContext>;
 
 /// Polls the producer for delivery reports from a task of the runtime.
-#[derive(Clone)]
 pub(crate) struct DeliveryReports {
     producer: Arc<IngestProducer>,
     record_sent: Arc<Notify>,
@@ -79,7 +78,7 @@ impl DeliveryReports {
     }
 
     /// Serves delivery reports until `stop`. After it, `flush` serves what is left.
-    pub(crate) async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(self: Arc<Self>, stop: CancellationToken) {
         loop {
             let pause = if self.serve_ready() {
                 BUSY_POLL

@@ -11,6 +11,7 @@ mod topic_check;
 
 pub use consumer::{ConsumerError, KafkaConsumer, LeaveError, SharedOffsets};
 pub use delivery_reports::Delivery;
+pub(crate) use delivery_reports::DeliveryReports;
 pub use envelope::{encode_message, Envelope, EnvelopeError, ENVELOPE_VERSION};
 pub use offsets::{OffsetTracker, Ticket};
 pub use producer::{KafkaPublisher, ProducerError, ProducerMetrics, PublishError, Publisher};

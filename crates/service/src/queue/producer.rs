@@ -87,7 +87,7 @@ impl ProducerMetrics {
 #[derive(Clone)]
 pub struct KafkaPublisher {
     producer: Arc<IngestProducer>,
-    reports: DeliveryReports,
+    reports: Arc<DeliveryReports>,
     topic: Arc<str>,
     publish_timeout: Duration,
     produce_duration: prometheus::Histogram,
@@ -123,7 +123,7 @@ impl KafkaPublisher {
             })?;
         let producer = Arc::new(producer);
         Ok(KafkaPublisher {
-            reports: DeliveryReports::new(producer.clone()),
+            reports: Arc::new(DeliveryReports::new(producer.clone())),
             producer,
             topic: Arc::from(settings.topic.as_str()),
             publish_timeout: settings.publish_timeout,
@@ -133,7 +133,7 @@ impl KafkaPublisher {
 
     /// What serves the broker's acknowledgements; run it (supervised) for as long as
     /// records are published, and stop it only after [`KafkaPublisher::flush`].
-    pub(crate) fn delivery_reports(&self) -> DeliveryReports {
+    pub(crate) fn delivery_reports(&self) -> Arc<DeliveryReports> {
         self.reports.clone()
     }
 
