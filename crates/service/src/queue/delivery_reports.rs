@@ -100,12 +100,11 @@ impl DeliveryReports {
             // Counts records queued, in flight and with a report not yet served, so it
             // falls when a poll served reports.
             let before = self.producer.in_flight_count();
+            // With nothing awaiting a report this still serves an error event, if queued.
+            self.producer.poll(Duration::ZERO);
             if before == 0 {
-                // Nothing awaits a report; this serves an error event if one is queued.
-                self.producer.poll(Duration::ZERO);
                 return false;
             }
-            self.producer.poll(Duration::ZERO);
             if self.producer.in_flight_count() >= before {
                 return true;
             }
