@@ -88,7 +88,9 @@ bench: ## Full stack + load generator: steady 10,000/s, 50,000 connections; medi
 bench-capacity: ## The bench stack at 10,000, 12,500, 15,000 ... msg/s until a step fails; capacity and P99 plot in bench/results/capacity-*/
 	scripts/bench_capacity.sh
 
-# e.g. `make bench-worker MODES=down` or `make bench-worker RECORDS=200000` (scripts/bench_worker.sh).
+# e.g. `make bench-worker MODES=down`, `make bench-worker RECORDS=200000`, or two worker configurations
+# alternated: `make bench-worker MODES=down ROUNDS=3 A='CHAT_ANALYTICS__STORAGE__BATCH_MAX_ROWS=500' B=''`
+# (scripts/bench_worker.sh).
 bench-worker: ## One worker draining a 1,000,000-record backlog, NLP instant and NLP down; rows/s and CPU per record
 	scripts/bench_worker.sh
 

@@ -18,10 +18,16 @@
 # per connection, so a batch of the worker holds many bots (what the rollups cost depends on
 # it: batches of a few bots fold into a few rows, batches of many bots into one row per message).
 #
-# Writes bench/results/worker-<UTC time>/: summary.md, summary.json, each mode's metrics and
+# Two worker configurations, alternated on the one backlog (optional): A and B are each a set of
+# environment assignments for the draining worker (empty: as shipped), e.g.
+# A='CHAT_ANALYTICS__STORAGE__BATCH_MAX_ROWS=500' B=''. Each of ROUNDS rounds drains the backlog
+# once per mode and configuration, A first; the summary gives each drain and, per mode and
+# configuration, the medians and B's ratio to A. Without A and B: one configuration, as shipped.
+#
+# Writes bench/results/worker-<UTC time>/: summary.md, summary.json, each drain's metrics and
 # the workers' log (worker.log). Knobs (environment): RECORDS (1000000), MODES ("instant down"), FILL_RATE
-# (12000 msg/s), CONNECTIONS (2000, one bot each), DRAIN_TIMEOUT (600 s), and the stack's
-# (WORKER_THREADS, NLP_THREADS, ...). Loopback only.
+# (12000 msg/s), CONNECTIONS (2000, one bot each), DRAIN_TIMEOUT (600 s), ROUNDS (1), A and B, and
+# the stack's (WORKER_THREADS, NLP_THREADS, ...). Loopback only.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -50,6 +56,21 @@ source scripts/bench_stack.sh
 for mode in $MODES; do
     [[ "$mode" =~ ^(instant|down)$ ]] || die "MODES: '$mode' is neither instant nor down"
 done
+ROUNDS="${ROUNDS:-1}"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS=$ROUNDS: a whole number above 0"
+# The configurations drained: their labels and assignments.
+if [ -n "${A+set}${B+set}" ]; then
+    labels=(A B)
+    declare -A assignments=([A]="${A:-}" [B]="${B:-}")
+else
+    labels=(shipped)
+    declare -A assignments=([shipped]="")
+fi
+for label in "${labels[@]}"; do
+    for word in ${assignments[$label]}; do
+        [[ "$word" =~ ^[A-Za-z_][A-Za-z0-9_]*=[^[:space:]]*$ ]] || die "$label: \"$word\" is not NAME=value"
+    done
+done
 mkdir -p "$OUT"
 trap stack_cleanup EXIT
 stack_prepare --bin chat-analytics
@@ -77,13 +98,14 @@ snapshot() {
     echo "$(ticks_of -f "^$BIN worker") $(ticks_of -f "^$BIN nlp-sim") $(ticks_of -x postgres) $(machine_ticks) $(date +%s.%N)"
 }
 
-# One mode's figures as a JSON line, from: mode, records, rows stored, NLP statuses (JSON),
-# clock ticks per second, the snapshots at the first and the last processed message, and the
-# worker's metrics at the end.
+# One drain's figures as a JSON line, from: mode, records, rows stored, NLP statuses (JSON),
+# clock ticks per second, the snapshots at the first and the last processed message, the
+# worker's metrics at the end, the configuration's label and the round.
 mode_figures() {
     python3 - "$@" <<'PY'
 import json, sys
 mode, records, stored, statuses, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
+config, round_ = sys.argv[9], int(sys.argv[10])
 metrics = {}
 for line in open(sys.argv[8]):
     if line and not line.startswith("#"):
@@ -96,7 +118,7 @@ secs = b[4] - a[4]
 cores = [(b[i] - a[i]) / tck / secs for i in range(4)]
 rate = records / secs
 print(json.dumps({
-    "mode": mode, "records": records, "rows_stored": stored, "nlp_status": statuses,
+    "mode": mode, "config": config, "round": round_, "records": records, "rows_stored": stored, "nlp_status": statuses,
     "seconds": round(secs, 2), "rows_per_sec": round(rate),
     "worker_cores": round(cores[0], 3), "nlp_sim_cores": round(cores[1], 3),
     "postgres_cores": round(cores[2], 3), "machine_cores": round(cores[3], 3),
@@ -111,61 +133,121 @@ print(json.dumps({
 PY
 }
 
-results=()
-for mode in $MODES; do
-    db="chat_bench_worker"
+# Exports a configuration's assignments, keeping what they replace for restore_config.
+apply_config() {
+    local word name
+    replaced=()
+    for word in $1; do
+        name="${word%%=*}"
+        if [ -n "${!name+set}" ]; then replaced+=("$name=${!name}"); else replaced+=("$name"); fi
+        export "${word?}"
+    done
+}
+restore_config() {
+    local item
+    for item in "${replaced[@]}"; do
+        if [[ "$item" == *=* ]]; then export "${item?}"; else unset "$item"; fi
+    done
+}
+
+# Drains the backlog once: mode $1, configuration $2, round $3; appends the figures to results.
+drain() {
+    local mode="$1" label="$2" round="$3"
+    local tag="$mode-$label-$round" db="chat_bench_worker" nlp_url worker deadline first last stored statuses
     drop_db "$db"
     PGPASSWORD=chat psql -X -q -h 127.0.0.1 -U chat -d postgres -c "CREATE DATABASE $db" >&2
     export CHAT_ANALYTICS__POSTGRES__URL="postgres://chat:chat@127.0.0.1:5432/$db"
-    "$BIN" migrate >"$OUT/migrate-$mode.json"
+    "$BIN" migrate >"$OUT/migrate-$tag.json"
     nlp_url="http://127.0.0.1:$NLP_PORT/v1/analyze"
     # Nothing listens on port 9 (discard) here: every call is refused at once.
     [ "$mode" = instant ] || nlp_url="http://127.0.0.1:9/v1/analyze"
-    say "$mode: draining $RECORDS records with a new consumer group"
-    CHAT_ANALYTICS__KAFKA__CONSUMER_GROUP="drain-$mode-$STAMP" CHAT_ANALYTICS__NLP__URL="$nlp_url" \
-        CHAT_ANALYTICS__WORKER__REENRICH=false CHAT_ANALYTICS__DLQ__DIR="$OUT/dlq-$mode" \
+    say "$tag: draining $RECORDS records with a new consumer group [${assignments[$label]}]"
+    apply_config "${assignments[$label]}"
+    CHAT_ANALYTICS__KAFKA__CONSUMER_GROUP="drain-$tag-$STAMP" CHAT_ANALYTICS__NLP__URL="$nlp_url" \
+        CHAT_ANALYTICS__WORKER__REENRICH=false CHAT_ANALYTICS__DLQ__DIR="$OUT/dlq-$tag" \
         stack_start_worker
+    restore_config
     worker="${service_pids[0]}"
     wait_http "http://${admins[0]}/health"
     deadline=$((SECONDS + DRAIN_TIMEOUT))
     until [ "$(processed)" -gt 0 ]; do
-        [ "$SECONDS" -lt "$deadline" ] || die "$mode: nothing processed within $DRAIN_TIMEOUT s"
+        [ "$SECONDS" -lt "$deadline" ] || die "$tag: nothing processed within $DRAIN_TIMEOUT s"
         sleep 0.1
     done
     first="$(snapshot)"
     until [ "$(processed)" -ge "$RECORDS" ]; do
-        [ "$SECONDS" -lt "$deadline" ] || die "$mode: $(processed) of $RECORDS processed within $DRAIN_TIMEOUT s"
+        [ "$SECONDS" -lt "$deadline" ] || die "$tag: $(processed) of $RECORDS processed within $DRAIN_TIMEOUT s"
         sleep 0.2
     done
     last="$(snapshot)"
-    curl -fsS "http://${admins[0]}/metrics" >"$OUT/metrics-$mode.txt"
+    curl -fsS "http://${admins[0]}/metrics" >"$OUT/metrics-$tag.txt"
     stop_pids "$worker"
     stored="$(PGPASSWORD=chat psql -X -A -t -h 127.0.0.1 -U chat -d "$db" -c 'SELECT count(*) FROM messages')"
     statuses="$(PGPASSWORD=chat psql -X -A -t -h 127.0.0.1 -U chat -d "$db" \
         -c "SELECT coalesce(json_object_agg(nlp_status, n), '{}') FROM (SELECT nlp_status, count(*) AS n FROM messages GROUP BY 1) s")"
-    results+=("$(mode_figures "$mode" "$RECORDS" "$stored" "$statuses" "$(getconf CLK_TCK)" "$first" "$last" "$OUT/metrics-$mode.txt")")
-    say "$mode: ${results[-1]}"
+    results+=("$(mode_figures "$mode" "$RECORDS" "$stored" "$statuses" "$(getconf CLK_TCK)" "$first" "$last" \
+        "$OUT/metrics-$tag.txt" "$label" "$round")")
+    say "$tag: ${results[-1]}"
+}
+
+results=()
+for round in $(seq "$ROUNDS"); do
+    for mode in $MODES; do
+        for label in "${labels[@]}"; do
+            drain "$mode" "$label" "$round"
+        done
+    done
 done
 
-python3 - "$OUT" "${results[@]}" <<'PY'
-import json, os, platform, sys
-out, rows = sys.argv[1], [json.loads(r) for r in sys.argv[2:]]
+configurations=""
+for label in "${labels[@]}"; do
+    configurations+="${configurations:+; }$label: ${assignments[$label]:-as shipped}"
+done
+python3 - "$OUT" "$configurations" "${results[@]}" <<'PY'
+import json, os, platform, statistics, sys
+out, rows = sys.argv[1], [json.loads(r) for r in sys.argv[3:]]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 goal = {"instant": 40000, "down": 75000}
-json.dump({"machine": {"cpus": os.cpu_count(), "model": cpu, "kernel": platform.release()}, "modes": rows},
+modes = list(dict.fromkeys(r["mode"] for r in rows))
+labels = list(dict.fromkeys(r["config"] for r in rows))
+figures = ["rows_per_sec", "worker_us_per_record", "postgres_us_per_row", "nlp_sim_us_per_record", "machine_cores"]
+medians = {}
+for mode in modes:
+    for label in labels:
+        runs = [r for r in rows if r["mode"] == mode and r["config"] == label]
+        medians[(mode, label)] = {f: statistics.median(r[f] for r in runs) for f in figures}
+        medians[(mode, label)]["all_stored"] = all(r["rows_stored"] == r["records"] for r in runs)
+json.dump({"machine": {"cpus": os.cpu_count(), "model": cpu, "kernel": platform.release()},
+           "configurations": sys.argv[2], "modes": rows,
+           "medians": [{"mode": m, "config": c, **v} for (m, c), v in medians.items()]},
           open(os.path.join(out, "summary.json"), "w"), indent=2)
 lines = [f"# make bench-worker — {os.path.basename(out)}", "",
-         f"Machine: {os.cpu_count()} CPU ({cpu}), Linux {platform.release()}; Kafka, Postgres and nlp-sim on the same machine.", "",
-         "| mode | records | stored | rows/s | goal | worker µs/record | Postgres µs/row | nlp-sim µs/call | worker cores | machine cores |",
-         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+         f"Machine: {os.cpu_count()} CPU ({cpu}), Linux {platform.release()}; Kafka, Postgres and nlp-sim on the same machine.", ""]
+if labels != ["shipped"]:
+    lines += [f"Configurations (the draining worker's environment): {sys.argv[2]}.", ""]
+lines += ["| mode | config | round | records | stored | rows/s | worker µs/record | Postgres µs/row | nlp-sim µs/call | worker cores | machine cores |",
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 for r in rows:
-    verdict = "PASS" if r["rows_per_sec"] >= goal[r["mode"]] and r["rows_stored"] == r["records"] else "FAIL"
-    lines.append(f"| {r['mode']} | {r['records']} | {r['rows_stored']} | {r['rows_per_sec']} | >= {goal[r['mode']]} {verdict} "
+    lines.append(f"| {r['mode']} | {r['config']} | {r['round']} | {r['records']} | {r['rows_stored']} | {r['rows_per_sec']} "
                  f"| {r['worker_us_per_record']} | {r['postgres_us_per_row']} | {r['nlp_sim_us_per_record']} "
                  f"| {r['worker_cores']} | {r['machine_cores']} |")
-lines += ["", "| mode | rows per batch | pending rollup rows per row | folds | fold time, mean (ms) |", "|---|---:|---:|---:|---:|"]
-lines += [f"| {r['mode']} | {r['rows_per_batch']} | {r['pending_rollup_rows_per_row']} | {r['folds']} | {r['fold_ms_mean']} |" for r in rows]
-lines += ["", "NLP status of the stored rows: " + "; ".join(f"{r['mode']} {r['nlp_status']}" for r in rows)]
+lines += ["", "Medians per mode and configuration; the goal is judged on the median rows/s, every drain storing every record:", "",
+          "| mode | config | rows/s | goal | worker µs/record | Postgres µs/row | nlp-sim µs/call | machine cores |",
+          "|---|---|---:|---:|---:|---:|---:|---:|"]
+for (mode, label), v in medians.items():
+    verdict = "PASS" if v["rows_per_sec"] >= goal[mode] and v["all_stored"] else "FAIL"
+    lines.append(f"| {mode} | {label} | {v['rows_per_sec']:.0f} | >= {goal[mode]} {verdict} | {v['worker_us_per_record']} "
+                 f"| {v['postgres_us_per_row']} | {v['nlp_sim_us_per_record']} | {v['machine_cores']} |")
+if labels == ["A", "B"]:
+    lines += ["", "B against A (ratio of the medians):", "", "| mode | rows/s | worker µs/record | Postgres µs/row | machine cores |",
+              "|---|---:|---:|---:|---:|"]
+    for mode in modes:
+        a, b = medians[(mode, "A")], medians[(mode, "B")]
+        ratio = lambda f: f"{b[f] / a[f]:.2f}" if a[f] else "—"
+        lines.append(f"| {mode} | {ratio('rows_per_sec')} | {ratio('worker_us_per_record')} | {ratio('postgres_us_per_row')} | {ratio('machine_cores')} |")
+lines += ["", "| mode | config | round | rows per batch | pending rollup rows per row | folds | fold time, mean (ms) |", "|---|---|---:|---:|---:|---:|---:|"]
+lines += [f"| {r['mode']} | {r['config']} | {r['round']} | {r['rows_per_batch']} | {r['pending_rollup_rows_per_row']} | {r['folds']} | {r['fold_ms_mean']} |" for r in rows]
+lines += ["", "NLP status of the stored rows: " + "; ".join(f"{r['mode']} {r['config']} {r['round']} {r['nlp_status']}" for r in rows)]
 open(os.path.join(out, "summary.md"), "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
