@@ -60,7 +60,10 @@ WITH batch AS (
 )
 SELECT b.message_id,
        s.message_id IS NOT NULL AS stored,
-       k.content_hash AS stored_content_hash
+       -- Looked up only for the rows not stored (in most batches, none); a join searched
+       -- the key index once for every row.
+       CASE WHEN s.message_id IS NULL
+            THEN (SELECT k.content_hash FROM message_keys k WHERE k.message_id = b.message_id)
+       END AS stored_content_hash
   FROM batch b
   LEFT JOIN stored s USING (message_id)
-  LEFT JOIN message_keys k ON s.message_id IS NULL AND k.message_id = b.message_id
