@@ -20,7 +20,8 @@
 #
 # Two worker configurations, alternated on the one backlog (optional): A and B are each a set of
 # environment assignments for the draining worker (empty: as shipped), e.g.
-# A='CHAT_ANALYTICS__STORAGE__BATCH_MAX_ROWS=500' B=''. Each of ROUNDS rounds drains the backlog
+# A='CHAT_ANALYTICS__STORAGE__BATCH_MAX_ROWS=500' B='', or A='BENCH_BIN=<another build>' for that
+# build's worker (the backlog is filled by the stack's own). Each of ROUNDS rounds drains the backlog
 # once per mode and configuration, A first; the summary gives each drain and, per mode and
 # configuration, the medians and B's ratio to A. Without A and B: one configuration, as shipped.
 #
@@ -93,9 +94,9 @@ processed() {
     curl -fsS "http://${admins[0]}/metrics" 2>/dev/null \
         | awk '/^messages_processed_total/ { n += $2 } END { printf "%d", n }'
 }
-# One line of figures: ticks of the worker, nlp-sim, Postgres and the machine, and the time.
+# One line of figures: ticks of the draining worker, nlp-sim, Postgres and the machine, and the time.
 snapshot() {
-    echo "$(ticks_of -f "^$BIN worker") $(ticks_of -f "^$BIN nlp-sim") $(ticks_of -x postgres) $(machine_ticks) $(date +%s.%N)"
+    echo "$(pid_ticks "${service_pids[0]}") $(ticks_of -f "^$BIN nlp-sim") $(ticks_of -x postgres) $(machine_ticks) $(date +%s.%N)"
 }
 
 # One drain's figures as a JSON line, from: mode, records, rows stored, NLP statuses (JSON),
@@ -163,9 +164,9 @@ drain() {
     [ "$mode" = instant ] || nlp_url="http://127.0.0.1:9/v1/analyze"
     say "$tag: draining $RECORDS records with a new consumer group [${assignments[$label]}]"
     apply_config "${assignments[$label]}"
-    CHAT_ANALYTICS__KAFKA__CONSUMER_GROUP="drain-$tag-$STAMP" CHAT_ANALYTICS__NLP__URL="$nlp_url" \
-        CHAT_ANALYTICS__WORKER__REENRICH=false CHAT_ANALYTICS__DLQ__DIR="$OUT/dlq-$tag" \
-        stack_start_worker
+    BIN="${BENCH_BIN:-$BIN}" CHAT_ANALYTICS__KAFKA__CONSUMER_GROUP="drain-$tag-$STAMP" \
+        CHAT_ANALYTICS__NLP__URL="$nlp_url" CHAT_ANALYTICS__WORKER__REENRICH=false \
+        CHAT_ANALYTICS__DLQ__DIR="$OUT/dlq-$tag" stack_start_worker
     restore_config
     worker="${service_pids[0]}"
     wait_http "http://${admins[0]}/health"
