@@ -68,7 +68,8 @@ else
     declare -A assignments=([shipped]="")
 fi
 for label in "${labels[@]}"; do
-    for word in ${assignments[$label]}; do
+    read -r -a words <<<"${assignments[$label]}"
+    for word in "${words[@]}"; do
         [[ "$word" =~ ^[A-Za-z_][A-Za-z0-9_]*=[^[:space:]]*$ ]] || die "$label: \"$word\" is not NAME=value"
     done
 done
@@ -136,9 +137,10 @@ PY
 
 # Exports a configuration's assignments, keeping what they replace for restore_config.
 apply_config() {
-    local word name
+    local word name words
     replaced=()
-    for word in $1; do
+    read -r -a words <<<"$1"
+    for word in "${words[@]}"; do
         name="${word%%=*}"
         if [ -n "${!name+set}" ]; then replaced+=("$name=${!name}"); else replaced+=("$name"); fi
         export "${word?}"
