@@ -60,8 +60,8 @@ WITH batch AS (
 )
 SELECT b.message_id,
        s.message_id IS NOT NULL AS stored,
-       -- Looked up only for the rows not stored (in most batches, none); a join searched
-       -- the key index once for every row.
+       -- Looked up only for the rows not stored (in most batches, none); a join would
+       -- search the key index once for every row.
        CASE WHEN s.message_id IS NULL
             THEN (SELECT k.content_hash FROM message_keys k WHERE k.message_id = b.message_id)
        END AS stored_content_hash
