@@ -41,12 +41,10 @@ RESULTS="bench/results/compare-$(date -u +%Y%m%dT%H%M%SZ)"
 say() { printf 'bench-compare: %s\n' "$*" >&2; }
 
 [ "$#" -ge 2 ] || { say "give at least two configurations, e.g. 'INGEST_PROCESSES=3' 'INGEST_PROCESSES=1'"; exit 64; }
+# shellcheck source=scripts/bench_lib.sh
+source scripts/bench_lib.sh
 for config in "$@"; do
-    [[ "$config" != *$'\n'* ]] || { say "configuration \"$config\": assignments on one line"; exit 64; }
-    for word in $config; do
-        [[ "$word" =~ ^[A-Za-z_][A-Za-z0-9_]*=[^[:space:]]*$ ]] \
-            || { say "configuration \"$config\": \"$word\" is not NAME=value"; exit 64; }
-    done
+    check_assignments "\"$config\"" "$config" || exit 64
 done
 for knob in RATE CONNECTIONS RAMP MEASURE PAIRS SOURCE_IPS; do
     [[ "${!knob}" =~ ^[1-9][0-9]*$ ]] || { say "$knob=${!knob}: a whole number from 1"; exit 64; }

@@ -17,6 +17,18 @@ drop_db() {
         -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
 }
 
+# Fails, saying why, unless $2 is a set of environment assignments on one line: NAME=value
+# words, values without spaces (a configuration of bench-compare or bench-worker, named $1).
+check_assignments() {
+    local word words
+    [[ "$2" != *$'\n'* ]] || { say "configuration $1: assignments on one line"; return 1; }
+    read -r -a words <<<"$2"
+    for word in "${words[@]}"; do
+        [[ "$word" =~ ^[A-Za-z_][A-Za-z0-9_]*=[^[:space:]]*$ ]] \
+            || { say "configuration $1: \"$word\" is not NAME=value"; return 1; }
+    done
+}
+
 # Waits up to 60 s for $1 to answer 2xx.
 wait_http() {
     local url="$1" deadline=$((SECONDS + 60))

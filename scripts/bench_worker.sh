@@ -68,10 +68,7 @@ else
     declare -A assignments=([shipped]="")
 fi
 for label in "${labels[@]}"; do
-    read -r -a words <<<"${assignments[$label]}"
-    for word in "${words[@]}"; do
-        [[ "$word" =~ ^[A-Za-z_][A-Za-z0-9_]*=[^[:space:]]*$ ]] || die "$label: \"$word\" is not NAME=value"
-    done
+    check_assignments "$label" "${assignments[$label]}" || exit 64
 done
 mkdir -p "$OUT"
 trap stack_cleanup EXIT
