@@ -11,7 +11,8 @@
 #
 # Rows/s is RECORDS over the time from the first to the last processed message (the group's
 # start-up left out); CPU is each process's, from /proc, over the same time: the worker's per
-# record, Postgres' per row (every `postgres` process), nlp-sim's per call, and the machine's.
+# record, Postgres' per row (every `postgres` process), nlp-sim's per call, and the machine's;
+# the worker's peak resident memory (VmHWM) over its whole life, start-up included.
 # Issue targets: the worker >= 40,000 rows/s with an instant NLP API, >= 75,000 rows/s down.
 #
 # The backlog looks like the steady scenario of `make bench`: one message per request, one bot
@@ -99,12 +100,13 @@ snapshot() {
 
 # One drain's figures as a JSON line, from: mode, records, rows stored, NLP statuses (JSON),
 # clock ticks per second, the snapshots at the first and the last processed message, the
-# worker's metrics at the end, the configuration's label and the round.
+# worker's metrics at the end, the configuration's label, the round and the worker's peak
+# resident memory in kB (VmHWM).
 mode_figures() {
     python3 - "$@" <<'PY'
 import json, sys
 mode, records, stored, statuses, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
-config, round_ = sys.argv[9], int(sys.argv[10])
+config, round_, peak_kb = sys.argv[9], int(sys.argv[10]), int(sys.argv[11])
 metrics = {}
 for line in open(sys.argv[8]):
     if line and not line.startswith("#"):
@@ -119,6 +121,7 @@ rate = records / secs
 print(json.dumps({
     "mode": mode, "config": config, "round": round_, "records": records, "rows_stored": stored, "nlp_status": statuses,
     "seconds": round(secs, 2), "rows_per_sec": round(rate),
+    "worker_peak_rss_mb": round(peak_kb / 1024, 1),
     "worker_cores": round(cores[0], 3), "nlp_sim_cores": round(cores[1], 3),
     "postgres_cores": round(cores[2], 3), "machine_cores": round(cores[3], 3),
     "worker_us_per_record": round(cores[0] * 1e6 / rate, 1),
@@ -153,7 +156,7 @@ restore_config() {
 # Drains the backlog once: mode $1, configuration $2, round $3; appends the figures to results.
 drain() {
     local mode="$1" label="$2" round="$3"
-    local tag="$mode-$label-$round" db="chat_bench_worker" nlp_url worker deadline first last stored statuses
+    local tag="$mode-$label-$round" db="chat_bench_worker" nlp_url worker deadline first last stored statuses peak_kb
     drop_db "$db"
     PGPASSWORD=chat psql -X -q -h 127.0.0.1 -U chat -d postgres -c "CREATE DATABASE $db" >&2
     export CHAT_ANALYTICS__POSTGRES__URL="postgres://chat:chat@127.0.0.1:5432/$db"
@@ -181,12 +184,13 @@ drain() {
     done
     last="$(snapshot)"
     curl -fsS "http://${admins[0]}/metrics" >"$OUT/metrics-$tag.txt"
+    peak_kb="$(awk '/^VmHWM:/ { print $2 }' "/proc/$worker/status")"
     stop_pids "$worker"
     stored="$(PGPASSWORD=chat psql -X -A -t -h 127.0.0.1 -U chat -d "$db" -c 'SELECT count(*) FROM messages')"
     statuses="$(PGPASSWORD=chat psql -X -A -t -h 127.0.0.1 -U chat -d "$db" \
         -c "SELECT coalesce(json_object_agg(nlp_status, n), '{}') FROM (SELECT nlp_status, count(*) AS n FROM messages GROUP BY 1) s")"
     results+=("$(mode_figures "$mode" "$RECORDS" "$stored" "$statuses" "$(getconf CLK_TCK)" "$first" "$last" \
-        "$OUT/metrics-$tag.txt" "$label" "$round")")
+        "$OUT/metrics-$tag.txt" "$label" "$round" "$peak_kb")")
     say "$tag: ${results[-1]}"
 }
 
@@ -210,12 +214,14 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 goal = {"instant": 40000, "down": 75000}
 modes = list(dict.fromkeys(r["mode"] for r in rows))
 labels = list(dict.fromkeys(r["config"] for r in rows))
-figures = ["rows_per_sec", "worker_us_per_record", "postgres_us_per_row", "nlp_sim_us_per_record", "machine_cores"]
+figures = ["rows_per_sec", "worker_us_per_record", "postgres_us_per_row", "nlp_sim_us_per_record", "machine_cores", "worker_peak_rss_mb"]
 medians = {}
 for mode in modes:
     for label in labels:
         runs = [r for r in rows if r["mode"] == mode and r["config"] == label]
-        medians[(mode, label)] = {f: statistics.median(r[f] for r in runs) for f in figures}
+        # A median of an even count is a mean of two: rounded as the drains' own figures are.
+        medians[(mode, label)] = {f: round(statistics.median(r[f] for r in runs), 3 if f == "machine_cores" else 1)
+                                  for f in figures}
         medians[(mode, label)]["all_stored"] = all(r["rows_stored"] == r["records"] for r in runs)
 json.dump({"machine": {"cpus": os.cpu_count(), "model": cpu, "kernel": platform.release()},
            "configurations": sys.argv[2], "modes": rows,
@@ -225,26 +231,26 @@ lines = [f"# make bench-worker — {os.path.basename(out)}", "",
          f"Machine: {os.cpu_count()} CPU ({cpu}), Linux {platform.release()}; Kafka, Postgres and nlp-sim on the same machine.", ""]
 if labels != ["shipped"]:
     lines += [f"Configurations (the draining worker's environment): {sys.argv[2]}.", ""]
-lines += ["| mode | config | round | records | stored | rows/s | worker µs/record | Postgres µs/row | nlp-sim µs/call | worker cores | machine cores |",
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+lines += ["| mode | config | round | records | stored | rows/s | worker µs/record | Postgres µs/row | nlp-sim µs/call | worker cores | machine cores | worker peak RSS (MB) |",
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 for r in rows:
     lines.append(f"| {r['mode']} | {r['config']} | {r['round']} | {r['records']} | {r['rows_stored']} | {r['rows_per_sec']} "
                  f"| {r['worker_us_per_record']} | {r['postgres_us_per_row']} | {r['nlp_sim_us_per_record']} "
-                 f"| {r['worker_cores']} | {r['machine_cores']} |")
+                 f"| {r['worker_cores']} | {r['machine_cores']} | {r['worker_peak_rss_mb']} |")
 lines += ["", "Medians per mode and configuration; the goal is judged on the median rows/s, every drain storing every record:", "",
-          "| mode | config | rows/s | goal | worker µs/record | Postgres µs/row | nlp-sim µs/call | machine cores |",
-          "|---|---|---:|---:|---:|---:|---:|---:|"]
+          "| mode | config | rows/s | goal | worker µs/record | Postgres µs/row | nlp-sim µs/call | machine cores | worker peak RSS (MB) |",
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
 for (mode, label), v in medians.items():
     verdict = "PASS" if v["rows_per_sec"] >= goal[mode] and v["all_stored"] else "FAIL"
     lines.append(f"| {mode} | {label} | {v['rows_per_sec']:.0f} | >= {goal[mode]} {verdict} | {v['worker_us_per_record']} "
-                 f"| {v['postgres_us_per_row']} | {v['nlp_sim_us_per_record']} | {v['machine_cores']} |")
+                 f"| {v['postgres_us_per_row']} | {v['nlp_sim_us_per_record']} | {v['machine_cores']} | {v['worker_peak_rss_mb']} |")
 if labels == ["A", "B"]:
-    lines += ["", "B against A (ratio of the medians):", "", "| mode | rows/s | worker µs/record | Postgres µs/row | machine cores |",
-              "|---|---:|---:|---:|---:|"]
+    lines += ["", "B against A (ratio of the medians):", "", "| mode | rows/s | worker µs/record | Postgres µs/row | machine cores | worker peak RSS |",
+              "|---|---:|---:|---:|---:|---:|"]
     for mode in modes:
         a, b = medians[(mode, "A")], medians[(mode, "B")]
         ratio = lambda f: f"{b[f] / a[f]:.2f}" if a[f] else "—"
-        lines.append(f"| {mode} | {ratio('rows_per_sec')} | {ratio('worker_us_per_record')} | {ratio('postgres_us_per_row')} | {ratio('machine_cores')} |")
+        lines.append(f"| {mode} | {ratio('rows_per_sec')} | {ratio('worker_us_per_record')} | {ratio('postgres_us_per_row')} | {ratio('machine_cores')} | {ratio('worker_peak_rss_mb')} |")
 lines += ["", "| mode | config | round | rows per batch | pending rollup rows per row | folds | fold time, mean (ms) |", "|---|---|---:|---:|---:|---:|---:|"]
 lines += [f"| {r['mode']} | {r['config']} | {r['round']} | {r['rows_per_batch']} | {r['pending_rollup_rows_per_row']} | {r['folds']} | {r['fold_ms_mean']} |" for r in rows]
 lines += ["", "NLP status of the stored rows: " + "; ".join(f"{r['mode']} {r['config']} {r['round']} {r['nlp_status']}" for r in rows)]

@@ -158,8 +158,10 @@ impl BatchWriter {
         outage: Arc<DatabaseOutage>,
         shutdown: CancellationToken,
     ) -> (Arc<BatchWriter>, BatchWriterHandle) {
-        // Room for a few batches of backlog; beyond it, senders wait (back-pressure).
-        let (tx, rx) = mpsc::channel(settings.batch_max_rows.get() * 4);
+        // Room for the next batch while the writer waits for a flush to end; beyond it,
+        // senders wait (back-pressure). More would only hold rows in memory: the batches
+        // being written and the worker pool upstream already keep the writer fed.
+        let (tx, rx) = mpsc::channel(settings.batch_max_rows.get());
         let outage_backoff = Backoff::new(settings.write_backoff, settings.outage_retry_max, 0.2);
         let writer = BatchWriter {
             rx: Mutex::new(rx),
