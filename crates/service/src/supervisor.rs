@@ -172,11 +172,13 @@ where
 }
 
 /// Runs one future, turning a panic into an error with its message.
-pub async fn catch_panic<T>(fut: impl Future<Output = T>) -> Result<T, String> {
+///
+/// Not an `async fn`: one would keep its argument and the future made from it side by
+/// side, twice the size of `fut`, in every message's task and every request's.
+pub fn catch_panic<T>(fut: impl Future<Output = T>) -> impl Future<Output = Result<T, String>> {
     std::panic::AssertUnwindSafe(fut)
         .catch_unwind()
-        .await
-        .map_err(panic_message)
+        .map(|result| result.map_err(panic_message))
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

@@ -110,11 +110,14 @@ impl BatchWriterHandle {
     /// Queues the row (waiting while the queue is full: back-pressure) and returns what
     /// will say how it ended. The caller may release its own resources in between.
     pub async fn submit(&self, row: ProcessedMessage) -> PendingStore {
+        // A place first, then the row into it: `send` would keep a second copy of the
+        // row in this future, which every message's task holds while it waits.
+        let Ok(place) = self.tx.reserve().await else {
+            return PendingStore(None);
+        };
         let (reply, answer) = oneshot::channel();
-        match self.tx.send(Pending { row, reply }).await {
-            Ok(()) => PendingStore(Some(answer)),
-            Err(_) => PendingStore(None),
-        }
+        place.send(Pending { row, reply });
+        PendingStore(Some(answer))
     }
 }
 

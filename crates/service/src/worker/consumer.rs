@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use rdkafka::consumer::CommitMode;
 use rdkafka::Message;
 use tokio::sync::Semaphore;
@@ -210,20 +211,22 @@ impl MessageConsumer {
         ticket: Ticket,
         slot: PoolSlot,
     ) {
-        let pipeline = pipeline.clone();
         let offsets = self.kafka.offsets().clone();
         let processed = self.metrics.messages_processed.clone();
         let span = received.span();
         // Boxed, so that spawning the task and finishing it move a pointer rather than the
         // whole message's future (tokio copies a task's future into its cell, and writes
         // the finished stage over it).
-        let task = Box::pin(async move {
-            let outcome = pipeline.process_received(received, Some(slot)).await;
-            if outcome.is_durable() {
-                offsets.complete(ticket);
-            }
-            processed.with_label_values(&[outcome.label()]).inc();
-        });
+        let task = Box::pin(
+            pipeline
+                .process_received(received, Some(slot))
+                .map(move |outcome| {
+                    if outcome.is_durable() {
+                        offsets.complete(ticket);
+                    }
+                    processed.with_label_values(&[outcome.label()]).inc();
+                }),
+        );
         tasks.spawn(task.instrument(span));
     }
 

@@ -1,10 +1,12 @@
 //! One message, start to durable finish: decode, moderate, enrich, store, and when it
 //! cannot be stored, dead-letter it. The only place that sees every stage.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::future::{BoxFuture, Either};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -230,15 +232,35 @@ impl Pipeline {
 
     /// A received record to its durable end: undecodable ones and panics become dead
     /// letters.
-    pub async fn process_received(&self, received: Received, slot: Option<PoolSlot>) -> Outcome {
-        let (envelope, source, mut turn) = match received {
+    ///
+    /// Not an `async fn`: the record is taken apart before the future is made, which
+    /// would otherwise keep the whole record beside its parts for as long as it lives,
+    /// one per message until its row is written.
+    pub fn process_received(
+        self: &Arc<Self>,
+        received: Received,
+        slot: Option<PoolSlot>,
+    ) -> impl Future<Output = Outcome> + Send + 'static {
+        let pipeline = self.clone();
+        match received {
             Received::Message {
                 envelope,
                 source,
                 turn,
-            } => (envelope, source, turn),
-            Received::Undecodable(letter) => return self.dead_letter(letter).await,
-        };
+            } => Either::Left(pipeline.process_envelope(envelope, source, turn, slot)),
+            Received::Undecodable(letter) => {
+                Either::Right(Box::pin(async move { pipeline.dead_letter(letter).await }))
+            }
+        }
+    }
+
+    async fn process_envelope(
+        self: Arc<Self>,
+        envelope: Envelope,
+        source: SourcePosition,
+        mut turn: Turn,
+        slot: Option<PoolSlot>,
+    ) -> Outcome {
         turn.wait().await;
         let message = Arc::new(envelope.message);
         let received_at = envelope.received_at;
@@ -275,14 +297,7 @@ impl Pipeline {
         if verdict.flagged {
             self.metrics.moderation_hits.inc();
         }
-        let text = message.text.as_str();
-        // Boxed: the NLP call's future is kilobytes (hyper, h2, timeouts, retries), and
-        // unboxed it would be copied with every future around it, from this one up to the
-        // task's, on each message's spawn and completion.
-        let enrichment = match slot.as_mut() {
-            Some(slot) => Box::pin(self.enricher.enrich_with(text, slot)).await,
-            None => Box::pin(self.enricher.enrich(text)).await,
-        };
+        let enrichment = self.enrichment(&message, slot.as_mut()).await;
         let row = ProcessedMessage {
             message,
             received_at,
@@ -325,9 +340,33 @@ impl Pipeline {
         }
     }
 
+    /// The NLP call for `message`, boxed: its future is kilobytes (h2, timeouts,
+    /// retries), and unboxed it would size and be copied with every future around it, up
+    /// to the message's task. Made here rather than where it is awaited, where the unboxed
+    /// temporary would still take its room in the caller's future.
+    fn enrichment<'a>(
+        &'a self,
+        message: &'a ChatMessage,
+        slot: Option<&'a mut PoolSlot>,
+    ) -> BoxFuture<'a, Enrichment> {
+        let text = message.text.as_str();
+        match slot {
+            Some(slot) => Box::pin(self.enricher.enrich_with(text, slot)),
+            None => Box::pin(self.enricher.enrich(text)),
+        }
+    }
+
     /// Writes a dead letter, retrying for as long as it takes (consumption is paused
     /// meanwhile); gives up only at shutdown, leaving the offset uncommitted.
-    async fn dead_letter(&self, letter: DeadLetter) -> Outcome {
+    ///
+    /// Boxed: the rare path's future (the letter, a copy being written, a back-off timer)
+    /// would otherwise set the size of every message's task, which lives until its row is
+    /// written; a worker draining a backlog holds over ten thousand of them.
+    fn dead_letter(&self, letter: DeadLetter) -> BoxFuture<'_, Outcome> {
+        Box::pin(self.write_dead_letter(letter))
+    }
+
+    async fn write_dead_letter(&self, letter: DeadLetter) -> Outcome {
         let stage = letter.stage;
         let backoff = Backoff::new(DLQ_RETRY_FIRST, DLQ_RETRY_MAX, 0.0);
         let mut failures = 0;
