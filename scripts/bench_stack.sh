@@ -14,7 +14,7 @@
 # process keeps busy, from 0 to 1; 0 starts none), BENCH_BIN (./target/release/chat-analytics:
 # another build to run instead, as scripts/bench_compare.sh compares builds), WARM_RATE
 # (3000), WARM_ROUND (15) and WARM_MAX (120; 0 skips it) for the broker's warm-up
-# (stack_warm_broker).
+# (stack_warm_broker), LOG_LEVEL (unset: the shipped `log.level`, info).
 
 NLP_LATENCY_MS="${NLP_LATENCY_MS:-200}"
 TOPIC_PARTITIONS="${TOPIC_PARTITIONS:-12}"
@@ -84,7 +84,9 @@ stack_prepare() {
     export CHAT_ANALYTICS__API__LISTEN="127.0.0.1:$API_PORT"
     export CHAT_ANALYTICS__ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT"
     export CHAT_ANALYTICS__DLQ__DIR="$OUT/dlq"
-    export CHAT_ANALYTICS__LOG__LEVEL=warn
+    # The log level is the shipped one (info, as deployed) unless LOG_LEVEL sets another:
+    # at info each message's span costs the worker about 2.6 µs (docs/BENCHMARKS.md).
+    if [ -n "${LOG_LEVEL:-}" ]; then export CHAT_ANALYTICS__LOG__LEVEL="$LOG_LEVEL"; fi
     # Seven processes on two cores: one runtime thread each spends less CPU on cross-thread
     # wake-ups and work-stealing than one per core (docs/BENCHMARKS-HISTORY.md, tuning log
     # step 14). The worker and nlp-sim keep one per core: on one thread, answers and timers
