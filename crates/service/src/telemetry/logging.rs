@@ -8,6 +8,8 @@
 //! them before the line (`message{message_id=... bot_id=...}: ...`); JSON as `span`
 //! (the innermost) and `spans` (all, outermost first).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -20,9 +22,12 @@ pub fn init_logging(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal: escape codes in a log file or a
+    // collector's stream are noise, and writing them costs every span's fields.
+    let colours = std::io::stderr().is_terminal();
     // `try_init` also forwards the `log` records of librdkafka's wrapper. A second call
     // (tests) keeps the first subscriber.
-    drop(subscriber(settings.format, filter, std::io::stderr).try_init());
+    drop(subscriber(settings.format, filter, std::io::stderr, colours).try_init());
 }
 
 /// The subscriber of [`init_logging`], writing to `writer`, so tests check the format
@@ -31,12 +36,14 @@ fn subscriber<W>(
     format: LogFormat,
     filter: EnvFilter,
     writer: W,
+    colours: bool,
 ) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours)
         .with_writer(writer);
     match format {
         LogFormat::Json => Box::new(
@@ -69,32 +76,18 @@ pub(crate) mod capture {
         /// Installs the service's subscriber (level info) on this thread only.
         pub(crate) fn start(format: LogFormat) -> (CapturedLogs, DefaultGuard) {
             let logs = CapturedLogs::default();
-            let subscriber = super::subscriber(format, EnvFilter::new("info"), logs.clone());
+            let subscriber = super::subscriber(format, EnvFilter::new("info"), logs.clone(), false);
             (logs, tracing::subscriber::set_default(subscriber))
         }
 
-        /// The lines so far, without the colour codes the text format writes.
+        /// The lines so far.
         pub(crate) fn lines(&self) -> Vec<String> {
             let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
             String::from_utf8_lossy(&bytes)
                 .lines()
-                .map(without_colours)
+                .map(str::to_owned)
                 .collect()
         }
-    }
-
-    /// `line` without ANSI SGR sequences (`ESC [ ... m`).
-    fn without_colours(line: &str) -> String {
-        let mut plain = String::with_capacity(line.len());
-        let mut chars = line.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                chars.by_ref().find(|&c| c == 'm');
-            } else {
-                plain.push(c);
-            }
-        }
-        plain
     }
 
     impl std::io::Write for CapturedLogs {
