@@ -274,7 +274,7 @@ mod tests {
     // One thread, so the server and client tasks log through this thread's subscriber.
     #[tokio::test(flavor = "current_thread")]
     async fn a_request_s_log_lines_carry_its_message_s_ids_in_json() {
-        let (logs, _guard) = CapturedLogs::start(LogFormat::Json);
+        let (logs, _guard) = CapturedLogs::start(LogFormat::Json, "info");
         let settings = Settings::load_from(None, std::iter::empty()).expect("defaults load");
         let api = IngestApi::new(
             Unreachable,

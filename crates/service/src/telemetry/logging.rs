@@ -4,7 +4,9 @@
 //! lines can be joined across processes: `http_request` (`method`, `route`, `status`,
 //! and `message_id`, `bot_id` for one message or `messages` for a batch) and, per
 //! message of a batch, `message` (`message_id`, `bot_id`) in the ingest API;
-//! `message` (`message_id`, `bot_id`, `partition`, `offset`) in the worker. Text puts
+//! `message` (`message_id`, `bot_id`, `partition`, `offset`) in the worker, at debug
+//! (a span every message would pay for at info; a record that cannot be decoded has its
+//! `partition` and `offset` at info). Text puts
 //! them before the line (`message{message_id=... bot_id=...}: ...`); JSON as `span`
 //! (the innermost) and `spans` (all, outermost first).
 
@@ -73,10 +75,10 @@ pub(crate) mod capture {
     pub(crate) struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
 
     impl CapturedLogs {
-        /// Installs the service's subscriber (level info) on this thread only.
-        pub(crate) fn start(format: LogFormat) -> (CapturedLogs, DefaultGuard) {
+        /// Installs the service's subscriber, with the filter `level`, on this thread only.
+        pub(crate) fn start(format: LogFormat, level: &str) -> (CapturedLogs, DefaultGuard) {
             let logs = CapturedLogs::default();
-            let subscriber = super::subscriber(format, EnvFilter::new("info"), logs.clone(), false);
+            let subscriber = super::subscriber(format, EnvFilter::new(level), logs.clone(), false);
             (logs, tracing::subscriber::set_default(subscriber))
         }
 

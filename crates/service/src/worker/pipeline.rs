@@ -179,15 +179,19 @@ impl Drop for CountedPermit {
 }
 
 impl Received {
-    /// The span every log line about this record carries, in the worker as in the ingest
-    /// API (which puts `message_id` and `bot_id` on its own), so one message's lines can
-    /// be picked out of both logs. Fields are borrowed or `Copy`: nothing is formatted
-    /// unless a subscriber records the span.
+    /// The span of the log lines about this record, with the ids the ingest API logs too,
+    /// so one message's lines can be picked out of both logs.
+    ///
+    /// A message's span is at debug: at info, subscribers format its fields for every
+    /// message, about 2.6 µs of the worker's CPU each (docs/BENCHMARKS.md), for the rare
+    /// line logged inside it; the warnings and errors a message causes carry its
+    /// `message_id` themselves. An undecodable record's span stays at info: rare, and its
+    /// position is all there is to find it by.
     pub fn span(&self) -> tracing::Span {
         match self {
             Received::Message {
                 envelope, source, ..
-            } => tracing::info_span!(
+            } => tracing::debug_span!(
                 "message",
                 message_id = %envelope.message.message_id,
                 bot_id = envelope.message.bot_id.as_str(),
@@ -446,7 +450,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_s_log_lines_carry_its_ids_and_position_in_json() {
-        let (logs, _guard) = CapturedLogs::start(LogFormat::Json);
+        let (logs, _guard) = CapturedLogs::start(LogFormat::Json, "debug");
         let (received, id) = received(3, 42);
         async { tracing::warn!("while processing") }
             .instrument(received.span())
@@ -466,7 +470,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_s_log_lines_carry_its_ids_in_text() {
-        let (logs, _guard) = CapturedLogs::start(LogFormat::Text);
+        let (logs, _guard) = CapturedLogs::start(LogFormat::Text, "debug");
         let (received, id) = received(0, 7);
         async { tracing::warn!("while processing") }
             .instrument(received.span())
@@ -482,8 +486,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn at_info_a_message_s_span_is_off_and_costs_nothing() {
+        let (logs, _guard) = CapturedLogs::start(LogFormat::Text, "info");
+        let (received, _) = received(0, 7);
+        let span = received.span();
+        assert!(span.is_disabled());
+        async { tracing::warn!("while processing") }
+            .instrument(span)
+            .await;
+        let lines = logs.lines();
+        let [line] = lines.as_slice() else {
+            panic!("one line expected: {lines:?}");
+        };
+        assert!(!line.contains("message{"), "{line}");
+    }
+
+    #[tokio::test]
     async fn an_undecodable_record_s_lines_carry_its_position() {
-        let (logs, _guard) = CapturedLogs::start(LogFormat::Json);
+        let (logs, _guard) = CapturedLogs::start(LogFormat::Json, "info");
         let source = SourcePosition {
             partition: 1,
             offset: 9,
