@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::{BoxFuture, Either};
+use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -385,7 +386,15 @@ impl Pipeline {
                         blocked = true;
                         self.intake.dead_letter_failing();
                     }
-                    tracing::error!(error = %err, retry_in = ?wait, "dead letter not written; consumption paused, offsets held");
+                    let message_id = letter.message.get("message_id").and_then(Value::as_str);
+                    tracing::error!(
+                        message_id,
+                        partition = letter.kafka.map(|k| k.partition),
+                        offset = letter.kafka.map(|k| k.offset),
+                        error = %err,
+                        retry_in = ?wait,
+                        "dead letter not written; consumption paused, offsets held"
+                    );
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         () = self.shutdown.cancelled() => break Outcome::Abandoned,
