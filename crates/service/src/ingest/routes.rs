@@ -152,19 +152,41 @@ impl<P: Publisher> IngestApi<P> {
                 .publish(m.bot_id.as_str(), encode_message(m, received_at));
             // A single message's ids are on the request span already; a batch's are not.
             let span = if messages.len() > 1 {
-                tracing::info_span!("message", message_id = %m.message_id, bot_id = m.bot_id.as_str())
+                tracing::debug_span!("message", message_id = %m.message_id, bot_id = m.bot_id.as_str())
             } else {
                 tracing::Span::none()
             };
             publish.instrument(span)
         }))
         .await;
-        let errors: Vec<PublishError> = results.into_iter().filter_map(Result::err).collect();
-        let Some(first) = errors.first() else {
+        let failed: Vec<(&ChatMessage, PublishError)> = messages
+            .iter()
+            .zip(results)
+            .filter_map(|(m, result)| result.err().map(|err| (m, err)))
+            .collect();
+        let Some((_, first)) = failed.first() else {
             return Ok(());
         };
-        tracing::warn!(failed = errors.len(), total = messages.len(), error = %first, "publish failed");
-        if errors.iter().all(|e| matches!(e, PublishError::Overloaded)) {
+        // The request's span is at debug, so the line names the messages itself.
+        match messages {
+            [message] => tracing::warn!(
+                message_id = %message.message_id,
+                bot_id = message.bot_id.as_str(),
+                error = %first,
+                "publish failed"
+            ),
+            _ => tracing::warn!(
+                failed = failed.len(),
+                total = messages.len(),
+                message_ids = %FailedIds(&failed),
+                error = %first,
+                "publish failed"
+            ),
+        }
+        if failed
+            .iter()
+            .all(|(_, err)| matches!(err, PublishError::Overloaded))
+        {
             return Err(self.overloaded());
         }
         let what = if messages.len() == 1 {
@@ -172,7 +194,7 @@ impl<P: Publisher> IngestApi<P> {
         } else {
             format!(
                 "{} of {} messages were not acknowledged ({first}); retry the batch (messages with a message_id cannot be duplicated by a retry)",
-                errors.len(),
+                failed.len(),
                 messages.len()
             )
         };
@@ -201,7 +223,9 @@ impl<P: Publisher> HttpHandler for IngestApi<P> {
         let route = Route::of(req.uri().path());
         // The fields left empty are filled in once known: the message ids after parsing,
         // the status at the end.
-        let span = tracing::info_span!(
+        // At debug: at info every request would pay for its fields; the lines a request
+        // logs at info or above name its messages themselves.
+        let span = tracing::debug_span!(
             "http_request",
             method = req.method().as_str(),
             route = route.label(),
@@ -243,6 +267,21 @@ fn record_messages(span: &tracing::Span, messages: &[ChatMessage]) {
     }
 }
 
+/// The ids of a batch's messages that were not acknowledged, comma-separated.
+struct FailedIds<'a>(&'a [(&'a ChatMessage, PublishError)]);
+
+impl std::fmt::Display for FailedIds<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (message, _)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}", message.message_id)?;
+        }
+        Ok(())
+    }
+}
+
 /// `application/json`, with or without parameters such as `charset=utf-8`.
 fn is_json(content_type: Option<&[u8]>) -> bool {
     let Some(value) = content_type.and_then(|v| std::str::from_utf8(v).ok()) else {
@@ -271,10 +310,14 @@ mod tests {
         }
     }
 
-    // One thread, so the server and client tasks log through this thread's subscriber.
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_request_s_log_lines_carry_its_message_s_ids_in_json() {
-        let (logs, _guard) = CapturedLogs::start(LogFormat::Json, "info");
+    /// Posts `body` to `path` of an API whose broker is never there (every publish fails
+    /// and is logged) and returns the "publish failed" line, logged in JSON at `level`.
+    async fn publish_failure_logged_at(
+        level: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let (logs, _guard) = CapturedLogs::start(LogFormat::Json, level);
         let settings = Settings::load_from(None, std::iter::empty()).expect("defaults load");
         let api = IngestApi::new(
             Unreachable,
@@ -296,10 +339,9 @@ mod tests {
             shutdown.clone(),
             Duration::from_secs(1),
         ));
-        let id = "6f1c2a9e-59a4-4a8c-9a4e-2d1d5f0b7c11";
         let response = reqwest::Client::new()
-            .post(format!("http://{addr}/v1/messages"))
-            .json(&json!({"message_id": id, "bot_id": "bot-7", "text": "hello"}))
+            .post(format!("http://{addr}{path}"))
+            .json(&body)
             .send()
             .await
             .expect("answered");
@@ -312,14 +354,64 @@ mod tests {
             .iter()
             .find(|l| l.contains("publish failed"))
             .unwrap_or_else(|| panic!("no publish failure logged: {lines:?}"));
-        let line: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        serde_json::from_str(line).expect("a JSON line")
+    }
+
+    const ID: &str = "6f1c2a9e-59a4-4a8c-9a4e-2d1d5f0b7c11";
+
+    // One thread, so the server and client tasks log through this thread's subscriber.
+    #[tokio::test(flavor = "current_thread")]
+    async fn at_info_a_failed_publish_names_its_message_without_the_request_span() {
+        let line = publish_failure_logged_at(
+            "info",
+            "/v1/messages",
+            json!({"message_id": ID, "bot_id": "bot-7", "text": "hello"}),
+        )
+        .await;
+        assert_eq!(line["fields"]["message_id"], ID, "{line}");
+        assert_eq!(line["fields"]["bot_id"], "bot-7", "{line}");
+        assert!(
+            line.get("span").is_none(),
+            "the request span is off at info: {line}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn at_info_a_failed_batch_names_every_message_not_acknowledged() {
+        let other = "0190b7a0-0000-7000-8000-000000000002";
+        let line = publish_failure_logged_at(
+            "info",
+            "/v1/messages/batch",
+            json!([
+                {"message_id": ID, "bot_id": "bot-7", "text": "hello"},
+                {"message_id": other, "bot_id": "bot-8", "text": "there"}
+            ]),
+        )
+        .await;
+        assert_eq!(line["fields"]["failed"], 2, "{line}");
+        assert_eq!(line["fields"]["total"], 2, "{line}");
+        assert_eq!(
+            line["fields"]["message_ids"],
+            format!("{ID},{other}"),
+            "{line}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn at_debug_a_request_s_lines_carry_its_span() {
+        let line = publish_failure_logged_at(
+            "debug",
+            "/v1/messages",
+            json!({"message_id": ID, "bot_id": "bot-7", "text": "hello"}),
+        )
+        .await;
         let span = &line["span"];
         assert_eq!(span["name"], "http_request");
         assert_eq!(span["method"], "POST");
         assert_eq!(span["route"], "/v1/messages");
-        assert_eq!(span["message_id"], id);
+        assert_eq!(span["message_id"], ID);
         assert_eq!(span["bot_id"], "bot-7");
-        assert_eq!(line["spans"][0]["message_id"], id, "{line}");
+        assert_eq!(line["spans"][0]["message_id"], ID, "{line}");
     }
 
     #[test]

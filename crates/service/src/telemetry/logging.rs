@@ -4,9 +4,10 @@
 //! lines can be joined across processes: `http_request` (`method`, `route`, `status`,
 //! and `message_id`, `bot_id` for one message or `messages` for a batch) and, per
 //! message of a batch, `message` (`message_id`, `bot_id`) in the ingest API;
-//! `message` (`message_id`, `bot_id`, `partition`, `offset`) in the worker, at debug
-//! (a span every message would pay for at info; a record that cannot be decoded has its
-//! `partition` and `offset` at info). Text puts
+//! `message` (`message_id`, `bot_id`, `partition`, `offset`) in the worker. All at
+//! debug: a span every request or message would pay for at info, so the lines logged
+//! at info or above name their messages themselves (a record that cannot be decoded
+//! has its `partition` and `offset` at info). Text puts
 //! them before the line (`message{message_id=... bot_id=...}: ...`); JSON as `span`
 //! (the innermost) and `spans` (all, outermost first).
 
