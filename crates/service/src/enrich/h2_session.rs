@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::outcome::AttemptError;
+use crate::http_server::CoalescedWrites;
 
 /// Reset streams remembered per connection (h2's default is 10), so an answer
 /// to a call that already timed out is dropped quietly instead of counting as
@@ -35,6 +36,9 @@ const CONNECTION_WINDOW: u32 = 8 << 20;
 /// connection; one unanswered for as long closes it, and the next call
 /// connects again.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// How long the frames of calls made close together wait to leave in one write
+/// (one write a call before; docs/BENCHMARKS.md).
+const WRITE_DELAY: Duration = Duration::from_millis(1);
 
 /// The open connection and its number, so the task of a connection that
 /// ended forgets that one and not a newer one.
@@ -141,11 +145,14 @@ impl H2Session {
             .max_concurrent_reset_streams(REMEMBERED_RESETS)
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
-            .handshake::<_, Bytes>(FirstAnswer {
-                tcp,
-                seen: false,
-                answered_http1: self.answered_http1.clone(),
-            })
+            .handshake::<_, Bytes>(CoalescedWrites::new(
+                FirstAnswer {
+                    tcp,
+                    seen: false,
+                    answered_http1: self.answered_http1.clone(),
+                },
+                WRITE_DELAY,
+            ))
             .await
             .map_err(transport)?;
         let open = {

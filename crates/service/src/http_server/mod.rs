@@ -2,10 +2,12 @@
 //! connections that hold no buffers while idle, and on shutdown no new connections
 //! while in-flight requests finish within the grace period.
 
+mod coalesced_writes;
 mod connection;
 mod framing;
 mod parking;
 
+pub use coalesced_writes::CoalescedWrites;
 pub use connection::{ConnectionMetrics, ConnectionTimeouts, Connections};
 
 /// The connection internals the fuzz targets in `fuzz/` drive directly (cargo-fuzz
