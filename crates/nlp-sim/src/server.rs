@@ -66,8 +66,6 @@ const MAX_CONCURRENT_STREAMS: u32 = 10_000;
 /// rapid-reset floods) would end the connection, and with it every call in
 /// flight, the first time a busy server fell behind by 20 timed-out calls.
 const MAX_PENDING_ACCEPT_RESETS: usize = MAX_CONCURRENT_STREAMS as usize;
-/// How long an answer may wait for others to share its write.
-const WRITE_DELAY: Duration = Duration::from_millis(1);
 
 /// An injected hang was released by shutdown. Returned as the service error
 /// so hyper drops the connection without ever answering, as a hang should.
@@ -173,9 +171,9 @@ async fn serve_connection(
         .http2()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS);
-    // The answers finished within a millisecond of each other leave in one write: a
-    // worker's calls share one connection, thousands a second.
-    let stream = CoalescedWrites::new(stream, WRITE_DELAY);
+    // Answers finished together leave in one write: a worker's calls share one
+    // connection, thousands a second.
+    let stream = CoalescedWrites::new(stream);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     let mut connection = pin!(connection);
     let result = tokio::select! {

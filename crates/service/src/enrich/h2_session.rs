@@ -36,9 +36,6 @@ const CONNECTION_WINDOW: u32 = 8 << 20;
 /// connection; one unanswered for as long closes it, and the next call
 /// connects again.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
-/// How long the frames of calls made close together wait to leave in one write
-/// (one write a call before; docs/BENCHMARKS.md).
-const WRITE_DELAY: Duration = Duration::from_millis(1);
 
 /// The open connection and its number, so the task of a connection that
 /// ended forgets that one and not a newer one.
@@ -145,14 +142,12 @@ impl H2Session {
             .max_concurrent_reset_streams(REMEMBERED_RESETS)
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
-            .handshake::<_, Bytes>(CoalescedWrites::new(
-                FirstAnswer {
-                    tcp,
-                    seen: false,
-                    answered_http1: self.answered_http1.clone(),
-                },
-                WRITE_DELAY,
-            ))
+            // Calls started together share a write (docs/BENCHMARKS.md).
+            .handshake::<_, Bytes>(CoalescedWrites::new(FirstAnswer {
+                tcp,
+                seen: false,
+                answered_http1: self.answered_http1.clone(),
+            }))
             .await
             .map_err(transport)?;
         let open = {

@@ -1,46 +1,42 @@
 //! A connection's small writes, sent together.
 //!
 //! One HTTP/2 connection carries the NLP calls of a whole worker: thousands of
-//! requests and answers a second, each flushed on its own, so both ends made about
-//! one `write` a call (and on loopback each write also runs the receiver's TCP path
-//! and wakes its reader). [`CoalescedWrites`] holds a flush back for a short delay
-//! after the first unsent byte, so whatever the connection writes meanwhile goes out
-//! in one `write`. Against answers that take hundreds of milliseconds, a millisecond
-//! or two is nothing.
+//! requests and answers a second, and the connection's task flushed each call's
+//! frames on their own, so both ends made about one `write` a call (on loopback each
+//! write also runs the receiver's TCP path and wakes its reader). [`CoalescedWrites`]
+//! lets a flush wait once for the other tasks ready to run: the calls they start (or
+//! the answers they finish) meanwhile go out in the same `write`. The wait is one turn
+//! of the runtime's queue, not a timer, so no call waits for a clock tick.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
 
-/// Buffered bytes that are written at once, without waiting for the delay.
+/// Buffered bytes that are written at once, without waiting for other tasks.
 const WRITE_AT_BYTES: usize = 64 * 1024;
 
-/// `IO` whose flushes wait up to `delay` after the first byte not yet sent, so
-/// small writes close together leave in one system call. Reads pass through.
+/// `IO` whose writes are buffered and whose flushes first let the other ready tasks
+/// run once, so small writes made close together leave in one system call. Reads
+/// pass through.
 pub struct CoalescedWrites<IO> {
     inner: IO,
-    delay: Duration,
     buffer: Vec<u8>,
     /// Bytes at the start of `buffer` already handed to `inner`.
     sent: usize,
-    /// When the buffered bytes are due; reset when the buffer gets its first byte.
-    due: Pin<Box<Sleep>>,
+    /// Set once a flush has let the other ready tasks run before writing.
+    yielded: bool,
 }
 
 impl<IO> CoalescedWrites<IO> {
-    /// Wraps `inner`; must be called within a Tokio runtime (the delay is its timer).
-    pub fn new(inner: IO, delay: Duration) -> CoalescedWrites<IO> {
+    /// Wraps `inner`, with nothing buffered.
+    pub fn new(inner: IO) -> CoalescedWrites<IO> {
         CoalescedWrites {
             inner,
-            delay,
             buffer: Vec::new(),
             sent: 0,
-            due: Box::pin(tokio::time::sleep(delay)),
+            yielded: false,
         }
     }
 }
@@ -57,6 +53,7 @@ impl<IO: AsyncWrite + Unpin> CoalescedWrites<IO> {
         }
         self.buffer.clear();
         self.sent = 0;
+        self.yielded = false;
         Poll::Ready(Ok(()))
     }
 }
@@ -81,10 +78,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for CoalescedWrites<IO> {
         if this.buffer.len() >= WRITE_AT_BYTES {
             ready!(this.poll_send(cx))?;
         }
-        if this.buffer.is_empty() {
-            let due = Instant::now() + this.delay;
-            this.due.as_mut().reset(due);
-        }
         this.buffer.extend_from_slice(data);
         Poll::Ready(Ok(data.len()))
     }
@@ -92,10 +85,12 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for CoalescedWrites<IO> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.buffer.is_empty() {
-            // Pending until due: the timer wakes the connection's task, which flushes
-            // again and finds the delay over.
-            if this.buffer.len() < WRITE_AT_BYTES {
-                ready!(this.due.as_mut().poll(cx));
+            if !this.yielded && this.buffer.len() < WRITE_AT_BYTES {
+                // Woken at once, the task goes to the back of the run queue: the
+                // tasks ahead of it run first, and the next poll writes.
+                this.yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             ready!(this.poll_send(cx))?;
         }
@@ -111,11 +106,13 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for CoalescedWrites<IO> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Wake, Waker};
+
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-
-    const DELAY: Duration = Duration::from_millis(5);
 
     /// A peer that counts the writes it is handed.
     #[derive(Default)]
@@ -148,84 +145,99 @@ mod tests {
         }
     }
 
-    fn flush_now(io: &mut CoalescedWrites<CountingPeer>) -> Poll<io::Result<()>> {
-        let waker = futures::task::noop_waker();
-        Pin::new(io).poll_flush(&mut Context::from_waker(&waker))
+    /// Counts how often the task it stands for is woken.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn writes_before_the_delay_leave_together_once_it_is_over() {
-        let mut io = CoalescedWrites::new(CountingPeer::default(), DELAY);
-        io.write_all(b"one ").await.expect("buffered");
-        assert!(flush_now(&mut io).is_pending(), "the delay is not over");
-        io.write_all(b"two").await.expect("buffered");
-        assert!(flush_now(&mut io).is_pending());
-        assert_eq!(io.inner.writes, 0);
+    fn poll_flush(io: &mut CoalescedWrites<CountingPeer>, wakes: &Arc<Wakes>) -> Poll<()> {
+        let waker = Waker::from(wakes.clone());
+        Pin::new(io)
+            .poll_flush(&mut Context::from_waker(&waker))
+            .map(|flushed| flushed.expect("the peer never fails"))
+    }
 
-        io.flush().await.expect("flushed once due");
+    fn write(io: &mut CoalescedWrites<CountingPeer>, data: &[u8]) {
+        let waker = Waker::from(Arc::new(Wakes::default()));
+        let written = Pin::new(io).poll_write(&mut Context::from_waker(&waker), data);
+        assert!(matches!(written, Poll::Ready(Ok(n)) if n == data.len()));
+    }
+
+    #[test]
+    fn a_flush_waits_one_turn_and_writes_what_came_meanwhile_in_one_write() {
+        let wakes = Arc::new(Wakes::default());
+        let mut io = CoalescedWrites::new(CountingPeer::default());
+        write(&mut io, b"one ");
+        assert!(
+            poll_flush(&mut io, &wakes).is_pending(),
+            "lets other tasks run first"
+        );
+        assert_eq!(
+            wakes.0.load(Ordering::Relaxed),
+            1,
+            "and wakes itself to come back"
+        );
+        write(&mut io, b"two");
+        assert!(poll_flush(&mut io, &wakes).is_ready());
         assert_eq!(io.inner.writes, 1, "both in one write");
         assert_eq!(io.inner.received, b"one two");
         assert_eq!(io.inner.flushes, 1);
-    }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_delay_counts_from_the_first_unsent_byte() {
-        let mut io = CoalescedWrites::new(CountingPeer::default(), DELAY);
-        io.write_all(b"a").await.expect("buffered");
-        tokio::time::advance(DELAY - Duration::from_millis(1)).await;
-        io.write_all(b"b").await.expect("buffered");
-        tokio::time::advance(Duration::from_millis(1)).await;
-        assert!(flush_now(&mut io).is_ready(), "due from the first byte");
-        assert_eq!(io.inner.received, b"ab");
-
-        // The next first byte starts a new delay.
-        io.write_all(b"c").await.expect("buffered");
-        assert!(flush_now(&mut io).is_pending());
-        tokio::time::advance(DELAY).await;
-        assert!(flush_now(&mut io).is_ready());
+        // The next flush waits its own turn again.
+        write(&mut io, b"three");
+        assert!(poll_flush(&mut io, &wakes).is_pending());
+        assert!(poll_flush(&mut io, &wakes).is_ready());
         assert_eq!(io.inner.writes, 2);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_full_buffer_is_written_without_waiting() {
-        let mut io = CoalescedWrites::new(CountingPeer::default(), DELAY);
-        let big = vec![7u8; WRITE_AT_BYTES];
-        io.write_all(&big).await.expect("buffered");
-        assert!(flush_now(&mut io).is_ready());
-        assert_eq!(io.inner.received.len(), WRITE_AT_BYTES);
+    #[test]
+    fn a_flush_with_nothing_buffered_does_not_wait() {
+        let wakes = Arc::new(Wakes::default());
+        let mut io = CoalescedWrites::new(CountingPeer::default());
+        assert!(poll_flush(&mut io, &wakes).is_ready());
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 0);
+        assert_eq!(io.inner.flushes, 1);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[test]
+    fn a_full_buffer_is_written_without_waiting() {
+        let wakes = Arc::new(Wakes::default());
+        let mut io = CoalescedWrites::new(CountingPeer::default());
+        write(&mut io, &vec![7u8; WRITE_AT_BYTES]);
+        assert!(poll_flush(&mut io, &wakes).is_ready());
+        assert_eq!(io.inner.received.len(), WRITE_AT_BYTES);
+        // More after a full buffer sends the full one first.
+        write(&mut io, &vec![7u8; WRITE_AT_BYTES]);
+        write(&mut io, b"x");
+        assert_eq!(io.inner.writes, 2);
+    }
+
+    #[tokio::test]
     async fn shutdown_sends_what_is_buffered_first() {
-        let mut io = CoalescedWrites::new(CountingPeer::default(), DELAY);
+        let mut io = CoalescedWrites::new(CountingPeer::default());
         io.write_all(b"last words").await.expect("buffered");
         io.shutdown().await.expect("shut down");
         assert_eq!(io.inner.received, b"last words");
         assert!(io.inner.shut);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_flush_waiting_for_the_delay_wakes_its_task_when_due() {
+    #[tokio::test]
+    async fn over_a_real_pipe_a_flush_completes_and_reads_pass_through() {
         let (client, mut server) = tokio::io::duplex(1024);
-        let mut io = CoalescedWrites::new(client, DELAY);
+        let mut io = CoalescedWrites::new(client);
         io.write_all(b"ping").await.expect("buffered");
-        let flushed = io.flush();
-        tokio::pin!(flushed);
-        // Pending at first; the timer, not another write, completes it.
-        assert!(futures::poll!(flushed.as_mut()).is_pending());
-        flushed.await.expect("flushed when due");
+        io.flush().await.expect("flushed after one turn");
         let mut got = [0u8; 4];
         server.read_exact(&mut got).await.expect("delivered");
         assert_eq!(&got, b"ping");
-    }
 
-    #[tokio::test(start_paused = true)]
-    async fn reads_pass_through() {
-        let (client, mut server) = tokio::io::duplex(1024);
-        let mut io = CoalescedWrites::new(client, DELAY);
-        server.write_all(b"answer").await.expect("sent");
-        let mut got = [0u8; 6];
+        server.write_all(b"pong").await.expect("sent");
         io.read_exact(&mut got).await.expect("read");
-        assert_eq!(&got, b"answer");
+        assert_eq!(&got, b"pong");
     }
 }
