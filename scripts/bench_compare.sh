@@ -16,7 +16,8 @@
 # reads every process's CPU ticks from /proc over the MEASURE seconds that start 5 s after
 # the warm-up, and stops the stack. PAIRS rounds run every configuration once each, in the
 # order given. scripts/bench_compare_report.py then writes summary.md: per configuration the
-# median µs per message of each kind of process, the median P99 ingest and the median time the
+# median µs per message of each kind of process, the median P99 ingest and end to end (the
+# load generator looks every message up in Postgres after its run) and the median time the
 # Kafka broker spent in stop-the-world GC pauses within the load generator's measured window,
 # each with its ratio to the first configuration, and every run; runs in which the NLP breaker
 # refused calls are listed but left out of the medians, since the worker and nlp-sim then skip
@@ -77,7 +78,7 @@ run_one() {
 
         "$BIN" loadgen --url "$API" --rate "$RATE" --connections "$CONNECTIONS" \
             --duration $((MEASURE + 10)) --warmup "$RAMP" --warmup-ramp --source-ips "$SOURCE_IPS" \
-            --out "$OUT/steady" >"$OUT/steady.txt" 2>&1 &
+            --postgres-url "$DB_URL" --out "$OUT/steady" >"$OUT/steady.txt" 2>&1 &
         local loadgen=$! before after started ended i row
         sleep $((RAMP + 5))
         read -r -a before <<<"$(group_ticks)"
