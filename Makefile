@@ -95,8 +95,8 @@ bench-worker: ## One worker draining a 1,000,000-record backlog, NLP instant and
 	scripts/bench_worker.sh
 
 # e.g. `make bench-compare A='INGEST_PROCESSES=3' B='INGEST_PROCESSES=1'`, or A='' (as shipped) and
-# B='CHAT_ANALYTICS__KAFKA__LINGER_MS=20'; RATE and PAIRS pass through (scripts/bench_compare.sh).
-bench-compare: ## Two configurations of the bench stack in turn at a steady rate (6,000/s): CPU per message of each process, P99 ingest and end to end, the broker's GC pauses, medians and ratios
+# B='CHAT_ANALYTICS__KAFKA__LINGER_MS=20'; RATE, PAIRS and STEAL pass through (scripts/bench_compare.sh).
+bench-compare: ## Two configurations of the bench stack in turn at a steady rate (6,000/s), STEAL (0) of a core busy: CPU per message of each process, P99 ingest and end to end, the broker's GC pauses, medians and ratios
 	scripts/bench_compare.sh "$(A)" "$(B)"
 
 bench-analytics: build ## Analysts' queries on 100 million generated rows, rollups vs raw, cold and warm cache

@@ -24,7 +24,10 @@
 # their most expensive stage.
 #
 # Knobs (environment): RATE (6000), CONNECTIONS (2000), RAMP (10), MEASURE (20), PAIRS (3),
-# SOURCE_IPS (4), and every knob of scripts/bench_stack.sh. Broker settings read when Kafka
+# SOURCE_IPS (4), STEAL (0: the share of one core that a competing process,
+# scripts/cpu_burner.py, keeps busy through every run, so both configurations are compared
+# on a machine with that much gone, as `make bench STEAL=0.5` measures the targets; what it
+# really used goes to burner.json and the summary), and every knob of scripts/bench_stack.sh. Broker settings read when Kafka
 # starts (scripts/infra.sh's) are not configurations here: restart the broker between runs.
 # Report in bench/results/compare-<UTC time>/.
 set -euo pipefail
@@ -37,6 +40,7 @@ RAMP="${RAMP:-10}"
 MEASURE="${MEASURE:-20}"
 PAIRS="${PAIRS:-3}"
 SOURCE_IPS="${SOURCE_IPS:-4}"
+STEAL="${STEAL:-0}"
 RESULTS="bench/results/compare-$(date -u +%Y%m%dT%H%M%SZ)"
 
 say() { printf 'bench-compare: %s\n' "$*" >&2; }
@@ -50,6 +54,7 @@ done
 for knob in RATE CONNECTIONS RAMP MEASURE PAIRS SOURCE_IPS; do
     [[ "${!knob}" =~ ^[1-9][0-9]*$ ]] || { say "$knob=${!knob}: a whole number from 1"; exit 64; }
 done
+[[ "$STEAL" =~ ^(0(\.[0-9]*)?|\.[0-9]+|1(\.0*)?)$ ]] || { say "STEAL=$STEAL: a share of one core, from 0 to 1"; exit 64; }
 
 mkdir -p "$RESULTS"
 printf '%s\n' "$@" >"$RESULTS/configurations.txt"
@@ -109,6 +114,24 @@ group_ticks() {
         "$(machine_ticks)" "${refused:-0}"
 }
 
+# One competing process for all the runs, started before the first: every configuration
+# meets the same competition, stack start-ups included. The runs' stacks see STEAL=0, so
+# none starts its own.
+burner=
+stop_burner() {
+    [ -n "$burner" ] || return 0
+    kill -TERM "$burner" 2>/dev/null || true
+    wait "$burner" || true
+    burner=
+}
+trap stop_burner EXIT
+if awk -v s="$STEAL" 'BEGIN { exit !(s > 0) }'; then
+    say "competing process: $STEAL of one core busy through every run (scripts/cpu_burner.py)"
+    python3 scripts/cpu_burner.py --steal "$STEAL" --out "$RESULTS/burner.json" &
+    burner=$!
+fi
+export STEAL=0
+
 for pair in $(seq 1 "$PAIRS"); do
     index=0
     for config in "$@"; do
@@ -117,4 +140,5 @@ for pair in $(seq 1 "$PAIRS"); do
         index=$((index + 1))
     done
 done
+stop_burner
 python3 scripts/bench_compare_report.py "$RESULTS" "$(getconf CLK_TCK)" | tee "$RESULTS/summary.md"

@@ -1,6 +1,7 @@
 """The report of scripts/bench_compare.sh: CPU per message of each kind of process, the P99 of
 ingest and the Kafka broker's GC pauses under each configuration, from the run rows of runs.csv,
-each run's load generator report and its kafka-gc.log.
+each run's load generator report and its kafka-gc.log, and what the competing process used
+(burner.json, when STEAL asked for one).
 
     python3 scripts/bench_compare_report.py RESULTS_DIR CLK_TCK > summary.md
 
@@ -74,11 +75,23 @@ def medians(runs, config):
     return figures, len(kept)
 
 
-def report(configs, runs):
-    """summary.md as text."""
+def load_burner(results):
+    """What scripts/cpu_burner.py wrote for the runs (its JSON), or None when none ran."""
+    path = os.path.join(results, "burner.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def report(configs, runs, burner=None):
+    """summary.md as text; `burner` is load_burner's answer."""
     lines = ["# make bench-compare", "", "Configurations:", ""]
     for i, config in enumerate(configs):
         lines.append(f"{i + 1}. `{config}`" if config else f"{i + 1}. as shipped")
+    if burner is not None:
+        lines += ["", f"Competing process through every run: STEAL={burner['steal']} of one core asked for; "
+                      f"it used {burner['cores']:.3f} of a core ({burner['cpu_s']} s of CPU in {burner['wall_s']} s)."]
     lines += ["", "CPU per accepted message (µs), P99 ingest and end to end (ms, — when the messages were "
               "not looked up in Postgres) and the broker's GC pauses in the load "
               "generator's measured window (ms, — when its GC log was not read), medians of the runs in "
@@ -118,7 +131,7 @@ def main(argv):
     results, clk_tck = argv[1], int(argv[2])
     with open(os.path.join(results, "configurations.txt")) as f:
         configs = f.read().split("\n")[:-1]
-    sys.stdout.write(report(configs, load_runs(results, clk_tck)))
+    sys.stdout.write(report(configs, load_runs(results, clk_tck), load_burner(results)))
 
 
 if __name__ == "__main__":

@@ -523,6 +523,19 @@ class CompareReport(unittest.TestCase):
             self.assertIn("| 2 | 2 | 5000 | 30.0 | — | — | 0 |", text)
             self.assertIn("| 3 | 1 | 5000 | 30.0 | 390.0 | — | 0 |", text)
 
+    def test_the_competing_process_is_stated_when_one_ran(self):
+        with tempfile.TemporaryDirectory() as d:
+            self.write_results(d, [(0, 1, 1000, 0, 5000), (1, 1, 1000, 0, 5000)])
+            runs = bench_compare_report.load_runs(d, 100)
+            self.assertIsNone(bench_compare_report.load_burner(d))
+            self.assertNotIn("Competing process", bench_compare_report.report(["", "X=1"], runs))
+            with open(os.path.join(d, "burner.json"), "w") as f:
+                json.dump({"steal": 0.5, "period_ms": 10.0, "wall_s": 395.193, "cpu_s": 190.261,
+                           "cores": 0.4814, "pid": 1}, f)
+            text = bench_compare_report.report(["", "X=1"], runs, bench_compare_report.load_burner(d))
+            self.assertIn("Competing process through every run: STEAL=0.5 of one core asked for; "
+                          "it used 0.481 of a core (190.261 s of CPU in 395.193 s).", text)
+
     def test_the_accepted_rate_not_the_offered_one_divides(self):
         with tempfile.TemporaryDirectory() as d:
             self.write_results(d, [(0, 1, 1000, 0, 2500), (1, 1, 1000, 0, 5000)])
