@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make bench-compare`: configurations of the bench stack run in turn, at a steady rate the
 # machine can carry, and the CPU each kind of process spends per message under each. This is
-# how the alternated A/B tables of docs/BENCHMARKS.md are measured: one machine drifts by more
-# than most changes are worth within an hour, so only runs taken in turn compare.
+# how the alternated A/B tables of docs/BENCHMARKS-HISTORY.md are measured: one machine
+# drifts by more than most changes are worth within an hour, so only runs taken in turn
+# compare.
 #
 # Each argument is one configuration: environment assignments (NAME=value, separated by
 # spaces, values without spaces) for the stack of scripts/bench_stack.sh, empty for none:

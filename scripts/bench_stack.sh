@@ -85,7 +85,7 @@ stack_prepare() {
     export CHAT_ANALYTICS__ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT"
     export CHAT_ANALYTICS__DLQ__DIR="$OUT/dlq"
     # The log level is the shipped one (info, as deployed) unless LOG_LEVEL sets another:
-    # at info each message's span costs the worker about 2.6 µs (docs/BENCHMARKS.md).
+    # at info each message's span costs the worker about 2.6 µs (docs/BENCHMARKS-HISTORY.md).
     if [ -n "${LOG_LEVEL:-}" ]; then export CHAT_ANALYTICS__LOG__LEVEL="$LOG_LEVEL"; fi
     # Seven processes on two cores: one runtime thread each spends less CPU on cross-thread
     # wake-ups and work-stealing than one per core (docs/BENCHMARKS-HISTORY.md, tuning log
@@ -167,7 +167,7 @@ stack_wait_stored() {
 
 # A broker that has carried no load since it started compiles its hot paths (the JVM's JIT)
 # in the first tens of seconds of load: its compiler threads took 10 s of CPU in the first
-# 30 s at 5,000 msg/s on a 2-core machine (docs/BENCHMARKS.md, "A fresh broker"), and a
+# 30 s at 5,000 msg/s on a 2-core machine (docs/BENCHMARKS-HISTORY.md, "A fresh broker"), and a
 # run measured then measures that. So the first stack after a broker start sends WARM_RATE
 # msg/s in rounds of WARM_ROUND seconds until a round in which the compilers used under 5% of
 # one core (at most WARM_MAX seconds), waits for the worker to catch up, and marks that

@@ -60,7 +60,7 @@ KAFKA_DIR="$STATE_DIR/kafka"
 KAFKA_PID_FILE="$KAFKA_DIR/kafka.pid"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}"
 # Kafka's thread defaults suit a dedicated server; on a machine it shares, more threads than
-# cores only add hand-offs between them (docs/BENCHMARKS.md, "Kafka's threads").
+# cores only add hand-offs between them (docs/BENCHMARKS-HISTORY.md, "Kafka's threads").
 CORES="$(nproc 2>/dev/null || echo 2)"
 KAFKA_NETWORK_THREADS="${KAFKA_NETWORK_THREADS:-$((CORES < 3 ? CORES : 3))}"
 KAFKA_IO_THREADS="${KAFKA_IO_THREADS:-$((CORES < 8 ? CORES : 8))}"
@@ -672,7 +672,7 @@ pg_ensure_hba() {
 # rollups stay in memory (default 128 MB). max_wal_size and checkpoint_timeout: with 1 GB of
 # WAL, draining a backlog at 16,000 rows/s forced a checkpoint every 50 s, and the first change
 # to each page after one writes a full-page image; wal_compression shrinks those. jit: off, the
-# statements here run for milliseconds. docs/BENCHMARKS.md has what they changed.
+# statements here run for milliseconds. docs/BENCHMARKS-HISTORY.md has what they changed.
 PG_SETTINGS="# Written by chat-analytics scripts/infra.sh; edit there.
 shared_buffers = '2GB'
 max_wal_size = '4GB'

@@ -142,7 +142,7 @@ impl H2Session {
             .max_concurrent_reset_streams(REMEMBERED_RESETS)
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
-            // Calls started together share a write (docs/BENCHMARKS.md).
+            // Calls started together share a write (docs/BENCHMARKS-HISTORY.md).
             .handshake::<_, Bytes>(CoalescedWrites::new(FirstAnswer {
                 tcp,
                 seen: false,
