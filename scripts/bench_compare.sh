@@ -28,8 +28,9 @@
 # SOURCE_IPS (4), STEAL (0: the share of one core that a competing process,
 # scripts/cpu_burner.py, keeps busy through every run, so both configurations are compared
 # on a machine with that much gone, as `make bench STEAL=0.5` measures the targets; what it
-# really used goes to burner.json and the summary), and every knob of scripts/bench_stack.sh. Broker settings read when Kafka
-# starts (scripts/infra.sh's) are not configurations here: restart the broker between runs.
+# really used goes to burner.json and the summary), and every knob of scripts/bench_stack.sh.
+# Broker settings read when Kafka starts (scripts/infra.sh's) are not configurations here:
+# restart the broker between runs.
 # Report in bench/results/compare-<UTC time>/.
 set -euo pipefail
 
@@ -55,7 +56,7 @@ done
 for knob in RATE CONNECTIONS RAMP MEASURE PAIRS SOURCE_IPS; do
     [[ "${!knob}" =~ ^[1-9][0-9]*$ ]] || { say "$knob=${!knob}: a whole number from 1"; exit 64; }
 done
-[[ "$STEAL" =~ ^(0(\.[0-9]*)?|\.[0-9]+|1(\.0*)?)$ ]] || { say "STEAL=$STEAL: a share of one core, from 0 to 1"; exit 64; }
+check_steal "$STEAL" || exit 64
 
 mkdir -p "$RESULTS"
 printf '%s\n' "$@" >"$RESULTS/configurations.txt"

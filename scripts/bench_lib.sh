@@ -29,6 +29,12 @@ check_assignments() {
     done
 }
 
+# Fails, saying why, unless $1 is a share of one core from 0 to 1 (STEAL, the competing
+# process's share).
+check_steal() {
+    [[ "$1" =~ ^(0(\.[0-9]*)?|\.[0-9]+|1(\.0*)?)$ ]] || { say "STEAL=$1: a share of one core, from 0 to 1"; return 1; }
+}
+
 # Waits up to 60 s for $1 to answer 2xx.
 wait_http() {
     local url="$1" deadline=$((SECONDS + 60))

@@ -29,7 +29,7 @@ API_PORT=18080
 ADMIN_PORT=18081
 API="http://127.0.0.1:$API_PORT"
 
-[[ "$STEAL" =~ ^(0(\.[0-9]*)?|\.[0-9]+|1(\.0*)?)$ ]] || { say "STEAL=$STEAL: a share of one core, from 0 to 1"; exit 64; }
+check_steal "$STEAL" || exit 64
 
 # Every background process the bench started, stopped by stack_cleanup; service_pids holds
 # the worker first, then the ingest processes; admins their admin addresses, in that order.

@@ -1,7 +1,7 @@
 """Tests of the bench tools' pure parts, without the stack: the medians and verdicts of
 scripts/bench_median.py, the capacity rule, pool size and SVG of
 scripts/bench_capacity_report.py, the competing process of scripts/cpu_burner.py, the A/B report
-of scripts/bench_compare_report.py.
+of scripts/bench_compare_report.py, and the check of STEAL in scripts/bench_lib.sh.
 
     python3 -m unittest scripts/test_bench_tools.py
 
@@ -549,6 +549,26 @@ class CompareReport(unittest.TestCase):
             runs = bench_compare_report.load_runs(d, 100)
             self.assertEqual(bench_compare_report.medians(runs, 1), (None, 0))
             self.assertIn("| 2 | 0 | — |", bench_compare_report.report(["", "X=1"], runs))
+
+
+class CheckSteal(unittest.TestCase):
+    """check_steal of scripts/bench_lib.sh, which every bench runs on its STEAL."""
+
+    def check(self, value):
+        script = f'say() {{ echo "$*"; }}; source {os.path.join(HERE, "bench_lib.sh")}; check_steal "$1"'
+        return subprocess.run(["bash", "-c", script, "check", value], capture_output=True, text=True)
+
+    def test_a_share_of_one_core_from_0_to_1_passes(self):
+        for value in ["0", "0.5", ".25", "1", "1.0"]:
+            with self.subTest(value=value):
+                self.assertEqual(self.check(value).returncode, 0)
+
+    def test_anything_else_fails_and_says_why(self):
+        for value in ["1.5", "2", "-0.1", "half", ""]:
+            with self.subTest(value=value):
+                run = self.check(value)
+                self.assertEqual(run.returncode, 1)
+                self.assertIn(f"STEAL={value}: a share of one core, from 0 to 1", run.stdout)
 
 
 if __name__ == "__main__":

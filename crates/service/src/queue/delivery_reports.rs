@@ -3,7 +3,8 @@
 //! librdkafka hands each record's outcome (its delivery report) to whoever polls the
 //! producer. rust-rdkafka's `FutureProducer` polls from a thread of its own: each produce
 //! response wakes that thread, which then wakes the runtime thread that answers 202, two
-//! thread hops (its poller took about 5 µs a message at 6,000 msg/s, docs/BENCHMARKS-HISTORY.md).
+//! thread hops (its poller took about 5 µs a message at 6,000 msg/s,
+//! docs/BENCHMARKS-HISTORY.md).
 //! [`DeliveryReports`] polls from a task on the runtime instead, without blocking: every
 //! millisecond while records await their acknowledgement, every 100 ms when none do (for
 //! librdkafka's error events). An answer can wait up to a millisecond more for its poll.

@@ -184,8 +184,8 @@ impl Received {
     /// so one message's lines can be picked out of both logs.
     ///
     /// A message's span is at debug: at info, subscribers format its fields for every
-    /// message, about 2.6 µs of the worker's CPU each (docs/BENCHMARKS-HISTORY.md), for the rare
-    /// line logged inside it; the warnings and errors a message causes carry its
+    /// message, about 2.6 µs of the worker's CPU each (docs/BENCHMARKS-HISTORY.md), for
+    /// the rare line logged inside it; the warnings and errors a message causes carry its
     /// `message_id` themselves. An undecodable record's span stays at info: rare, and its
     /// position is all there is to find it by.
     pub fn span(&self) -> tracing::Span {
