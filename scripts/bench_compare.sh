@@ -127,7 +127,7 @@ stop_burner() {
     burner=
 }
 trap stop_burner EXIT
-if awk -v s="$STEAL" 'BEGIN { exit !(s > 0) }'; then
+if steal_wanted; then
     say "competing process: $STEAL of one core busy through every run (scripts/cpu_burner.py)"
     python3 scripts/cpu_burner.py --steal "$STEAL" --out "$RESULTS/burner.json" &
     burner=$!

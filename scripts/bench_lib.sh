@@ -35,6 +35,11 @@ check_steal() {
     [[ "$1" =~ ^(0(\.[0-9]*)?|\.[0-9]+|1(\.0*)?)$ ]] || { say "STEAL=$1: a share of one core, from 0 to 1"; return 1; }
 }
 
+# True when STEAL asks for a competing process.
+steal_wanted() {
+    awk -v s="$STEAL" 'BEGIN { exit !(s > 0) }'
+}
+
 # Waits up to 60 s for $1 to answer 2xx.
 wait_http() {
     local url="$1" deadline=$((SECONDS + 60))

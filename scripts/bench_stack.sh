@@ -211,11 +211,6 @@ stack_warm_broker() {
     echo "$mark" >"$marker"
 }
 
-# True when STEAL asks for a competing process.
-steal_wanted() {
-    awk -v s="$STEAL" 'BEGIN { exit !(s > 0) }'
-}
-
 # Starts the competing process (scripts/cpu_burner.py) keeping STEAL of one core busy; on
 # burner_stop it writes what it really used to $1 (JSON). Nothing happens when STEAL is 0.
 burner_start() {
