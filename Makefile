@@ -91,7 +91,7 @@ bench-capacity: ## The bench stack at 10,000, 12,500, 15,000 ... msg/s until a s
 # e.g. `make bench-worker MODES=down`, `make bench-worker RECORDS=200000`, or two worker configurations
 # alternated: `make bench-worker MODES=down ROUNDS=3 A='CHAT_ANALYTICS__STORAGE__BATCH_MAX_ROWS=500' B=''`
 # (scripts/bench_worker.sh).
-bench-worker: ## One worker draining a 1,000,000-record backlog, NLP instant and NLP down; rows/s, CPU per record, peak memory
+bench-worker: ## One worker draining a 1,000,000-record backlog, NLP instant and NLP down; rows/s, CPU per record, peak memory, WAL and bytes per row
 	scripts/bench_worker.sh
 
 # e.g. `make bench-compare A='INGEST_PROCESSES=3' B='INGEST_PROCESSES=1'`, or A='' (as shipped) and

@@ -12,7 +12,10 @@
 # Rows/s is RECORDS over the time from the first to the last processed message (the group's
 # start-up left out); CPU is each process's, from /proc, over the same time: the worker's per
 # record, Postgres' per row (every `postgres` process), nlp-sim's per call, and the machine's;
-# the worker's peak resident memory (VmHWM) over its whole life, start-up included.
+# the worker's peak resident memory (VmHWM) over its whole life, start-up included. What a row
+# costs on disk: the WAL the server wrote from the worker's start to its exit (the folds and any
+# checkpoint's full-page images included; nothing else writes meanwhile) and the size of
+# `messages` (every partition, its indexes and TOAST) and of `message_keys`, each per row.
 # Issue targets: the worker >= 40,000 rows/s with an instant NLP API, >= 75,000 rows/s down.
 #
 # The backlog looks like the steady scenario of `make bench`: one message per request, one bot
@@ -100,13 +103,15 @@ snapshot() {
 
 # One drain's figures as a JSON line, from: mode, records, rows stored, NLP statuses (JSON),
 # clock ticks per second, the snapshots at the first and the last processed message, the
-# worker's metrics at the end, the configuration's label, the round and the worker's peak
-# resident memory in kB (VmHWM).
+# worker's metrics at the end, the configuration's label, the round, the worker's peak
+# resident memory in kB (VmHWM), the WAL bytes written and the bytes of `messages` and of
+# `message_keys`.
 mode_figures() {
     python3 - "$@" <<'PY'
 import json, sys
 mode, records, stored, statuses, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
 config, round_, peak_kb = sys.argv[9], int(sys.argv[10]), int(sys.argv[11])
+wal_bytes, messages_bytes, keys_bytes = (int(x) for x in sys.argv[12:15])
 metrics = {}
 for line in open(sys.argv[8]):
     if line and not line.startswith("#"):
@@ -131,6 +136,9 @@ print(json.dumps({
     "pending_rollup_rows_per_row": round(metrics.get("rollup_rows_folded_total", 0) / records, 3),
     "folds": int(folds),
     "fold_ms_mean": round(metrics.get("rollup_fold_duration_seconds_sum", 0) * 1000 / max(folds, 1), 1),
+    "wal_bytes_per_row": round(wal_bytes / max(stored, 1)),
+    "messages_bytes_per_row": round(messages_bytes / max(stored, 1)),
+    "message_keys_bytes_per_row": round(keys_bytes / max(stored, 1)),
 }))
 PY
 }
@@ -153,10 +161,16 @@ restore_config() {
     done
 }
 
+# One value from database $1: the result of query $2, unaligned.
+query() {
+    PGPASSWORD=chat psql -X -A -t -h 127.0.0.1 -U chat -d "$1" -c "$2"
+}
+
 # Drains the backlog once: mode $1, configuration $2, round $3; appends the figures to results.
 drain() {
     local mode="$1" label="$2" round="$3"
     local tag="$mode-$label-$round" db="chat_bench_worker" nlp_url worker deadline first last stored statuses peak_kb
+    local wal_start wal_bytes sizes
     drop_db "$db"
     PGPASSWORD=chat psql -X -q -h 127.0.0.1 -U chat -d postgres -c "CREATE DATABASE $db" >&2
     export CHAT_ANALYTICS__POSTGRES__URL="postgres://chat:chat@127.0.0.1:5432/$db"
@@ -165,6 +179,7 @@ drain() {
     # Nothing listens on port 9 (discard) here: every call is refused at once.
     [ "$mode" = instant ] || nlp_url="http://127.0.0.1:9/v1/analyze"
     say "$tag: draining $RECORDS records with a new consumer group [${assignments[$label]}]"
+    wal_start="$(query "$db" 'SELECT pg_current_wal_lsn()')"
     apply_config "${assignments[$label]}"
     BIN="${BENCH_BIN:-$BIN}" CHAT_ANALYTICS__KAFKA__CONSUMER_GROUP="drain-$tag-$STAMP" \
         CHAT_ANALYTICS__NLP__URL="$nlp_url" CHAT_ANALYTICS__WORKER__REENRICH=false \
@@ -186,11 +201,13 @@ drain() {
     curl -fsS "http://${admins[0]}/metrics" >"$OUT/metrics-$tag.txt"
     peak_kb="$(awk '/^VmHWM:/ { print $2 }' "/proc/$worker/status")"
     stop_pids "$worker"
-    stored="$(PGPASSWORD=chat psql -X -A -t -h 127.0.0.1 -U chat -d "$db" -c 'SELECT count(*) FROM messages')"
-    statuses="$(PGPASSWORD=chat psql -X -A -t -h 127.0.0.1 -U chat -d "$db" \
-        -c "SELECT coalesce(json_object_agg(nlp_status, n), '{}') FROM (SELECT nlp_status, count(*) AS n FROM messages GROUP BY 1) s")"
+    wal_bytes="$(query "$db" "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal_start')::bigint")"
+    stored="$(query "$db" 'SELECT count(*) FROM messages')"
+    statuses="$(query "$db" "SELECT coalesce(json_object_agg(nlp_status, n), '{}') FROM (SELECT nlp_status, count(*) AS n FROM messages GROUP BY 1) s")"
+    sizes="$(query "$db" "SELECT (SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('messages'))::bigint || ' ' || pg_total_relation_size('message_keys')")"
+    # shellcheck disable=SC2086 # two numbers, split on purpose
     results+=("$(mode_figures "$mode" "$RECORDS" "$stored" "$statuses" "$(getconf CLK_TCK)" "$first" "$last" \
-        "$OUT/metrics-$tag.txt" "$label" "$round" "$peak_kb")")
+        "$OUT/metrics-$tag.txt" "$label" "$round" "$peak_kb" "$wal_bytes" $sizes)")
     say "$tag: ${results[-1]}"
 }
 
@@ -214,7 +231,8 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 goal = {"instant": 40000, "down": 75000}
 modes = list(dict.fromkeys(r["mode"] for r in rows))
 labels = list(dict.fromkeys(r["config"] for r in rows))
-figures = ["rows_per_sec", "worker_us_per_record", "postgres_us_per_row", "nlp_sim_us_per_record", "machine_cores", "worker_peak_rss_mb"]
+figures = ["rows_per_sec", "worker_us_per_record", "postgres_us_per_row", "nlp_sim_us_per_record", "machine_cores", "worker_peak_rss_mb",
+           "wal_bytes_per_row", "messages_bytes_per_row", "message_keys_bytes_per_row"]
 medians = {}
 for mode in modes:
     for label in labels:
@@ -253,6 +271,9 @@ if labels == ["A", "B"]:
         lines.append(f"| {mode} | {ratio('rows_per_sec')} | {ratio('worker_us_per_record')} | {ratio('postgres_us_per_row')} | {ratio('machine_cores')} | {ratio('worker_peak_rss_mb')} |")
 lines += ["", "| mode | config | round | rows per batch | pending rollup rows per row | folds | fold time, mean (ms) |", "|---|---|---:|---:|---:|---:|---:|"]
 lines += [f"| {r['mode']} | {r['config']} | {r['round']} | {r['rows_per_batch']} | {r['pending_rollup_rows_per_row']} | {r['folds']} | {r['fold_ms_mean']} |" for r in rows]
+lines += ["", "Bytes per stored row: the WAL written from the worker's start to its exit, and the size of `messages` (partitions, indexes, TOAST) and of `message_keys` at the end:", "",
+          "| mode | config | round | WAL | messages | message_keys |", "|---|---|---:|---:|---:|---:|"]
+lines += [f"| {r['mode']} | {r['config']} | {r['round']} | {r['wal_bytes_per_row']} | {r['messages_bytes_per_row']} | {r['message_keys_bytes_per_row']} |" for r in rows]
 lines += ["", "NLP status of the stored rows: " + "; ".join(f"{r['mode']} {r['config']} {r['round']} {r['nlp_status']}" for r in rows)]
 open(os.path.join(out, "summary.md"), "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
