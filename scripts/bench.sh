@@ -145,6 +145,7 @@ pids+=($!)
 
 stack_wait_stored
 stack_warm_broker
+wait_quiet
 # The competing process runs through both scenarios and stops before the ceilings, which
 # stay those of each component alone.
 burner_start "$OUT/burner.json"

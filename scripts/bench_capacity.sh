@@ -68,6 +68,7 @@ CHAT_ANALYTICS__WORKER__CONCURRENCY="$(pool_for "$START_RATE")"
 stack_start
 stack_wait_stored
 stack_warm_broker
+wait_quiet
 burner_start "$OUT/burner.json"
 
 echo "rate,pool,dir" >"$OUT/steps.csv"

@@ -82,6 +82,7 @@ run_one() {
         stack_start
         stack_wait_stored
         stack_warm_broker
+        wait_quiet "$burner"
 
         "$BIN" loadgen --url "$API" --rate "$RATE" --connections "$CONNECTIONS" \
             --duration $((MEASURE + 10)) --warmup "$RAMP" --warmup-ramp --source-ips "$SOURCE_IPS" \

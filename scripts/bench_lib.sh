@@ -68,6 +68,37 @@ pid_ticks() {
     echo "$total"
 }
 
+# Waits until the machine is quiet, the processes "$@" (a competing process) left out: under
+# QUIET_CORES (0.3) of a core busy in each of QUIET_SECONDS (5) seconds in a row, for at most
+# QUIET_MAX (180) seconds. Work an earlier run leaves behind (the ceilings' million records
+# for the broker to clean up, Postgres checkpointing and vacuuming) would otherwise land in
+# the next measurement. Says how long it waited, or that it gave up; never fails the run.
+# shellcheck disable=SC2120 # most callers have no process to leave out
+wait_quiet() {
+    local limit="${QUIET_CORES:-0.3}" need="${QUIET_SECONDS:-5}" max="${QUIET_MAX:-180}"
+    local hz quiet=0 busy=0 started="$SECONDS" before after last now
+    hz="$(getconf CLK_TCK)"
+    before=$(($(machine_ticks) - $(pid_ticks "$@")))
+    last="$EPOCHREALTIME"
+    while [ "$quiet" -lt "$need" ]; do
+        if [ $((SECONDS - started)) -ge "$max" ]; then
+            say "the machine stayed busier than $limit of a core for $max s: measuring anyway"
+            return 0
+        fi
+        sleep 1
+        after=$(($(machine_ticks) - $(pid_ticks "$@")))
+        now="$EPOCHREALTIME"
+        if awk -v d=$((after - before)) -v hz="$hz" -v s="$(awk -v a="$last" -v b="$now" 'BEGIN { print b - a }')" \
+            -v l="$limit" 'BEGIN { exit !(d / hz / s < l) }'; then
+            quiet=$((quiet + 1))
+        else
+            quiet=0 busy=$((busy + 1))
+        fi
+        before="$after" last="$now"
+    done
+    [ "$busy" -eq 0 ] || say "waited $((SECONDS - started)) s for the machine to quiet down"
+}
+
 # CPU ticks (user + system) of the JIT compiler threads of the JVM with process id $1.
 jit_compiler_ticks() {
     local task name line fields total=0

@@ -178,6 +178,7 @@ drain() {
     nlp_url="http://127.0.0.1:$NLP_PORT/v1/analyze"
     # Nothing listens on port 9 (discard) here: every call is refused at once.
     [ "$mode" = instant ] || nlp_url="http://127.0.0.1:9/v1/analyze"
+    wait_quiet
     say "$tag: draining $RECORDS records with a new consumer group [${assignments[$label]}]"
     wal_start="$(query "$db" 'SELECT pg_current_wal_lsn()')"
     apply_config "${assignments[$label]}"

@@ -1,11 +1,12 @@
 """Tests of the bench tools' pure parts, without the stack: the medians and verdicts of
 scripts/bench_median.py, the capacity rule, pool size and SVG of
 scripts/bench_capacity_report.py, the competing process of scripts/cpu_burner.py, the A/B report
-of scripts/bench_compare_report.py, and the check of STEAL in scripts/bench_lib.sh.
+of scripts/bench_compare_report.py, and the check of STEAL and the wait for a quiet machine
+in scripts/bench_lib.sh.
 
     python3 -m unittest scripts/test_bench_tools.py
 
-A few seconds: the burner test runs the burner for about 2 s.
+A few seconds: the burner test runs the burner for about 2 s, the quiet-machine tests about 6 s.
 """
 import argparse
 import contextlib
@@ -569,6 +570,42 @@ class CheckSteal(unittest.TestCase):
                 run = self.check(value)
                 self.assertEqual(run.returncode, 1)
                 self.assertIn(f"STEAL={value}: a share of one core, from 0 to 1", run.stdout)
+
+
+class WaitQuiet(unittest.TestCase):
+    """wait_quiet of scripts/bench_lib.sh, which every bench runs before it measures.
+
+    The machine's and the processes' CPU ticks are counters in files, each advanced by a
+    given number of ticks whenever it is read, so that the machine looks busy or quiet."""
+
+    def run_wait(self, machine_step, process_step, *pids):
+        with tempfile.TemporaryDirectory() as tmp:
+            script = f"""
+                say() {{ echo "$*"; }}
+                source {os.path.join(HERE, "bench_lib.sh")}
+                tick() {{ local n; n=$(( $(cat "$1") + $2 )); echo "$n" >"$1"; echo "$n"; }}
+                echo 0 >{tmp}/machine; echo 0 >{tmp}/process
+                machine_ticks() {{ tick {tmp}/machine {machine_step}; }}
+                pid_ticks() {{ if [ -n "$1" ]; then tick {tmp}/process {process_step}; else echo 0; fi; }}
+                QUIET_SECONDS=2 QUIET_MAX=3 wait_quiet "$@"
+            """
+            return subprocess.run(["bash", "-c", script, "wait", *pids], capture_output=True, text=True)
+
+    def test_a_quiet_machine_is_measured_at_once(self):
+        run = self.run_wait(0, 0)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(run.stdout, "")
+
+    def test_a_busy_machine_is_waited_for_then_measured_anyway(self):
+        # 1,000 ticks a second is ten cores busy at any clock rate a Linux kernel reports.
+        run = self.run_wait(1000, 0)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertIn("stayed busier than 0.3 of a core for 3 s: measuring anyway", run.stdout)
+
+    def test_the_processes_named_are_left_out(self):
+        run = self.run_wait(1000, 1000, "4242")
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(run.stdout, "")
 
 
 if __name__ == "__main__":
