@@ -67,7 +67,7 @@ if [ "$RUNS" -gt 1 ]; then
 fi
 
 trap stack_cleanup EXIT
-stack_prepare --bin chat-analytics --example ingest_ceiling
+stack_prepare --bin chat-analytics --example ingest_ceiling --example machine_probe
 stack_start
 
 # RSS (kB) and CPU (% of one core) of the service, summed over its processes, once a second,
@@ -146,6 +146,9 @@ pids+=($!)
 stack_wait_stored
 stack_warm_broker
 wait_quiet
+# What a system call and a wake-up cost on this machine, for the summary: machines of one
+# kind differ most there (examples/machine_probe.rs).
+target/release/examples/machine_probe >"$OUT/machine-probe.json" || say "the machine probe failed"
 # The competing process runs through both scenarios and stops before the ceilings, which
 # stay those of each component alone.
 burner_start "$OUT/burner.json"

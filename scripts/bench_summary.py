@@ -85,6 +85,15 @@ def steal_line(s, span="both scenarios"):
             f"it used {s['cores_used']:.2f} of a core ({s['cpu_s']} s of CPU in {s['wall_s']} s).")
 
 
+def probe_line(probe):
+    """The machine's kernel costs (examples/machine_probe.rs), or why they are missing."""
+    if "_error" in probe:
+        return f"Kernel costs: not measured ({probe['_error']})."
+    return (f"Kernel costs, measured on the quiet machine before the scenarios (examples/machine_probe.rs): "
+            f"a system call {probe['syscall_ns']} ns, a wake-up round trip between two threads "
+            f"{probe['wakeup_round_trip_us']} µs.")
+
+
 # Seconds at the start of the steady phase that are the load generator's warm-up.
 WARMUP_SECONDS = 10
 
@@ -274,6 +283,7 @@ def main(out):
     ]
     summary = {
         "machine": machine(),
+        "machine_probe": load(os.path.join(out, "machine-probe.json")),
         "steal": steal(out),
         "steady": {"offered_rate": TARGET_RATE, "statuses": statuses, "e2e_found": e2e.get("found"), "e2e_missing": e2e.get("missing")},
         "cpu_pct_median": median(cpu),
@@ -292,6 +302,7 @@ def main(out):
         json.dump(summary, f, indent=2)
     print(f"# make bench — {os.path.normpath(out).split('bench/results/', 1)[-1]}\n")
     print(f"Machine: {summary['machine']}\n")
+    print(f"{probe_line(summary['machine_probe'])}\n")
     print(f"{steal_line(summary['steal'])}\n")
     print("| target | measured | goal | |")
     print("|---|---|---|---|")

@@ -204,6 +204,14 @@ class SteadyResources(unittest.TestCase):
         self.assertEqual(bench_summary.hypervisor_line(None), "")
         self.assertIn("7% of one core", bench_summary.hypervisor_line(7))
 
+    def test_the_kernel_costs_line_gives_the_probe_figures_or_why_they_are_missing(self):
+        line = bench_summary.probe_line({"syscall_ns": 141.6, "wakeup_round_trip_us": 38.06})
+        self.assertIn("a system call 141.6 ns", line)
+        self.assertIn("a wake-up round trip between two threads 38.06 µs", line)
+        with tempfile.TemporaryDirectory() as tmp:
+            missing = bench_summary.load(os.path.join(tmp, "machine-probe.json"))
+        self.assertIn("Kernel costs: not measured (", bench_summary.probe_line(missing))
+
 
 class WorkerMetrics(unittest.TestCase):
     PAGE = """# HELP nlp_api_duration_seconds NLP API call time
