@@ -146,9 +146,7 @@ pids+=($!)
 stack_wait_stored
 stack_warm_broker
 wait_quiet
-# What a system call and a wake-up cost on this machine, for the summary: machines of one
-# kind differ most there (examples/machine_probe.rs).
-target/release/examples/machine_probe >"$OUT/machine-probe.json" || say "the machine probe failed"
+probe_machine "$OUT/machine-probe.json"
 # The competing process runs through both scenarios and stops before the ceilings, which
 # stay those of each component alone.
 burner_start "$OUT/burner.json"

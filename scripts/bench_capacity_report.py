@@ -183,6 +183,7 @@ def report(out, args):
     steal = bench_summary.steal(out)
     doc = {
         "machine": bench_summary.machine(),
+        "machine_probe": bench_summary.load(os.path.join(out, "machine-probe.json")),
         "steal": steal,
         "settings": {k: getattr(args, k) for k in ("step_seconds", "warmup", "connections", "nlp_latency_ms", "headroom", "max_rate")},
         "rule": {"p99_ingest_ms_below": P99_INGEST_MS, "p99_e2e_ms_below": P99_E2E_MS,
@@ -206,6 +207,7 @@ def report(out, args):
         verdict = f"{cap:.0f} msg/s"
     lines = [f"# make bench-capacity — {os.path.normpath(out).split('bench/results/', 1)[-1]}", "",
              f"Machine: {doc['machine']}", "",
+             bench_summary.probe_line(doc["machine_probe"], "the steps"), "",
              bench_summary.steal_line(steal, "every step"), "",
              f"**Capacity: {verdict}** (target ≥ {TARGET_CAPACITY}: {'PASS' if doc['pass'] else 'FAIL'}).", "",
              f"Steps of {args.step_seconds:g} s after a {args.warmup:g} s warm-up (rising over its first half), "

@@ -99,6 +99,13 @@ wait_quiet() {
     [ "$busy" -eq 0 ] || say "waited $((SECONDS - started)) s for the machine to quiet down"
 }
 
+# What a system call and a wake-up round trip between two threads cost on this machine, into
+# the JSON file $1 (examples/machine_probe.rs, built by the caller): machines of one kind
+# differ most there. Run on the quiet machine, before any load; a failure is said, not fatal.
+probe_machine() {
+    target/release/examples/machine_probe >"$1" || say "the machine probe failed"
+}
+
 # CPU ticks (user + system) of the JIT compiler threads of the JVM with process id $1.
 jit_compiler_ticks() {
     local task name line fields total=0

@@ -85,11 +85,11 @@ def steal_line(s, span="both scenarios"):
             f"it used {s['cores_used']:.2f} of a core ({s['cpu_s']} s of CPU in {s['wall_s']} s).")
 
 
-def probe_line(probe):
+def probe_line(probe, before="the scenarios"):
     """The machine's kernel costs (examples/machine_probe.rs), or why they are missing."""
     if "_error" in probe:
         return f"Kernel costs: not measured ({probe['_error']})."
-    return (f"Kernel costs, measured on the quiet machine before the scenarios (examples/machine_probe.rs): "
+    return (f"Kernel costs, measured on the quiet machine before {before} (examples/machine_probe.rs): "
             f"a system call {probe['syscall_ns']} ns, a wake-up round trip between two threads "
             f"{probe['wakeup_round_trip_us']} µs.")
 

@@ -339,6 +339,8 @@ class CapacityRule(unittest.TestCase):
             rows.append("20000,5000,step-20000")  # its loadgen wrote no report: a failing step
             with open(os.path.join(out, "steps.csv"), "w") as f:
                 f.write("\n".join(rows) + "\n")
+            with open(os.path.join(out, "machine-probe.json"), "w") as f:
+                json.dump({"syscall_ns": 150.0, "wakeup_round_trip_us": 40.0}, f)
             args = argparse.Namespace(step_seconds=30.0, warmup=10.0, connections=2000, nlp_latency_ms=200.0, headroom=1.25, max_rate=40000.0)
             with contextlib.redirect_stdout(io.StringIO()) as md:
                 status = cap.report(out, args)
@@ -350,6 +352,8 @@ class CapacityRule(unittest.TestCase):
             self.assertEqual([s["pass"] for s in doc["steps"]], [True, True, True, False, False])
             self.assertEqual(doc["steps"][1]["pool"], 3125)
             self.assertIn("**Capacity: 15000 msg/s** (target ≥ 15000: PASS)", md.getvalue())
+            self.assertEqual(doc["machine_probe"], {"syscall_ns": 150.0, "wakeup_round_trip_us": 40.0})
+            self.assertIn("before the steps (examples/machine_probe.rs): a system call 150.0 ns", md.getvalue())
             ET.parse(os.path.join(out, "p99.svg"))
 
 
