@@ -143,9 +143,7 @@ sample_resources() {
 sample_resources >"$OUT/resources.csv" &
 pids+=($!)
 
-stack_wait_stored
-stack_warm_broker
-wait_quiet
+stack_settle
 probe_machine "$OUT/machine-probe.json"
 # The competing process runs through both scenarios and stops before the ceilings, which
 # stay those of each component alone.

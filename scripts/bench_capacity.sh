@@ -66,9 +66,7 @@ stack_prepare --bin chat-analytics --example machine_probe
 export CHAT_ANALYTICS__WORKER__CONCURRENCY
 CHAT_ANALYTICS__WORKER__CONCURRENCY="$(pool_for "$START_RATE")"
 stack_start
-stack_wait_stored
-stack_warm_broker
-wait_quiet
+stack_settle
 probe_machine "$OUT/machine-probe.json"
 burner_start "$OUT/burner.json"
 

@@ -80,9 +80,7 @@ run_one() {
         trap stack_cleanup EXIT
         stack_prepare --bin chat-analytics >/dev/null
         stack_start
-        stack_wait_stored
-        stack_warm_broker
-        wait_quiet "$burner"
+        stack_settle "$burner"
 
         "$BIN" loadgen --url "$API" --rate "$RATE" --connections "$CONNECTIONS" \
             --duration $((MEASURE + 10)) --warmup "$RAMP" --warmup-ramp --source-ips "$SOURCE_IPS" \

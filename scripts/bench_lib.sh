@@ -88,8 +88,8 @@ wait_quiet() {
         sleep 1
         after=$(($(machine_ticks) - $(pid_ticks "$@")))
         now="$EPOCHREALTIME"
-        if awk -v d=$((after - before)) -v hz="$hz" -v s="$(awk -v a="$last" -v b="$now" 'BEGIN { print b - a }')" \
-            -v l="$limit" 'BEGIN { exit !(d / hz / s < l) }'; then
+        if awk -v d=$((after - before)) -v hz="$hz" -v a="$last" -v b="$now" -v l="$limit" \
+            'BEGIN { exit !(d / hz / (b - a) < l) }'; then
             quiet=$((quiet + 1))
         else
             quiet=0 busy=$((busy + 1))

@@ -211,6 +211,16 @@ stack_warm_broker() {
     echo "$mark" >"$marker"
 }
 
+# What every bench does between starting its stack and measuring: a message through the
+# pipeline, a warm broker, and a quiet machine, the processes "$@" (a competing process)
+# left out of the last.
+# shellcheck disable=SC2120 # only bench-compare has a process to leave out
+stack_settle() {
+    stack_wait_stored
+    stack_warm_broker
+    wait_quiet "$@"
+}
+
 # Starts the competing process (scripts/cpu_burner.py) keeping STEAL of one core busy; on
 # burner_stop it writes what it really used to $1 (JSON). Nothing happens when STEAL is 0.
 burner_start() {
