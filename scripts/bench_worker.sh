@@ -16,6 +16,8 @@
 # costs on disk: the WAL the server wrote from the worker's start to its exit (the folds and any
 # checkpoint's full-page images included; nothing else writes meanwhile) and the size of
 # `messages` (every partition, its indexes and TOAST) and of `message_keys`, each per row.
+# The report states the machine's kernel costs too (examples/machine_probe.rs, run once on the
+# quiet machine before the first drain), as `make bench` does.
 # Issue targets: the worker >= 40,000 rows/s with an instant NLP API, >= 75,000 rows/s down.
 #
 # The backlog looks like the steady scenario of `make bench`: one message per request, one bot
@@ -76,7 +78,7 @@ for label in "${labels[@]}"; do
 done
 mkdir -p "$OUT"
 trap stack_cleanup EXIT
-stack_prepare --bin chat-analytics
+stack_prepare --bin chat-analytics --example machine_probe
 stack_start
 stop_pids "${service_pids[0]}"
 
@@ -91,6 +93,8 @@ accepted="$(jq -r '.results.accepted_messages' "$OUT/fill/report.json")"
     || die "only $accepted of $RECORDS messages accepted while filling (see $OUT/fill.txt)"
 RECORDS="$accepted"
 stack_stop_service
+wait_quiet
+probe_machine "$OUT/machine-probe.json"
 
 processed() {
     curl -fsS "http://${admins[0]}/metrics" 2>/dev/null \
@@ -227,7 +231,10 @@ for label in "${labels[@]}"; do
 done
 python3 - "$OUT" "$configurations" "${results[@]}" <<'PY'
 import json, os, platform, statistics, sys
+sys.path.insert(0, "scripts")
+import bench_summary
 out, rows = sys.argv[1], [json.loads(r) for r in sys.argv[3:]]
+probe = bench_summary.load(os.path.join(out, "machine-probe.json"))
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 goal = {"instant": 40000, "down": 75000}
 modes = list(dict.fromkeys(r["mode"] for r in rows))
@@ -242,12 +249,13 @@ for mode in modes:
         medians[(mode, label)] = {f: round(statistics.median(r[f] for r in runs), 3 if f == "machine_cores" else 1)
                                   for f in figures}
         medians[(mode, label)]["all_stored"] = all(r["rows_stored"] == r["records"] for r in runs)
-json.dump({"machine": {"cpus": os.cpu_count(), "model": cpu, "kernel": platform.release()},
+json.dump({"machine": {"cpus": os.cpu_count(), "model": cpu, "kernel": platform.release()}, "machine_probe": probe,
            "configurations": sys.argv[2], "modes": rows,
            "medians": [{"mode": m, "config": c, **v} for (m, c), v in medians.items()]},
           open(os.path.join(out, "summary.json"), "w"), indent=2)
 lines = [f"# make bench-worker — {os.path.basename(out)}", "",
-         f"Machine: {os.cpu_count()} CPU ({cpu}), Linux {platform.release()}; Kafka, Postgres and nlp-sim on the same machine.", ""]
+         f"Machine: {os.cpu_count()} CPU ({cpu}), Linux {platform.release()}; Kafka, Postgres and nlp-sim on the same machine.", "",
+         bench_summary.probe_line(probe, "the drains"), ""]
 if labels != ["shipped"]:
     lines += [f"Configurations (the draining worker's environment): {sys.argv[2]}.", ""]
 lines += ["| mode | config | round | records | stored | rows/s | worker µs/record | Postgres µs/row | nlp-sim µs/call | worker cores | machine cores | worker peak RSS (MB) |",
