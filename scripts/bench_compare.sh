@@ -111,7 +111,7 @@ group_ticks() {
     echo \
         "$(pid_ticks "${service_pids[@]:1}")" "$(pid_ticks "${service_pids[0]}")" \
         "$(pid_ticks "$nlp_pid")" "$(ticks_of -x postgres)" "$(ticks_of -f kafka.Kafka)" \
-        "$(ticks_of -f "^$BIN loadgen")" \
+        "$(ticks_of -f "${BIN##*/} loadgen")" \
         "$(machine_ticks)" "${refused:-0}"
 }
 
