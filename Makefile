@@ -84,8 +84,8 @@ test-tools: ## Install nightly Rust, cargo-fuzz, schemathesis, kustomize, kubern
 bench: ## Full stack + load generator: steady 10,000/s, 50,000 connections; medians of RUNS (3); STEAL (0) of a core busy; report in bench/results/
 	scripts/bench.sh
 
-# e.g. `make bench-capacity STEAL=0.5` or `make bench-capacity MAX_RATE=20000` (scripts/bench_capacity.sh).
-bench-capacity: ## The bench stack at 10,000, 12,500, 15,000 ... msg/s until a step fails; capacity and P99 plot in bench/results/capacity-*/
+# e.g. `make bench-capacity STEAL=0.5`, `make bench-capacity MAX_RATE=20000` or `RUNS=1` (scripts/bench_capacity.sh).
+bench-capacity: ## The bench stack at 10,000, 12,500, 15,000 ... msg/s until a step fails, RUNS (3) times; median capacity and P99 plot in bench/results/capacity-*/
 	scripts/bench_capacity.sh
 
 # e.g. `make bench-worker MODES=down`, `make bench-worker RECORDS=200000`, or two worker configurations

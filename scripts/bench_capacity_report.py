@@ -11,6 +11,11 @@
         report.json and, when the environment's STEAL is above 0, OUT_DIR/burner.json; writes
         OUT_DIR/report.json, OUT_DIR/p99.svg and prints report.md. Exits 0 when the capacity
         meets TARGET_CAPACITY, else 1.
+    bench_capacity_report.py combine OUT_DIR RUN_DIR...
+        Several runs' report.json (RUNS > 1): the median capacity with each run's, and per
+        offered rate the runs that reached it, how many passed and the median P99s; writes
+        OUT_DIR/report.json and OUT_DIR/p99.svg (the medians) and prints report.md. Exits 0
+        when the median capacity meets TARGET_CAPACITY, else 1.
 
 A step passes when, over its measured part, P99 ingest (intended send to 202) is under 50 ms,
 P99 end to end (sent_at to row committed, every accepted message found) under 400 ms, at least
@@ -23,6 +28,7 @@ import csv
 import json
 import math
 import os
+import statistics
 import sys
 from fractions import Fraction
 from xml.sax.saxutils import escape
@@ -226,6 +232,102 @@ def report(out, args):
     return 0 if doc["pass"] else 1
 
 
+def capacity_text(run):
+    """A run's capacity as its report states it: a rate, "≥ rate" when every step passed up
+    to MAX_RATE, "below rate" when the first step failed."""
+    steps = run.get("steps") or []
+    cap = run.get("capacity_msgs_per_s")
+    if cap is None:
+        return f"below {steps[0]['rate']:.0f}" if steps else "no report"
+    return f"≥ {cap:.0f}" if run.get("capacity_is_lower_bound") else f"{cap:.0f}"
+
+
+def median_run(runs):
+    """The run whose capacity is the median (a run whose first step failed, or without a
+    report, ranks below every rate); of an even count the lower middle, so that two runs
+    never report the better one."""
+    ranked = sorted(runs, key=lambda r: -1 if r.get("capacity_msgs_per_s") is None else r["capacity_msgs_per_s"])
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def per_rate(runs):
+    """Per offered rate, over the runs that stepped it: how many, how many passed, and the
+    median and min–max of each P99 where measured."""
+    rates = sorted({s["rate"] for r in runs for s in r.get("steps") or []})
+    rows = []
+    for rate in rates:
+        steps = [s for r in runs for s in r.get("steps") or [] if s["rate"] == rate]
+        row = {"rate": rate, "runs": len(steps), "passed": sum(1 for s in steps if s["pass"])}
+        for key in ("p99_ingest_ms", "p99_e2e_ms"):
+            values = [s[key] for s in steps if s[key] is not None]
+            row[key] = statistics.median(values) if values else None
+            row[key + "_min"] = min(values) if values else None
+            row[key + "_max"] = max(values) if values else None
+        rows.append(row)
+    return rows
+
+
+def combine(out, run_dirs):
+    runs = []
+    for d in run_dirs:
+        run = bench_summary.load(os.path.join(d, "report.json"))
+        run["dir"] = os.path.basename(os.path.normpath(d))
+        runs.append(run)
+    middle = median_run(runs)
+    cap = middle.get("capacity_msgs_per_s")
+    rates = per_rate(runs)
+    doc = {
+        "machine": bench_summary.machine(),
+        "runs": [{"dir": r["dir"], "capacity_msgs_per_s": r.get("capacity_msgs_per_s"),
+                  "capacity_is_lower_bound": r.get("capacity_is_lower_bound"), "capacity": capacity_text(r),
+                  "machine_probe": r.get("machine_probe"), "steal": r.get("steal"), "error": r.get("_error")} for r in runs],
+        "capacity_msgs_per_s": cap,
+        "capacity": capacity_text(middle),
+        "capacity_is_lower_bound": bool(middle.get("capacity_is_lower_bound")),
+        "per_rate": rates,
+        "target_msgs_per_s": TARGET_CAPACITY,
+        "pass": cap is not None and cap >= TARGET_CAPACITY,
+    }
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(doc, f, indent=2)
+    medians = [{"rate": r["rate"], "p99_ingest_ms": r["p99_ingest_ms"], "p99_e2e_ms": r["p99_e2e_ms"],
+                "pass": r["passed"] * 2 > r["runs"]} for r in rates]
+    with open(os.path.join(out, "p99.svg"), "w") as f:
+        f.write(svg_plot(medians, cap))
+
+    def spread(row, key):
+        if row[key] is None:
+            return "–"
+        return f"{row[key]:.1f} ({row[key + '_min']:.1f}–{row[key + '_max']:.1f})"
+
+    lines = [f"# make bench-capacity — {os.path.normpath(out).split('bench/results/', 1)[-1]}: median of {len(runs)} runs", "",
+             f"Machine: {doc['machine']}", "",
+             f"**Capacity: {doc['capacity']} msg/s, the median run's** (runs: {', '.join(r['capacity'] for r in doc['runs'])}; "
+             f"target ≥ {TARGET_CAPACITY}: {'PASS' if doc['pass'] else 'FAIL'}).", "",
+             "Each run started its own stack and stepped the rate until a step failed; a run whose first step failed "
+             "ranks below every rate, and of an even number of runs the lower middle one is the median.", "",
+             "| run | capacity (msg/s) | kernel costs: a system call, a wake-up round trip | competing process (cores used) |",
+             "|---|---:|---|---:|"]
+    for r in doc["runs"]:
+        probe = r["machine_probe"] or {}
+        kernel = (f"{probe['syscall_ns']} ns, {probe['wakeup_round_trip_us']} µs"
+                  if "syscall_ns" in probe else "not measured")
+        steal = r["steal"] or {}
+        if not steal.get("requested"):
+            competing = "none"
+        else:
+            competing = "no report" if steal.get("cores_used") is None else steal["cores_used"]
+        lines.append(f"| {r['dir']} | {r['capacity']} | {kernel} | {competing} |")
+    lines += ["", "Per offered rate, over the runs that reached it (P99 in ms, median and min–max):", "",
+              "| offered (msg/s) | runs | passed | P99 ingest | P99 end to end |", "|---:|---:|---:|---:|---:|"]
+    for row in rates:
+        lines.append(f"| {row['rate']:.0f} | {row['runs']} | {row['passed']} | {spread(row, 'p99_ingest_ms')} | {spread(row, 'p99_e2e_ms')} |")
+    lines += ["", "Plot: p99.svg (the median P99s against the offered rate; hollow where most runs failed the step). "
+              "Each run's report: run-N/report.md."]
+    print("\n".join(lines))
+    return 0 if doc["pass"] else 1
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -244,6 +346,9 @@ def main(argv):
     p.add_argument("--nlp-latency-ms", type=float, default=200)
     p.add_argument("--headroom", type=float, default=1.25)
     p.add_argument("--max-rate", type=float, default=40000)
+    p = sub.add_parser("combine")
+    p.add_argument("out")
+    p.add_argument("runs", nargs="+")
     args = parser.parse_args(argv)
 
     if args.command == "pool-size":
@@ -253,6 +358,8 @@ def main(argv):
         v = step_verdict(bench_summary.load(args.report_json))
         print(f"bench-capacity: {v['rate'] or 0:.0f} msg/s: " + ("pass" if v["pass"] else "FAIL: " + "; ".join(v["reasons"])), file=sys.stderr)
         return 0 if v["pass"] else 1
+    if args.command == "combine":
+        return combine(args.out, args.runs)
     return report(args.out, args)
 
 

@@ -1,5 +1,5 @@
 """Tests of the bench tools' pure parts, without the stack: the medians and verdicts of
-scripts/bench_median.py, the capacity rule, pool size and SVG of
+scripts/bench_median.py, the capacity rule, pool size, SVG and median of runs of
 scripts/bench_capacity_report.py, the competing process of scripts/cpu_burner.py, the A/B report
 of scripts/bench_compare_report.py, and the check of STEAL and the wait for a quiet machine
 in scripts/bench_lib.sh.
@@ -355,6 +355,76 @@ class CapacityRule(unittest.TestCase):
             self.assertEqual(doc["machine_probe"], {"syscall_ns": 150.0, "wakeup_round_trip_us": 40.0})
             self.assertIn("before the steps (examples/machine_probe.rs): a system call 150.0 ns", md.getvalue())
             ET.parse(os.path.join(out, "p99.svg"))
+
+
+class CapacityOfRuns(unittest.TestCase):
+    """`combine`: the median of several bench-capacity runs."""
+
+    def run_report(self, root, name, steps, lower_bound=False, probe=True, steal=None):
+        """One run's report.json as `report` writes it, steps given as (rate, p99 ingest, p99 e2e)."""
+        verdicts = [cap.step_verdict(step_report(rate=float(rate), p99_ingest=ingest, p99_e2e=e2e)) for rate, ingest, e2e in steps]
+        doc = {"steps": verdicts, "capacity_msgs_per_s": cap.capacity(verdicts), "capacity_is_lower_bound": lower_bound,
+               "machine_probe": {"syscall_ns": 150.0, "wakeup_round_trip_us": 30.0} if probe else {"_error": "missing"},
+               "steal": steal or {"requested": 0, "cores_used": None}}
+        os.mkdir(os.path.join(root, name))
+        with open(os.path.join(root, name, "report.json"), "w") as f:
+            json.dump(doc, f)
+        return os.path.join(root, name)
+
+    def combine(self, root, dirs):
+        with contextlib.redirect_stdout(io.StringIO()) as md:
+            status = cap.combine(root, dirs)
+        with open(os.path.join(root, "report.json")) as f:
+            return status, json.load(f), md.getvalue()
+
+    def test_the_median_runs_capacity_with_every_runs_and_the_figures_per_rate(self):
+        with tempfile.TemporaryDirectory() as root:
+            dirs = [
+                self.run_report(root, "run-1", [(8000, 71.1, 335.6)]),
+                self.run_report(root, "run-2", [(8000, 22.7, 305.2), (9000, 25.6, 308.0), (10000, 55.9, 341.2)]),
+                self.run_report(root, "run-3", [(8000, 28.4, 308.5), (9000, 107.3, 1089.5)], probe=False),
+            ]
+            status, doc, md = self.combine(root, dirs)
+            self.assertEqual(status, 1)
+            self.assertEqual(doc["capacity_msgs_per_s"], 8000)
+            self.assertEqual([r["capacity"] for r in doc["runs"]], ["below 8000", "9000", "8000"])
+            self.assertIn("**Capacity: 8000 msg/s, the median run's** (runs: below 8000, 9000, 8000; target ≥ 15000: FAIL)", md)
+            rows = {r["rate"]: r for r in doc["per_rate"]}
+            self.assertEqual((rows[8000]["runs"], rows[8000]["passed"]), (3, 2))
+            self.assertEqual((rows[8000]["p99_ingest_ms"], rows[8000]["p99_ingest_ms_min"], rows[8000]["p99_ingest_ms_max"]), (28.4, 22.7, 71.1))
+            self.assertEqual((rows[9000]["runs"], rows[9000]["passed"], rows[9000]["p99_e2e_ms"]), (2, 1, (308.0 + 1089.5) / 2))
+            self.assertEqual((rows[10000]["runs"], rows[10000]["passed"]), (1, 0))
+            self.assertIn("| 8000 | 3 | 2 | 28.4 (22.7–71.1) | 308.5 (305.2–335.6) |", md)
+            self.assertIn("| run-3 | 8000 | not measured | none |", md)
+            ET.parse(os.path.join(root, "p99.svg"))
+
+    def test_runs_whose_first_step_failed_rank_below_every_rate(self):
+        with tempfile.TemporaryDirectory() as root:
+            dirs = [self.run_report(root, f"run-{i}", [(10000, 80.0, 300.0)]) for i in (1, 2)]
+            dirs.append(self.run_report(root, "run-3", [(10000, 20.0, 300.0), (12500, 20.0, 300.0)]))
+            status, doc, md = self.combine(root, dirs)
+            self.assertEqual(status, 1)
+            self.assertIsNone(doc["capacity_msgs_per_s"])
+            self.assertEqual(doc["capacity"], "below 10000")
+
+    def test_an_even_count_takes_the_lower_middle_and_a_missing_report_ranks_lowest(self):
+        with tempfile.TemporaryDirectory() as root:
+            high = [(r, 20.0, 300.0) for r in (10000, 12500, 15000, 17500)] + [(20000, 90.0, 300.0)]
+            dirs = [self.run_report(root, "run-1", high), self.run_report(root, "run-2", high[:3] + [(17500, 90.0, 300.0)])]
+            status, doc, _ = self.combine(root, dirs)
+            self.assertEqual((status, doc["capacity_msgs_per_s"]), (0, 15000))
+            os.mkdir(os.path.join(root, "run-3"))  # a run that left no report
+            status, doc, md = self.combine(root, dirs + [os.path.join(root, "run-3")])
+            self.assertEqual((status, doc["capacity_msgs_per_s"]), (0, 15000))
+            self.assertIn("runs: 17500, 15000, no report", md)
+
+    def test_the_competing_process_of_each_run_or_why_it_is_missing(self):
+        with tempfile.TemporaryDirectory() as root:
+            dirs = [self.run_report(root, "run-1", [(10000, 20.0, 300.0)], steal={"requested": 0.5, "cores_used": 0.47}),
+                    self.run_report(root, "run-2", [(10000, 20.0, 300.0)], steal={"requested": 0.5, "cores_used": None})]
+            _, _, md = self.combine(root, dirs)
+            self.assertIn("| run-1 | 10000 | 150.0 ns, 30.0 µs | 0.47 |", md)
+            self.assertIn("| run-2 | 10000 | 150.0 ns, 30.0 µs | no report |", md)
 
 
 class CapacityPlot(unittest.TestCase):
