@@ -53,15 +53,8 @@ source scripts/bench_stack.sh
 mkdir -p "$OUT"
 if [ "$RUNS" -gt 1 ]; then
     # Each run starts its own stack, measures, stops it and measures the ceilings, as a
-    # single run does; one that fails (a target or the run itself) does not stop the others,
-    # and the combined summary counts it as a run that did not pass. Their summaries go to
-    # stderr, so stdout carries the combined one only.
-    run_dirs=()
-    for i in $(seq 1 "$RUNS"); do
-        run_dirs+=("$OUT/run-$i")
-        say "run $i of $RUNS"
-        RUNS=1 BENCH_OUT="$OUT/run-$i" scripts/bench.sh >&2 || say "run $i exited with status $? (1 when a target was missed)"
-    done
+    # single run does.
+    repeat_runs scripts/bench.sh
     python3 scripts/bench_median.py "$OUT" "${run_dirs[@]}" | tee "$OUT/summary.md"
     exit
 fi

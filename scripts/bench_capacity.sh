@@ -67,14 +67,7 @@ BASE_POOL="${CHAT_ANALYTICS__WORKER__CONCURRENCY:-$(awk '/^\[/ { section = $0 } 
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "RUNS=$RUNS: a whole number from 1"
 mkdir -p "$OUT"
 if [ "$RUNS" -gt 1 ]; then
-    # One that fails (its capacity short of the target, or the run itself) does not stop the
-    # others; their reports go to stderr, so stdout carries the combined one only.
-    run_dirs=()
-    for i in $(seq 1 "$RUNS"); do
-        run_dirs+=("$OUT/run-$i")
-        say "run $i of $RUNS"
-        RUNS=1 BENCH_OUT="$OUT/run-$i" scripts/bench_capacity.sh >&2 || say "run $i exited with status $? (1 when its capacity missed the target)"
-    done
+    repeat_runs scripts/bench_capacity.sh
     python3 "$REPORT" combine "$OUT" "${run_dirs[@]}" | tee "$OUT/report.md"
     exit
 fi

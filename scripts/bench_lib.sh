@@ -17,6 +17,20 @@ drop_db() {
         -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
 }
 
+# Runs the bench script $1 RUNS times, each as a single run (RUNS=1) into $OUT/run-N
+# (BENCH_OUT) with its own stack, its report to stderr, so that the caller's stdout carries
+# the combined one only. One that fails (a target missed, or the run itself) does not stop
+# the others; the combined report counts it. Sets `run_dirs` to the runs' directories.
+repeat_runs() {
+    local script="$1" i
+    run_dirs=()
+    for i in $(seq 1 "$RUNS"); do
+        run_dirs+=("$OUT/run-$i")
+        say "run $i of $RUNS"
+        RUNS=1 BENCH_OUT="$OUT/run-$i" "$script" >&2 || say "run $i exited with status $? (1 when a target was missed)"
+    done
+}
+
 # Fails, saying why, unless $2 is a set of environment assignments on one line: NAME=value
 # words, values without spaces (a configuration of bench-compare or bench-worker, named $1).
 check_assignments() {
