@@ -81,8 +81,8 @@ stack_start
 # it runs shards of itself by their absolute path.
 sample_resources() {
     local ticks page_kb t=0 pid i rss cpu total_rss total_cpu worker_rss worker_cpu stat statm
-    local busy prev_busy=0 machine phase nlp postgres kafka loadgen line
-    local now_us prev_us elapsed_us busy_us interval_us stolen prev_stolen=0 steal_pct
+    local busy_ticks steal_ticks prev_busy=0 machine phase nlp postgres kafka loadgen
+    local now_us prev_us elapsed_us busy_us interval_us prev_stolen=0 steal_pct
     local -a postgres_pids=() kafka_pids=() loadgen_pids=()
     local -A prev=()
     ticks="$(getconf CLK_TCK)"
@@ -133,15 +133,13 @@ sample_resources() {
         kafka=$cpu
         cpu_of "${loadgen_pids[@]}"
         loadgen=$cpu
-        # Its own interval: the reads above take a varying time. The first line of
-        # /proc/stat: "cpu user nice system idle iowait irq softirq steal ...".
-        read -r -a line </proc/stat
-        busy=$((line[1] + line[2] + line[3] + line[6] + line[7])) stolen=${line[8]}
+        # Its own interval: the reads above take a varying time.
+        read_machine_ticks
         now_us="${EPOCHREALTIME/./}"
         interval_us=$((now_us - busy_us > 0 ? now_us - busy_us : 1))
-        machine=$(( (busy - prev_busy) * 100000000 / (ticks * interval_us) ))
-        steal_pct=$(( (stolen - prev_stolen) * 100000000 / (ticks * interval_us) ))
-        prev_busy=$busy prev_stolen=$stolen busy_us=$now_us
+        machine=$(( (busy_ticks - prev_busy) * 100000000 / (ticks * interval_us) ))
+        steal_pct=$(( (steal_ticks - prev_stolen) * 100000000 / (ticks * interval_us) ))
+        prev_busy=$busy_ticks prev_stolen=$steal_ticks busy_us=$now_us
         phase=""
         { read -r phase <"$OUT/phase"; } 2>/dev/null || true
         [ "$t" -eq 0 ] || echo "$t,$total_rss,$total_cpu,$worker_rss,$worker_cpu,$nlp,$postgres,$kafka,$loadgen,$machine,$steal_pct,$phase"

@@ -69,8 +69,22 @@ ticks_of() {
     pid_ticks $(pgrep "$@" || true)
 }
 
-# Busy CPU ticks of the whole machine, every core (user, nice, system, irq, softirq).
-machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+# The whole machine's CPU ticks since boot, every core, from the first line of /proc/stat
+# ("cpu user nice system idle iowait irq softirq steal ..."): sets `busy_ticks` (user, nice,
+# system, irq, softirq) and `steal_ticks` (time the hypervisor gave these CPUs to other
+# virtual machines). No subprocess: bench.sh's resource sampler reads it every second.
+# shellcheck disable=SC2034 # steal_ticks is for the caller
+read_machine_ticks() {
+    local -a cpu
+    read -r -a cpu </proc/stat
+    busy_ticks=$((cpu[1] + cpu[2] + cpu[3] + cpu[6] + cpu[7])) steal_ticks=${cpu[8]}
+}
+
+# Busy CPU ticks of the whole machine (read_machine_ticks), printed.
+machine_ticks() {
+    read_machine_ticks
+    echo "$busy_ticks"
+}
 
 # CPU ticks (user + system) of the processes "$@" that are still alive.
 pid_ticks() {
