@@ -7,7 +7,7 @@
 #     as recording rules (Grafana's $__rate_interval replaced by 1m)
 #
 # The consistency of these files with the service (config keys, ports, topic, metric
-# names) is tested by tests/deploy_files.rs under `make test`; this script adds what only
+# names) is tested by tests/deploy_files/ under `make test`; this script adds what only
 # promtool can tell: that the files are valid for Prometheus itself.
 #
 # promtool comes with Debian's `prometheus` package, installed here when missing

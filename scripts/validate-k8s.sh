@@ -20,7 +20,7 @@
 #     fields).
 #
 # Any object of a kind none of these can check fails the run: nothing is skipped silently.
-# tests/deploy_files.rs checks the same files' consistency with the service (config keys,
+# tests/deploy_files/ checks the same files' consistency with the service (config keys,
 # ports, partitions); this script checks that Kubernetes, KEDA and the adapter accept them.
 #
 # The tools are installed, pinned, under .cache/ by scripts/install-test-tools.sh (which
