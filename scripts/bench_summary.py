@@ -27,19 +27,24 @@ def load(path):
         return {"_error": f"{path}: {e}"}
 
 
-def machine():
-    model = "unknown"
+def machine_facts():
+    """The machine a run happened on, from /proc: what every bench and chaos report states."""
+    model, mem_kb = "unknown", 0
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), model)
         with open("/proc/meminfo") as f:
             mem_kb = int(f.readline().split()[1])
     except OSError:
-        mem_kb = 0
-    return f"{os.cpu_count()} CPU ({model}), {mem_kb / 1048576:.1f} GiB RAM, {platform.system()} {platform.release()}; Kafka, Postgres, nlp-sim and the load generator on the same machine"
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(mem_kb / 1048576, 1),
+            "kernel": f"{platform.system()} {platform.release()}"}
+
+
+def machine(sharing="Kafka, Postgres, nlp-sim and the load generator"):
+    """The machine as a sentence, with what shared it during the run."""
+    m = machine_facts()
+    return f"{m['cores']} CPU ({m['cpu']}), {m['memory_gib']:.1f} GiB RAM, {m['kernel']}; {sharing} on the same machine"
 
 
 def median(values):

@@ -230,12 +230,11 @@ for label in "${labels[@]}"; do
     configurations+="${configurations:+; }$label: ${assignments[$label]:-as shipped}"
 done
 python3 - "$OUT" "$configurations" "${results[@]}" <<'PY'
-import json, os, platform, statistics, sys
+import json, os, statistics, sys
 sys.path.insert(0, "scripts")
 import bench_summary
 out, rows = sys.argv[1], [json.loads(r) for r in sys.argv[3:]]
 probe = bench_summary.load(os.path.join(out, "machine-probe.json"))
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 goal = {"instant": 40000, "down": 75000}
 modes = list(dict.fromkeys(r["mode"] for r in rows))
 labels = list(dict.fromkeys(r["config"] for r in rows))
@@ -249,12 +248,12 @@ for mode in modes:
         medians[(mode, label)] = {f: round(statistics.median(r[f] for r in runs), 3 if f == "machine_cores" else 1)
                                   for f in figures}
         medians[(mode, label)]["all_stored"] = all(r["rows_stored"] == r["records"] for r in runs)
-json.dump({"machine": {"cpus": os.cpu_count(), "model": cpu, "kernel": platform.release()}, "machine_probe": probe,
+json.dump({"machine": bench_summary.machine_facts(), "machine_probe": probe,
            "configurations": sys.argv[2], "modes": rows,
            "medians": [{"mode": m, "config": c, **v} for (m, c), v in medians.items()]},
           open(os.path.join(out, "summary.json"), "w"), indent=2)
 lines = [f"# make bench-worker — {os.path.basename(out)}", "",
-         f"Machine: {os.cpu_count()} CPU ({cpu}), Linux {platform.release()}; Kafka, Postgres and nlp-sim on the same machine.", "",
+         f"Machine: {bench_summary.machine('Kafka, Postgres and nlp-sim')}.", "",
          bench_summary.probe_line(probe, "the drains"), ""]
 if labels != ["shipped"]:
     lines += [f"Configurations (the draining worker's environment): {sys.argv[2]}.", ""]

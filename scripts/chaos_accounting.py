@@ -23,10 +23,11 @@ import gzip
 import glob
 import json
 import os
-import platform
 import subprocess
 import sys
 from collections import Counter, defaultdict
+
+import bench_summary
 
 # Outcomes of an attempt that got no HTTP answer (see crates/loadgen/src/ledger.rs).
 NO_ANSWER = {"connect", "timeout", "closed", "io", "bad_response", "unanswered"}
@@ -39,19 +40,6 @@ BASELINE_SECS = 30
 
 # Flags kept per id while reading the ledger.
 ACCEPTED, REFUSED_ONCE, UNANSWERED_ONCE, WITH_SENT_AT, RESENT, RETRIED, ANSWERED = (1 << i for i in range(7))
-
-
-def machine():
-    model, mem_kb = "unknown", 0
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), model)
-        with open("/proc/meminfo") as f:
-            mem_kb = int(f.readline().split()[1])
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(mem_kb / 1048576, 1),
-            "kernel": f"{platform.system()} {platform.release()}"}
 
 
 def commit():
@@ -453,7 +441,7 @@ def main():
     checks = [c for c in (rule(run, a) for rule in CHECKS) if c is not None]
     report = {
         "stamp": os.path.basename(os.path.normpath(out_dir)).removeprefix("chaos-"),
-        "machine": machine(),
+        "machine": bench_summary.machine_facts(),
         "commit": commit(),
         "run": run,
         "accounting": a,
