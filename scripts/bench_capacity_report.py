@@ -205,12 +205,14 @@ def report(out, args):
     with open(os.path.join(out, "p99.svg"), "w") as f:
         f.write(svg_plot(steps, cap))
 
-    if cap is None:
-        verdict = f"below {steps[0]['rate']:.0f} msg/s: the first step failed" if steps else "unknown: no step ran"
+    if not steps:
+        verdict = "unknown: no step ran"
+    elif cap is None:
+        verdict = f"{capacity_text(doc)} msg/s: the first step failed"
     elif lower_bound:
-        verdict = f"at least {cap:.0f} msg/s: every step up to MAX_RATE ({args.max_rate:.0f}) passed"
+        verdict = f"{capacity_text(doc)} msg/s: every step up to MAX_RATE ({args.max_rate:.0f}) passed"
     else:
-        verdict = f"{cap:.0f} msg/s"
+        verdict = f"{capacity_text(doc)} msg/s"
     lines = [f"# make bench-capacity — {os.path.normpath(out).split('bench/results/', 1)[-1]}", "",
              f"Machine: {doc['machine']}", "",
              bench_summary.probe_line(doc["machine_probe"], "the steps"), "",

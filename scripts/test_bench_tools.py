@@ -356,6 +356,23 @@ class CapacityRule(unittest.TestCase):
             self.assertIn("before the steps (examples/machine_probe.rs): a system call 150.0 ns", md.getvalue())
             ET.parse(os.path.join(out, "p99.svg"))
 
+    def test_the_verdict_says_when_the_first_step_failed_or_every_step_passed(self):
+        args = argparse.Namespace(step_seconds=30.0, warmup=10.0, connections=2000, nlp_latency_ms=200.0, headroom=1.25, max_rate=12500.0)
+        for p99s, verdict in [((450.0, 300.0), "**Capacity: below 10000 msg/s: the first step failed** (target ≥ 15000: FAIL)"),
+                              ((250.0, 300.0), "**Capacity: ≥ 12500 msg/s: every step up to MAX_RATE (12500) passed** (target ≥ 15000: FAIL)")]:
+            with self.subTest(verdict=verdict), tempfile.TemporaryDirectory() as out:
+                rows = ["rate,pool,dir"]
+                for rate, p99 in zip((10000, 12500), p99s):
+                    os.mkdir(os.path.join(out, f"step-{rate}"))
+                    with open(os.path.join(out, f"step-{rate}", "report.json"), "w") as f:
+                        json.dump(step_report(rate=float(rate), p99_e2e=p99), f)
+                    rows.append(f"{rate},2500,step-{rate}")
+                with open(os.path.join(out, "steps.csv"), "w") as f:
+                    f.write("\n".join(rows) + "\n")
+                with contextlib.redirect_stdout(io.StringIO()) as md:
+                    self.assertEqual(cap.report(out, args), 1)
+                self.assertIn(verdict, md.getvalue())
+
 
 class CapacityOfRuns(unittest.TestCase):
     """`combine`: the median of several bench-capacity runs."""
