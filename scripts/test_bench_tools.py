@@ -135,7 +135,7 @@ class MedianOfRuns(unittest.TestCase):
 
 
 def step_report(rate=10000.0, p99_ingest=10.0, p99_e2e=300.0, accepted_share=1.0, statuses=None, failures=None, missing=0, e2e=True):
-    """A loadgen report.json (crates/loadgen/src/report.rs) with just the fields the rule reads."""
+    """A loadgen report.json (crates/loadgen/src/report/) with just the fields the rule reads."""
     offered = int(rate * 30)
     accepted = int(offered * accepted_share)
     report = {
