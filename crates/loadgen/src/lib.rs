@@ -32,7 +32,8 @@
 //! - `client`: one connection: raw HTTP/1.1, its task loop.
 //! - `driver`: opens the fleet, dispatches due requests to idle
 //!   connections, feeds completions to the recorder.
-//! - `report`: HdrHistogram recorder, per-second timeline, JSON and Markdown.
+//! - `report`: the report as JSON and Markdown; its `recording` module the
+//!   HdrHistogram recorder and per-second timeline, and adding processes up.
 //! - `plot`: the PNG of throughput and latency over time.
 //! - `resend`: when a request goes out again with the same message ids
 //!   (retries after 429, 5xx or no answer; deliberate re-sends).
