@@ -207,12 +207,10 @@ def report(out, args):
 
     if not steps:
         verdict = "unknown: no step ran"
-    elif cap is None:
-        verdict = f"{capacity_text(doc)} msg/s: the first step failed"
-    elif lower_bound:
-        verdict = f"{capacity_text(doc)} msg/s: every step up to MAX_RATE ({args.max_rate:.0f}) passed"
     else:
-        verdict = f"{capacity_text(doc)} msg/s"
+        why = (": the first step failed" if cap is None
+               else f": every step up to MAX_RATE ({args.max_rate:.0f}) passed" if lower_bound else "")
+        verdict = f"{capacity_text(doc)} msg/s{why}"
     lines = [f"# make bench-capacity — {os.path.normpath(out).split('bench/results/', 1)[-1]}", "",
              f"Machine: {doc['machine']}", "",
              bench_summary.probe_line(doc["machine_probe"], "the steps"), "",

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use chat_analytics::config::Settings;
 use serde_yaml::Value;
 
+use crate::compose::compose;
 use crate::k8s_manifests::{
     adapter_config, containers, k8s_autoscalers, k8s_container_env, k8s_worker_statefulset,
-    scale_target, topic_partitions, without_listen, worker_offset_reset, K8S_BASE, K8S_KEDA,
-    K8S_PROMETHEUS_ADAPTER,
+    scale_target, without_listen, K8S_BASE, K8S_KEDA, K8S_PROMETHEUS_ADAPTER,
 };
-use crate::manifest::{scalar, yaml};
+use crate::manifest::{command_args, flag_value, scalar, yaml};
 use crate::monitoring::assert_known_metrics;
+use crate::support::read_repo_file as read;
 
 #[test]
 fn each_autoscaling_overlay_adds_one_worker_autoscaler_that_owns_the_worker_count() {
@@ -228,4 +229,41 @@ fn every_metric_an_hpa_reads_is_served_by_the_adapter_rules_from_known_metrics()
             .is_some_and(|q| q.starts_with("queue_depth"))),
         "the worker HPA's lag comes from queue_depth"
     );
+}
+
+/// The partitions of the topic as the stacks create it: scripts/infra.sh for `make run`
+/// and the tests, docker-compose.yml's kafka-init; both must agree.
+fn topic_partitions() -> u32 {
+    let infra = read("scripts/infra.sh");
+    let line = infra
+        .lines()
+        .find(|l| l.starts_with("KAFKA_TOPIC_PARTITIONS="))
+        .expect("scripts/infra.sh sets KAFKA_TOPIC_PARTITIONS");
+    let digits: String = line
+        .chars()
+        .rev()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let infra_partitions: u32 = digits.parse().expect("a number of partitions");
+    let init = command_args(&compose()["services"]["kafka-init"]);
+    let compose_partitions: u32 = flag_value(&init, "--partitions")
+        .expect("--partitions")
+        .parse()
+        .expect("a number");
+    assert_eq!(infra_partitions, compose_partitions, "the stacks disagree");
+    infra_partitions
+}
+
+/// The worker consumer's auto.offset.reset, from its source.
+fn worker_offset_reset() -> String {
+    let source = read("crates/service/src/queue/consumer.rs");
+    let at = source
+        .find(r#".set("auto.offset.reset", ""#)
+        .expect("the consumer sets auto.offset.reset");
+    let rest = &source[at + r#".set("auto.offset.reset", ""#.len()..];
+    rest[..rest.find('"').expect("closing quote")].to_owned()
 }

@@ -5,11 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
-use crate::compose::compose;
-use crate::manifest::{
-    command_args, flag_value, our_overrides, relative_to_repo, scalar, yaml_documents,
-};
-use crate::support::{read_repo_file as read, repo_path};
+use crate::manifest::{command_args, our_overrides, relative_to_repo, scalar, yaml_documents};
+use crate::support::repo_path;
 
 /// Everything that always applies.
 pub(crate) const K8S_BASE: &str = "deploy/k8s/base";
@@ -144,43 +141,6 @@ pub(crate) fn adapter_config() -> Value {
         .and_then(|d| d["data"]["config.yaml"].as_str())
         .expect("a ConfigMap with config.yaml");
     serde_yaml::from_str(text).expect("config.yaml is YAML")
-}
-
-/// The partitions of the topic as the stacks create it: scripts/infra.sh for `make run`
-/// and the tests, docker-compose.yml's kafka-init; both must agree.
-pub(crate) fn topic_partitions() -> u32 {
-    let infra = read("scripts/infra.sh");
-    let line = infra
-        .lines()
-        .find(|l| l.starts_with("KAFKA_TOPIC_PARTITIONS="))
-        .expect("scripts/infra.sh sets KAFKA_TOPIC_PARTITIONS");
-    let digits: String = line
-        .chars()
-        .rev()
-        .skip_while(|c| !c.is_ascii_digit())
-        .take_while(char::is_ascii_digit)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    let infra_partitions: u32 = digits.parse().expect("a number of partitions");
-    let init = command_args(&compose()["services"]["kafka-init"]);
-    let compose_partitions: u32 = flag_value(&init, "--partitions")
-        .expect("--partitions")
-        .parse()
-        .expect("a number");
-    assert_eq!(infra_partitions, compose_partitions, "the stacks disagree");
-    infra_partitions
-}
-
-/// The worker consumer's auto.offset.reset, from its source.
-pub(crate) fn worker_offset_reset() -> String {
-    let source = read("crates/service/src/queue/consumer.rs");
-    let at = source
-        .find(r#".set("auto.offset.reset", ""#)
-        .expect("the consumer sets auto.offset.reset");
-    let rest = &source[at + r#".set("auto.offset.reset", ""#.len()..];
-    rest[..rest.find('"').expect("closing quote")].to_owned()
 }
 
 pub(crate) fn containers(spec: &Value) -> Vec<Value> {
